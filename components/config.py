@@ -435,6 +435,12 @@ def _strip_secure(value: Any) -> Any:
     return value
 
 
+def _means_derived(key: str, value: Any) -> bool:
+    """Pulumi.yaml declares "" or [] for keys whose default is derived (e.g. hostname)."""
+    field = MailConfig.model_fields.get(key)
+    return field is not None and field.default is None and value in ("", [])
+
+
 def load_config(values: Mapping[str, Any]) -> MailConfig:
     """Build the model from `mailstack:<key>` → value; other namespaces are ignored."""
     prefix = f"{PROJECT}:"
@@ -443,7 +449,7 @@ def load_config(values: Mapping[str, Any]) -> MailConfig:
         for key, value in values.items()
         if key.startswith(prefix)
     }
-    raw = {k: v for k, v in raw.items() if v is not None}
+    raw = {k: v for k, v in raw.items() if v is not None and not _means_derived(k, v)}
     try:
         return MailConfig.model_validate(raw)
     except ValidationError as err:

@@ -1,0 +1,38 @@
+"""Offline commands: `python -m components render STACK --out DIR`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from components.config import ConfigError
+from components.offline import DKIM_KEY_PLACEHOLDER, render_stack
+from components.stackfile import load_stack
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m components", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    render = commands.add_parser("render", help="write a stack's host files and zone file under a folder")
+    render.add_argument("stack", help="stack name, e.g. example.com (reads stacks/Pulumi.STACK.yaml)")
+    render.add_argument("--out", required=True, type=Path, help="folder to write into")
+    render.add_argument(
+        "--dkim-key",
+        default=DKIM_KEY_PLACEHOLDER,
+        help="base64 DKIM public key to put in the zone file (default: a placeholder)",
+    )
+    args = parser.parse_args(argv)
+
+    try:
+        cfg = load_stack(args.stack)
+    except (FileNotFoundError, ConfigError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for path in render_stack(cfg, args.out, args.dkim_key):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""The daemons' own checkers, as shell commands run against a *staged* config.
+
+A stage is a directory, ``$STAGE``, that mirrors the filesystem: the deploy
+script copies each service's ``CONFIG_DIRS`` into it (``cp -a /etc/postfix
+"$STAGE/etc/postfix"``), writes the rendered files over them at ``$STAGE`` +
+path (creating parent directories), then runs that service's ``CHECKS`` with
+bash under ``set -euo pipefail``, as root. Every command exits non-zero with
+the checker's message on stderr when the config is bad; only then is nothing
+swapped in. Each command is a subshell, so it leaves no variables behind.
+
+What the checks need from the host besides the stage (true on the host once
+the earlier units have run, see DESIGN.md):
+
+* Postfix: the host owns the addresses in ``inet_interfaces`` (postfix, postmap
+  and postalias refuse a main.cf naming an address no local interface has).
+  ``postfix check`` also creates missing queue directories in the real
+  /var/spool/postfix, as it always does.
+* OpenDKIM: the DKIM key /etc/opendkim/<selector>.private (``opendkim -n``
+  opens it, and requires it and its directories not to be writable by others).
+
+Side effects inside the stage, on purpose (the staged config is then complete):
+``postmap``/``postalias`` build ``controlled_auth_senders.db``, ``virtual.db``
+and ``aliases.db`` next to the staged sources, and ``sievec`` compiles
+/etc/dovecot/sieve/*.sieve to ``*.svbin`` next to them: install those too, or
+rerun ``postmap``/``newaliases``/``sievec`` after the swap (Dovecot's LMTP runs
+as the user and cannot write /etc/dovecot/sieve itself). Users' scripts are
+compiled into a temporary directory instead: Dovecot compiles
+``~/.dovecot.svbin`` as the user, and a root-owned one there would be in its way.
+"""
+
+from __future__ import annotations
+
+
+def _silent(command: str) -> str:
+    """Run `command`; any output on stderr is a failure, printed to stderr.
+
+    postconf, postmap and postalias only *warn* (exit 0) about unknown
+    parameters and malformed table lines; doveconf warns about obsolete
+    settings the same way. A staged config must produce no warning at all.
+    """
+    return (
+        f'( err=$({command} 2>&1 >/dev/null) && [ -z "$err" ] '
+        f'|| {{ printf "%s\\n" "${{err:-{command.split()[0]}: failed without a message}}" >&2; exit 1; }} )'
+    )
+
+
+_POSTFIX = '"$STAGE/etc/postfix"'
+
+# `postfix check` (postfix-script check-fatal/check-warn) logs only to syslog
+# unless stderr is a terminal, so a failing check would exit 1 with no message.
+# script(1) (bsdutils, Essential in Debian) gives it a terminal; its output is
+# passed on to stderr with the terminal's CRs removed. On Debian bookworm,
+# `postfix -c DIR` needs no alternate_config_directories entry when run as root
+# (only the set-gid postdrop/postqueue check that list); -c also makes
+# postfix-script's own postconf/postsuper calls read the staged main.cf.
+_POSTFIX_CHECK = (
+    "( set -o pipefail; "
+    "script -qec \"postfix -c '$STAGE/etc/postfix' check\" /dev/null </dev/null "
+    "| tr -d '\\r' >&2 )"
+)
+
+# policyd-spf has no checker: read the file with its own reader
+# (spf_engine.policydspfsupp._readConfigFile). That reader only logs unknown
+# names and malformed lines to syslog and goes on, so collect what it would log.
+_POLICYD_SPF_PARSE = (
+    "/usr/bin/python3 -c '"
+    "import sys, syslog\n"
+    "msgs = []\n"
+    "syslog.syslog = lambda *args: msgs.append(str(args[-1]))\n"
+    "from spf_engine import policydspfsupp as spf\n"
+    "path = sys.argv[1]\n"
+    "try:\n"
+    "    spf._readConfigFile(path, dict(spf.defaultConfigData), {\"debugLevel\": 1})\n"
+    "except Exception as err:\n"
+    "    msgs.append(\"%s: %s\" % (path, err))\n"
+    "for msg in msgs:\n"
+    "    print(\"policyd-spf: \" + msg, file=sys.stderr)\n"
+    "sys.exit(1 if msgs else 0)\n"
+    "' \"$STAGE/etc/postfix-policyd-spf-python/policyd-spf.conf\""
+)
+
+# The default script (sieve_default) is compiled next to itself, in the stage.
+_DEFAULT_SIEVE = (
+    '( for script in "$STAGE"/etc/dovecot/sieve/*.sieve; do '
+    '[ -e "$script" ] || continue; '
+    'sievec -c "$STAGE/etc/dovecot/dovecot.conf" "$script" || exit 1; '
+    "done )"
+)
+
+# Users' scripts: $STAGE/home/<user>/.dovecot.sieve, compiled with the host's
+# Dovecot config (Dovecot's own unit comes later) into a throw-away directory.
+_USER_SIEVE = (
+    '( out=$(mktemp -d); trap \'rm -rf "$out"\' EXIT; '
+    'for script in "$STAGE"/home/*/.dovecot.sieve; do '
+    '[ -e "$script" ] || continue; '
+    'user=${script%/.dovecot.sieve}; user=${user##*/}; '
+    'sievec "$script" "$out/$user.svbin" || exit 1; '
+    "done )"
+)
+
+CONFIG_DIRS: dict[str, list[str]] = {
+    # /etc/aliases (a file) is written into the stage with the rendered files.
+    "postfix": ["/etc/postfix"],
+    # Includes are relative to dovecot.conf, so the staged conf.d is what is read.
+    "dovecot": ["/etc/dovecot"],
+    # Its config is the single file /etc/opendkim.conf; the keys stay where they are.
+    "opendkim": [],
+    "policyd-spf": ["/etc/postfix-policyd-spf-python"],
+    # Users' scripts live in their homes: only the rendered scripts are staged.
+    "sieve": [],
+}
+
+CHECKS: dict[str, list[str]] = {
+    "postfix": [
+        _silent(f"postconf -c {_POSTFIX} -n"),
+        _silent(f"postconf -c {_POSTFIX} -M"),
+        _silent(f'postmap -c {_POSTFIX} hash:"$STAGE/etc/postfix/controlled_auth_senders"'),
+        _silent(f'postmap -c {_POSTFIX} hash:"$STAGE/etc/postfix/virtual"'),
+        _silent(f'postalias -c {_POSTFIX} hash:"$STAGE/etc/aliases"'),
+        _POSTFIX_CHECK,
+    ],
+    "dovecot": [
+        _silent('doveconf -c "$STAGE/etc/dovecot/dovecot.conf" -n'),
+        _DEFAULT_SIEVE,
+    ],
+    "opendkim": [
+        'opendkim -n -x "$STAGE/etc/opendkim.conf"',
+    ],
+    "policyd-spf": [
+        _POLICYD_SPF_PARSE,
+    ],
+    "sieve": [
+        _USER_SIEVE,
+    ],
+}

@@ -1,0 +1,100 @@
+"""MailHost: everything on the mail server, as a few SSH commands.
+
+Thin by design: the scripts come from `components.units`, the files from
+`components.render`; this module only turns them into `remote.Command`
+resources, in the order DESIGN.md gives:
+
+    packages ─┬─ tls ───────────────┬─ dovecot ─┬─ postfix
+              ├─ dkim ─ opendkim ───┤           └─ sieve (users' scripts)
+              ├─ accounts ──────────┴───────────────┘
+              └─ policyd-spf ───────┘
+
+A unit runs again only when its inputs change, so a `pulumi up` with nothing
+changed runs no command at all. A unit has no delete command: destroying the
+stack never deletes keys, mailboxes or mail.
+"""
+
+from __future__ import annotations
+
+from typing import TypedDict
+
+import pulumi
+from pulumi_command import remote
+
+from components import units
+from components.config import MailConfig
+from components.render import render_host_files
+
+
+class MailHostArgs(TypedDict):
+    config: MailConfig
+    """The stack's validated configuration."""
+
+
+class MailHost(pulumi.ComponentResource):
+    """The mail server of one domain, converged over SSH."""
+
+    dkim_public_key: pulumi.Output[str]
+    """Base64 DER public key of the DKIM selector, as the host generated it."""
+
+    def __init__(self, name: str, args: MailHostArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("mailstack:index:MailHost", name, None, opts)
+        cfg = args["config"]
+        connection = _connection(cfg)
+        files = render_host_files(cfg)
+
+        def command(unit: str, spec: units.Unit, after: list[pulumi.Resource], **extra) -> remote.Command:
+            return remote.Command(
+                f"{name}-{unit}",
+                connection=connection,
+                create=spec.command,
+                stdin=spec.stdin,
+                opts=pulumi.ResourceOptions(parent=self, depends_on=after),
+                **extra,
+            )
+
+        packages = command("packages", units.packages_unit(cfg), [])
+        tls = command("tls", units.tls_unit(cfg), [packages])
+        dkim = command("dkim", units.dkim_unit(cfg), [packages])
+        accounts = remote.Command(
+            f"{name}-accounts",
+            connection=connection,
+            create=units.accounts_command(cfg),
+            # The password hashes: secret in state, never in a command line or log.
+            stdin=pulumi.Output.secret(units.accounts_stdin(cfg)),
+            logging=remote.Logging.NONE,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[packages]),
+        )
+
+        def service(unit: str, after: list[pulumi.Resource]) -> remote.Command:
+            return command(unit, units.service_unit(cfg, unit, files[unit]), after)
+
+        opendkim = service("opendkim", [packages, dkim])
+        policyd_spf = service("policyd-spf", [packages])
+        dovecot = service("dovecot", [packages, tls, accounts])
+        postfix = service("postfix", [packages, tls, accounts, opendkim, policyd_spf, dovecot])
+        sieve = service("sieve", [packages, accounts, dovecot])
+
+        self.dkim_public_key = dkim.stdout
+        self.tls_fingerprint = tls.stdout.apply(str.strip)
+        self.units = [packages, tls, dkim, accounts, opendkim, policyd_spf, dovecot, postfix, sieve]
+        self.register_outputs(
+            {
+                "hostname": cfg.host_name,
+                "dkimPublicKey": self.dkim_public_key,
+                "tlsFingerprint": self.tls_fingerprint,
+                "packages": packages.stdout,
+            }
+        )
+
+
+def _connection(cfg: MailConfig) -> remote.ConnectionArgs:
+    private_key = cfg.ssh_private_key.get_secret_value() if cfg.ssh_private_key else None
+    host_key = cfg.ssh_host_key.get_secret_value() if cfg.ssh_host_key else None
+    return remote.ConnectionArgs(
+        host=cfg.connect_host,
+        port=cfg.ssh_port,
+        user=cfg.ssh_user,
+        private_key=pulumi.Output.secret(private_key) if private_key else None,
+        host_key=pulumi.Output.secret(host_key) if host_key else None,
+    )

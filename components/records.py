@@ -1,0 +1,260 @@
+"""The stack's DNS records as plain data.
+
+One list of `Record`s feeds the Cloudflare component (`components/dns.py`), the
+zone-file export and the tests. Each record carries a one-line reason, in the
+manner of Mail-in-a-Box's `dns_update.py`.
+
+Names are FQDNs, lower-case, without the trailing dot. TXT contents are the
+*unquoted* values; `txt_content` turns a value into what Cloudflare and zone
+files expect.
+
+This module is pure: no Pulumi import, no I/O.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import dns.name
+import dns.reversename
+
+from components.config import MailConfig
+
+# The guide: "mail is handled by 10 mail.example.com".
+MX_PRIORITY = 10
+
+# RFC 1035 3.3: a <character-string> is one length octet and at most 255 octets.
+TXT_CHUNK = 255
+
+# What a zone file and Cloudflare's "automatic" TTL use (Cloudflare: auto = 300 s).
+ZONE_TTL = 300
+
+DKIM_KEY = "dkim"
+DKIM_REASON = "Required: receivers verify the DKIM-Signature that OpenDKIM adds with this public key"
+
+
+@dataclass(frozen=True)
+class Record:
+    """One DNS record, with why it exists."""
+
+    name: str  # FQDN, lower-case, no trailing dot
+    type: str  # "A", "AAAA", "MX", "TXT", "PTR"
+    content: str  # TXT: the unquoted value; MX/PTR: the target host (no trailing dot)
+    reason: str  # one line: why this record exists
+    priority: int | None = None  # MX only
+    key: str = ""  # stable short id, used in Pulumi resource names: never change one
+
+
+# --- values ---------------------------------------------------------------------------------
+
+
+def spf_value(cfg: MailConfig) -> str:
+    """SPF policy allowing exactly the host's addresses.
+
+    Only ip4/ip6 mechanisms: no `mx` or `a`, so evaluation costs receivers no DNS
+    lookups (RFC 7208 4.6.4 allows at most 10). `-all` fails everyone else.
+    """
+    mechanisms = [f"ip4:{a}" for a in cfg.ipv4] + [f"ip6:{a}" for a in cfg.ipv6]
+    return " ".join(["v=spf1", *mechanisms, "-all"])
+
+
+def dkim_value(cfg: MailConfig, public_key_b64: str) -> str:
+    """The DKIM key record (RFC 6376 3.6.1) as `opendkim-genkey -r` writes it.
+
+    `public_key_b64` is the base64 of the DER SubjectPublicKeyInfo; whitespace
+    (line breaks in the host unit's stdout) is removed. An empty `p=` would
+    publish a *revoked* key, so a missing key is an error, not an empty record.
+    """
+    key = "".join(public_key_b64.split())
+    if not key:
+        raise ValueError(f"DKIM public key for selector {cfg.dkim_selector!r} is empty (expected base64 DER)")
+    try:
+        base64.b64decode(key, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(
+            f"DKIM public key for selector {cfg.dkim_selector!r} is not base64 "
+            f"(expected the output of `openssl rsa -pubout -outform DER | base64 -w0`): {key[:20]!r}..."
+        ) from None
+    return f"v=DKIM1; h=sha256; k=rsa; s=email; p={key}"
+
+
+def dmarc_value(cfg: MailConfig) -> str:
+    """DMARC policy (RFC 7489) with aggregate reports to `cfg.rua`.
+
+    No adkim/aspf: the defaults (relaxed) are needed here. Bounces have an empty
+    MAIL FROM, so SPF checks the HELO name (mail.example.com); relaxed alignment
+    accepts it for example.com, strict would not.
+    """
+    rua = ",".join(f"mailto:{address}" for address in cfg.rua)
+    return f"v=DMARC1; p={cfg.dmarc_policy}; rua={rua}"
+
+
+def _escape(chunk: bytes) -> str:
+    # RFC 1035 5.1: inside a quoted string, \" and \\ are literal; any other
+    # octet that is not printable ASCII is written \DDD (decimal).
+    out = []
+    for byte in chunk:
+        if byte in (0x22, 0x5C):
+            out.append("\\" + chr(byte))
+        elif 0x20 <= byte < 0x7F:
+            out.append(chr(byte))
+        else:
+            out.append(f"\\{byte:03d}")
+    return "".join(out)
+
+
+def txt_content(value: str) -> str:
+    """A TXT value as quoted character-strings of at most 255 bytes, one space apart.
+
+    Cloudflare re-splits one long string into 255-byte pieces and then reports
+    drift on every preview, so we send exactly the form it stores:
+    `"chunk1" "chunk2"`. Splitting is by bytes of the UTF-8 value (what the wire
+    carries); receivers of SPF, DKIM and DMARC concatenate the strings without
+    separators (RFC 7208 3.3, RFC 6376 3.6.2.2).
+    """
+    data = value.encode("utf-8")
+    chunks = [data[i : i + TXT_CHUNK] for i in range(0, len(data), TXT_CHUNK)] or [b""]
+    return " ".join(f'"{_escape(chunk)}"' for chunk in chunks)
+
+
+# --- names ----------------------------------------------------------------------------------
+
+
+def _key_part(address: str) -> str:
+    return address.replace(".", "-").replace(":", "-")
+
+
+def ptr_name(address: str) -> str:
+    """The reverse-lookup name of an address, e.g. 10.2.0.192.in-addr.arpa."""
+    return dns.reversename.from_address(address).to_text(omit_final_dot=True).lower()
+
+
+def dkim_name(cfg: MailConfig) -> str:
+    return f"{cfg.dkim_selector}._domainkey.{cfg.domain}"
+
+
+def reverse_zone_for(cfg: MailConfig, address: str) -> str | None:
+    """The configured reverse zone holding the address's PTR name (the most specific one), or None."""
+    name = dns.reversename.from_address(address)
+    matches = [zone for zone in cfg.reverse_zones if name.is_subdomain(dns.name.from_text(zone))]
+    return max(matches, key=lambda zone: zone.count("."), default=None)
+
+
+# --- record sets ----------------------------------------------------------------------------
+
+
+def dkim_record(cfg: MailConfig, public_key_b64: str) -> Record:
+    return Record(dkim_name(cfg), "TXT", dkim_value(cfg, public_key_b64), DKIM_REASON, key=DKIM_KEY)
+
+
+def static_records(cfg: MailConfig) -> list[Record]:
+    """Every mail record except DKIM: those that the config alone determines."""
+    host, domain = cfg.host_name, cfg.domain
+    records = [
+        *(
+            Record(host, "A", a, "Required: the mail host's IPv4 address, for the MX target and HELO checks", key=f"a-{_key_part(a)}")
+            for a in cfg.ipv4
+        ),
+        *(
+            Record(host, "AAAA", a, "Required: the mail host's IPv6 address, for the MX target and HELO checks", key=f"aaaa-{_key_part(a)}")
+            for a in cfg.ipv6
+        ),
+        Record(domain, "MX", host, "Required: mail for the domain is delivered to this host (priority 10)", priority=MX_PRIORITY, key="mx"),
+        Record(domain, "TXT", spf_value(cfg), "Required: receivers check the sender's IP against SPF (-all: no one else)", key="spf"),
+    ]
+    if host != domain:
+        # Bounces have an empty MAIL FROM, so SPF checks the HELO name (RFC 7208 2.3).
+        # Not when host == domain: two SPF records at one name are a permerror (RFC 7208 4.5).
+        records.append(
+            Record(host, "TXT", spf_value(cfg), "Recommended: SPF for the HELO name, checked for bounces (empty MAIL FROM)", key="spf-helo")
+        )
+    records.append(
+        Record(f"_dmarc.{domain}", "TXT", dmarc_value(cfg), f"Recommended: DMARC policy p={cfg.dmarc_policy} for mail failing SPF and DKIM, and where reports go", key="dmarc")
+    )
+    return records
+
+
+def mail_records(cfg: MailConfig, dkim_public_key: str) -> list[Record]:
+    """A, AAAA, MX, SPF (domain and HELO name), DKIM and DMARC for the stack's domain."""
+    records = static_records(cfg)
+    dmarc_at = next(i for i, r in enumerate(records) if r.key == "dmarc")
+    records.insert(dmarc_at, dkim_record(cfg, dkim_public_key))
+    return records
+
+
+def ptr_records(cfg: MailConfig) -> list[Record]:
+    """One PTR per address, pointing at the host name (forward-confirmed reverse DNS)."""
+    return [
+        Record(
+            ptr_name(a),
+            "PTR",
+            cfg.host_name,
+            "Required: receivers reject clients whose IP has no matching name (reject_unknown_client_hostname)",
+            key=f"ptr-{_key_part(a)}",
+        )
+        for a in cfg.addresses
+    ]
+
+
+# --- zone file ------------------------------------------------------------------------------
+
+
+def _absolute(name: str) -> str:
+    return name + "."
+
+
+def _rdata(record: Record) -> str:
+    if record.type == "TXT":
+        return txt_content(record.content)
+    if record.type == "MX":
+        return f"{record.priority} {_absolute(record.content)}"
+    if record.type in ("PTR", "CNAME", "NS"):
+        return _absolute(record.content)
+    return record.content
+
+
+def zone_file(
+    cfg: MailConfig,
+    records: Sequence[Record],
+    *,
+    serial: int = 1,
+    ns_addresses: Sequence[str] | None = None,
+) -> str:
+    """A zone file for `cfg.zone_name` holding `records`, each preceded by its reason.
+
+    Cloudflare serves its own SOA and NS; the ones here are placeholders that make
+    the file complete for `named-checkzone` and a lab name server: `ns1.<zone>`
+    with addresses `ns_addresses` (default: the mail host's). The serial is fixed
+    so that the file only changes when a record does.
+    """
+    origin = cfg.zone_name
+    origin_name = dns.name.from_text(origin)
+    outside = [r for r in records if not dns.name.from_text(r.name).is_subdomain(origin_name)]
+    if outside:
+        names = ", ".join(f"{r.name} ({r.type})" for r in outside)
+        raise ValueError(f"records outside zone {origin}: {names} (a reverse zone needs its own file)")
+
+    ns = f"ns1.{origin}"
+    addresses = list(ns_addresses) if ns_addresses is not None else cfg.addresses
+    if not addresses:
+        raise ValueError(f"ns_addresses is empty (expected at least one address for {ns})")
+    lines = [
+        f"; Zone {origin} for the mail domain {cfg.domain}, generated by mailstack.",
+        "; SOA and NS are placeholders: Cloudflare serves its own.",
+        f"$ORIGIN {_absolute(origin)}",
+        f"$TTL {ZONE_TTL}",
+        f"@ IN SOA {_absolute(ns)} hostmaster.{_absolute(origin)} ({serial} 10800 3600 604800 {ZONE_TTL})",
+        f"@ IN NS {_absolute(ns)}",
+    ]
+    for address in addresses:
+        kind = "A" if ipaddress.ip_address(address).version == 4 else "AAAA"
+        lines.append(f"{_absolute(ns)} IN {kind} {address}")
+    for record in records:
+        lines.append("")
+        lines.append(f"; {' '.join(record.reason.split())}")
+        lines.append(f"{_absolute(record.name)} IN {record.type} {_rdata(record)}")
+    return "\n".join(lines) + "\n"

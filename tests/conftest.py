@@ -1,0 +1,37 @@
+"""Shared fixtures: the example stacks as loaded config."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from components.config import MailConfig, load_config  # noqa: E402
+
+EXAMPLE_STACKS = ["example.com", "example.net"]
+
+
+def stack_values(stack_name: str) -> dict[str, Any]:
+    """The `config:` mapping of stacks/Pulumi.<stack_name>.yaml."""
+    return yaml.safe_load((ROOT / "stacks" / f"Pulumi.{stack_name}.yaml").read_text())["config"]
+
+
+def stack_config(stack_name: str, **overrides: Any) -> MailConfig:
+    """A stack's config, with `mailstack:<key>` values replaced by `overrides` (key without prefix)."""
+    values = stack_values(stack_name)
+    values.update({f"mailstack:{key}": value for key, value in overrides.items()})
+    return load_config(values)
+
+
+@pytest.fixture
+def example_config() -> Callable[..., MailConfig]:
+    """example_config("example.com", soft_bounce=False) -> MailConfig."""
+    return stack_config

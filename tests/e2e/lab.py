@@ -1,0 +1,395 @@
+"""The mailstack end-to-end lab: a small private Internet in network namespaces.
+
+    LAN 198.51.100.0/24 and 2001:db8:100::/64 (a bridge in namespace msl-lan)
+      admin     .5   ::5    the operator's workstation: ssh, DNS updates, pulumi
+      mx        .10  ::10   Debian chroot with sshd: the host the program deploys
+      peer      .20  ::20   another mail server on the Internet (python clients)
+      stranger  .30  ::30   an unknown, unauthenticated sender
+      client    .40  ::40   a mail user's machine (submission)
+      dns       .53  ::53   Knot DNS, authoritative for the lab's zones
+
+Nothing in the lab has a route to the machine's own network or beyond; the
+one way out is the apt relay from mx to Debian's archive (aptrelay.py).
+
+Use from Python:
+
+    with Lab() as lab:                       # up() ... down()
+        lab.ssh("hostname -f")
+        lab.dns_update("example.com", "mail", "A", 300, lab.mx.ipv4)
+
+or from a shell (the lab stays up until `down`):
+
+    python -m tests.e2e.lab up      # prints and writes .lab/lab.json
+    python -m tests.e2e.lab down
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from . import aptrelay, dnsserver, mxhost, netns, rootfs
+
+REPO = Path(__file__).resolve().parents[2]
+E2E_DIR = Path(__file__).resolve().parent
+STATE_FILE = REPO / ".lab" / "lab.json"
+RUN_DIR = Path(os.environ.get("MAILSTACK_LAB_RUN", "/var/tmp/mailstack-lab"))
+
+# Documentation ranges only (RFC 5737, RFC 3849): the machine itself uses others.
+LAN_V4 = "198.51.100.0/24"
+LAN_V6 = "2001:db8:100::/64"
+NS_PREFIX = "msl-"
+HOST_NUMBERS = {"admin": 5, "mx": 10, "peer": 20, "stranger": 30, "client": 40, "dns": 53}
+
+
+@dataclass
+class Host:
+    name: str  # role in the lab: mx, dns, ...
+    netns: str  # network namespace, for `ip netns exec`
+    ipv4: str
+    ipv6: str
+
+
+def lan_host(name: str) -> Host:
+    n = HOST_NUMBERS[name]
+    return Host(name, NS_PREFIX + name, f"198.51.100.{n}", f"2001:db8:100::{n}")
+
+
+class LabError(RuntimeError):
+    pass
+
+
+class Lab:
+    """The lab's hosts and the operations tests need on them.
+
+    domain / mx_hostname: the mail domain and the mail host's name (mx's
+    /etc/hostname). zones: forward zones the DNS server is authoritative for
+    (the mail domain first; e.g. example.net for a peer domain). The reverse
+    zones of the LAN are always served.
+    """
+
+    def __init__(self, domain: str = "example.com", mx_hostname: str = "mail.example.com",
+                 zones: tuple[str, ...] = ("example.com", "example.net"), run_dir: Path = RUN_DIR):
+        self.domain = domain
+        self.mx_hostname = mx_hostname
+        self.forward_zones = list(dict.fromkeys([domain, *zones]))
+        self.reverse_zones = [dnsserver.reverse_zone_v4(LAN_V4), dnsserver.reverse_zone_v6(LAN_V6)]
+        self.run_dir = run_dir
+        self.hosts = {name: lan_host(name) for name in HOST_NUMBERS}
+        self.lan_netns = NS_PREFIX + "lan"
+        self.ns_name = f"ns1.{domain}"
+        self.mx_ssh_private_key = run_dir / "id_ed25519"
+        self.known_hosts_file = run_dir / "known_hosts"
+        self.mx_host_key = ""  # "ssh-ed25519 AAAA...", set by up()
+        self.tsig_secret = ""
+        self.pids: dict[str, int] = {}  # processes the lab started: relay, forwarder, knotd, sshd
+        self.timings: dict[str, float] = {}
+
+    # --- hosts --------------------------------------------------------------------------
+
+    @property
+    def mx(self) -> Host:
+        return self.hosts["mx"]
+
+    @property
+    def dns(self) -> Host:
+        return self.hosts["dns"]
+
+    @property
+    def admin(self) -> Host:
+        return self.hosts["admin"]
+
+    @property
+    def mx_root(self) -> Path:
+        """The mx chroot as seen from the machine (its per-run overlay)."""
+        return self.run_dir / "rootfs"
+
+    # --- up and down --------------------------------------------------------------------
+
+    def up(self, log=print) -> "Lab":
+        """Build (or reuse) the rootfs, create the namespaces, start DNS, relay and sshd."""
+        if os.geteuid() != 0:
+            raise LabError("the lab needs root (network namespaces, mounts, chroot)")
+        if any(netns.exists(h.netns) for h in self.hosts.values()) or netns.exists(self.lan_netns):
+            log("a previous lab is still up: taking it down first")
+            self.down(log=log)
+        try:
+            self._stage("rootfs (cache or debootstrap)", rootfs.build_rootfs, log)
+            self._stage("network", self._make_network, log)
+            self._stage("mx rootfs copy (overlay)", self._make_mx_root, log)
+            self._stage("dns start", self._start_dns, log)
+            self._stage("apt relay start", self._start_apt_relay, log)
+            self._stage("mx start (sshd)", self._start_mx, log)
+        except BaseException:
+            log("lab up failed: tearing down what was made")
+            self.down(log=log)
+            raise
+        self.write_state()
+        return self
+
+    def down(self, log=print) -> None:
+        """Stop the lab's processes by pid, unmount the chroot, remove the namespaces and run dir.
+
+        Every process still inside a lab network namespace was started by the
+        lab (directly or through its sshd), so all of them are stopped.
+        """
+        for host in self.hosts.values():
+            netns.kill_pids(netns.pids(host.netns))
+        relay = self.pids.get("apt_relay") or _state_pids().get("apt_relay")
+        if relay and _is_our_relay(relay):
+            netns.kill_pids([relay])
+        for host in self.hosts.values():
+            netns.delete(host.netns)
+        netns.delete(self.lan_netns)
+        if self.run_dir.exists():
+            self._keep_logs()
+            rootfs.remove_tree(self.run_dir)
+        STATE_FILE.unlink(missing_ok=True)
+        self.pids = {}
+
+    def _keep_logs(self) -> None:
+        """Copy the daemons' logs to .lab/logs/ before the run dir goes: they explain failures."""
+        keep = STATE_FILE.parent / "logs"
+        keep.mkdir(parents=True, exist_ok=True)
+        for log_file in self.run_dir.glob("*.log"):
+            shutil.copy(log_file, keep / log_file.name)
+
+    def __enter__(self) -> "Lab":
+        return self.up()
+
+    def __exit__(self, *exc) -> None:
+        self.down()
+
+    def _stage(self, name: str, step, log) -> None:
+        started = time.monotonic()
+        step()
+        self.timings[name] = round(time.monotonic() - started, 2)
+        log(f"  {name}: {self.timings[name]:.1f}s")
+
+    def _make_network(self) -> None:
+        netns.create_lan(self.lan_netns)
+        for host in self.hosts.values():
+            netns.create(host.netns)
+            netns.plug_host(self.lan_netns, host.netns, f"p-{host.name}", [f"{host.ipv4}/24", f"{host.ipv6}/64"])
+
+    def _make_mx_root(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.run_dir.chmod(0o711)  # knot (a system user) must reach its directory below
+        rootfs.mount_overlay(rootfs.cached_rootfs(), self.run_dir)
+        public_key = mxhost.make_client_key(self.mx_ssh_private_key)
+        mxhost.write_files(self.mx_root, self.mx_hostname, {"ipv4": self.mx.ipv4, "ipv6": self.mx.ipv6},
+                           [self.dns.ipv4, self.dns.ipv6], public_key)
+        self.mx_host_key = mxhost.make_host_key(self.mx_root)
+        names = ",".join([self.mx.ipv4, self.mx.ipv6, self.mx_hostname])
+        self.known_hosts_file.write_text(f"{names} {self.mx_host_key}\n")
+
+    def _start_dns(self) -> None:
+        dnsserver.ensure_knot()
+        self.tsig_secret = dnsserver.new_tsig_secret()
+        dns_dir = self.run_dir / "dns"
+        conf = dnsserver.write_config(
+            dns_dir, [self.dns.ipv4, self.dns.ipv6, "127.0.0.1", "::1"],
+            self.forward_zones + self.reverse_zones, self.ns_name,
+            {"A": self.dns.ipv4, "AAAA": self.dns.ipv6}, self.tsig_secret)
+        self.pids["knotd"] = self._spawn("knotd", ["ip", "netns", "exec", self.dns.netns, "knotd", "-c", str(conf)])
+        self._wait_for("DNS server", lambda: self.dns_query(self.domain, "SOA") != [])
+
+    def _start_apt_relay(self) -> None:
+        sock = self.run_dir / "apt-relay.sock"
+        relay = [sys.executable, aptrelay.__file__]
+        self.pids["apt_relay"] = self._spawn("apt-relay", [*relay, "proxy", str(sock), *rootfs.archive_hosts()])
+        self._wait_for("apt relay socket", sock.exists)
+        self.pids["apt_forwarder"] = self._spawn(
+            "apt-forwarder", ["ip", "netns", "exec", self.mx.netns, *relay, "forward", str(sock), "127.0.0.1:3142"])
+
+    def _start_mx(self) -> None:
+        self.pids["mx_sshd"] = self._spawn("mx-sshd", mxhost.boot_argv(self.mx.netns, self.mx_root, self.mx_hostname))
+        self._wait_for("sshd on mx", lambda: self.can_connect("admin", self.mx.ipv4, 22))
+
+    def _spawn(self, name: str, argv: list[str]) -> int:
+        """Start a long-running process, detached from us (own session, output to a log file)."""
+        log_file = open(self.run_dir / f"{name}.log", "ab")
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+                                start_new_session=True, cwd="/")
+        log_file.close()
+        return proc.pid
+
+    def _wait_for(self, what: str, ready, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if ready():
+                return
+            time.sleep(0.2)
+        raise LabError(f"{what} not ready after {timeout:.0f}s; logs are in {self.run_dir}")
+
+    # --- running things in the lab ---------------------------------------------------------
+
+    def run_in(self, host: str, argv: list[str], input: str | None = None, check: bool = True,
+               timeout: float = 600) -> subprocess.CompletedProcess:
+        """Run argv on a lab host, without SSH. On mx it runs inside the chroot."""
+        if host == "mx":
+            prefix = mxhost.enter_argv(self.pids["mx_sshd"])
+            env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "HOME": "/root"}
+        else:
+            prefix, env = ["ip", "netns", "exec", self.hosts[host].netns], None
+        return subprocess.run([*prefix, *argv], input=input, capture_output=True, text=True,
+                              check=check, timeout=timeout, env=env)
+
+    def run_python(self, host: str, args: list[str], input: str | None = None, check: bool = True,
+                   timeout: float = 120) -> subprocess.CompletedProcess:
+        """Run this venv's python on a host other than mx, with the repo importable (tests.e2e...)."""
+        if host == "mx":
+            raise LabError("mx is a chroot: use ssh() or run_in('mx', ['python3', ...])")
+        argv = ["ip", "netns", "exec", self.hosts[host].netns, sys.executable, *args]
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        return subprocess.run(argv, input=input, capture_output=True, text=True, check=check,
+                              timeout=timeout, env=env, cwd=REPO)
+
+    def ssh_argv(self, command: str | None = None, address: str | None = None) -> list[str]:
+        """The ssh command line (run from the admin namespace) for root on mx, host key pinned."""
+        argv = ["ip", "netns", "exec", self.admin.netns, "ssh", "-F", "/dev/null",
+                "-i", str(self.mx_ssh_private_key), "-o", "IdentitiesOnly=yes",
+                "-o", f"UserKnownHostsFile={self.known_hosts_file}", "-o", "GlobalKnownHostsFile=/dev/null",
+                "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5",
+                "-o", "LogLevel=ERROR", f"root@{address or self.mx.ipv4}"]
+        return argv + (["--", command] if command else [])
+
+    def ssh(self, command: str, stdin: str | None = None, check: bool = True, timeout: float = 900,
+            address: str | None = None) -> subprocess.CompletedProcess:
+        """Run a shell command on mx as root over SSH (as the deployment does)."""
+        return subprocess.run(self.ssh_argv(command, address), input=stdin if stdin is not None else "",
+                              capture_output=True, text=True, check=check, timeout=timeout)
+
+    def can_connect(self, from_host: str, address: str, port: int, timeout: float = 3.0) -> bool:
+        """True when a TCP connection from from_host to address:port succeeds."""
+        return self._nsclient(from_host, "connect", host=address, port=port, timeout=timeout)["ok"]
+
+    # --- DNS ----------------------------------------------------------------------------------
+
+    def dns_update(self, zone: str, name: str, rtype: str, ttl: int, content: str, replace: bool = False) -> None:
+        """Publish one record, as the program registers it.
+
+        name: relative to zone ("mail", "@", "mail._domainkey") or absolute
+        ("mail.example.com" or with a trailing dot). content: presentation
+        syntax, e.g. '10 mail.example.com.' for MX, '"v=DKIM1; k=rsa; " "p=MIIB..."'
+        for a TXT of two strings (each string at most 255 bytes).
+        replace=True replaces the whole RRset (name, type) instead of adding to it.
+        """
+        self._dns_send(zone, add=[[self._absolute(zone, name), ttl, rtype, content]], replace=replace)
+
+    def dns_delete(self, zone: str, name: str, rtype: str | None = None, content: str | None = None) -> None:
+        """Delete one record (content given), an RRset (rtype given) or every record at name."""
+        self._dns_send(zone, delete=[[self._absolute(zone, name), rtype, content]])
+
+    def dns_query(self, name: str, rtype: str, from_host: str = "admin") -> list[str]:
+        """The answer's records in presentation form, asked of the lab DNS from a lab host."""
+        return [r["text"] for r in self._dns_answer(name, rtype, from_host)["records"]]
+
+    def dns_txt(self, name: str, from_host: str = "admin") -> list[list[str]]:
+        """Each TXT record at name as its list of character-strings."""
+        return [r["strings"] for r in self._dns_answer(name, "TXT", from_host)["records"]]
+
+    def _dns_answer(self, name: str, rtype: str, from_host: str) -> dict:
+        return self._nsclient(from_host, "query", server=self.dns.ipv4, name=name, rtype=rtype)
+
+    def _dns_send(self, zone: str, add=(), delete=(), replace: bool = False) -> None:
+        key = {"name": dnsserver.TSIG_KEY_NAME, "algorithm": dnsserver.TSIG_ALGORITHM, "secret": self.tsig_secret}
+        answer = self._nsclient("admin", "update", server=self.dns.ipv4, zone=zone, key=key,
+                                add=list(add), delete=list(delete), replace=replace)
+        if answer["rcode"] != "NOERROR":
+            raise LabError(f"DNS update of {zone} refused: {answer['rcode']} (add={add}, delete={delete})")
+
+    @staticmethod
+    def _absolute(zone: str, name: str) -> str:
+        zone = zone.rstrip(".")
+        if name.endswith("."):
+            return name
+        if name == "@":
+            return zone + "."
+        if name == zone or name.endswith("." + zone):
+            return name + "."
+        return f"{name}.{zone}."
+
+    def _nsclient(self, on_host: str, command: str, **args) -> dict:
+        out = self.run_python(on_host, [str(E2E_DIR / "nsclient.py"), command, json.dumps(args)]).stdout
+        return json.loads(out)
+
+    # --- state ----------------------------------------------------------------------------------
+
+    def state(self) -> dict:
+        return {
+            "domain": self.domain,
+            "mx_hostname": self.mx_hostname,
+            "zones": self.forward_zones + self.reverse_zones,
+            "hosts": {name: asdict(h) for name, h in self.hosts.items()},
+            "lan_netns": self.lan_netns,
+            "mx_root": str(self.mx_root),
+            "mx_ssh_private_key": str(self.mx_ssh_private_key),
+            "mx_host_key": self.mx_host_key,
+            "known_hosts_file": str(self.known_hosts_file),
+            "ssh_command": self.ssh_argv(),
+            "dns_server": self.dns.ipv4,
+            "tsig": {"name": dnsserver.TSIG_KEY_NAME, "algorithm": dnsserver.TSIG_ALGORITHM,
+                     "secret": self.tsig_secret},
+            "pids": self.pids,
+            "run_dir": str(self.run_dir),
+            "timings": self.timings,
+        }
+
+    def write_state(self) -> None:
+        STATE_FILE.parent.mkdir(exist_ok=True)
+        STATE_FILE.write_text(json.dumps(self.state(), indent=2) + "\n")
+        STATE_FILE.chmod(0o600)  # holds the TSIG secret
+
+    @classmethod
+    def from_state(cls) -> "Lab":
+        """The lab described by .lab/lab.json (a lab started by `python -m tests.e2e.lab up`)."""
+        state = json.loads(STATE_FILE.read_text())
+        lab = cls(state["domain"], state["mx_hostname"], tuple(z for z in state["zones"] if not z.endswith(".arpa")),
+                  Path(state["run_dir"]))
+        lab.mx_host_key, lab.tsig_secret = state["mx_host_key"], state["tsig"]["secret"]
+        lab.pids, lab.timings = state["pids"], state["timings"]
+        return lab
+
+
+def _state_pids() -> dict:
+    try:
+        return json.loads(STATE_FILE.read_text()).get("pids", {})
+    except (OSError, ValueError):
+        return {}
+
+
+def _is_our_relay(pid: int) -> bool:
+    """Guard against a recycled pid: only the relay we started is ever stopped."""
+    try:
+        return "aptrelay.py" in Path(f"/proc/{pid}/cmdline").read_text()
+    except OSError:
+        return False
+
+
+def main(argv: list[str]) -> int:
+    command = argv[0] if argv else "help"
+    if command == "up":
+        lab = Lab().up()
+        print(json.dumps(lab.state(), indent=2))
+        print(f"lab is up; state in {STATE_FILE}; try: {' '.join(lab.ssh_argv('hostname -f'))}")
+    elif command == "down":
+        lab = Lab.from_state() if STATE_FILE.exists() else Lab()
+        lab.down()
+        print("lab is down")
+    elif command == "ssh":
+        return subprocess.call(Lab.from_state().ssh_argv(" ".join(argv[1:]) or None))
+    else:
+        print("usage: python -m tests.e2e.lab up|down|ssh [command]")
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

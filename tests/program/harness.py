@@ -1,0 +1,158 @@
+"""Run the real `__main__.py` under the Pulumi SDK's mocks and record the graph.
+
+The mock monitor sees every registration as the engine would: type, name,
+parent, dependencies and inputs (with secrets still marked). `evaluate`
+returns them, in registration order.
+"""
+
+from __future__ import annotations
+
+import json
+import runpy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+from google.protobuf import json_format
+from pulumi.runtime import mocks as pulumi_mocks
+from pulumi.runtime.settings import ROOT
+
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+MAIN = PROJECT_DIR / "__main__.py"
+
+# How the SDK marks a secret value on the wire.
+SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
+SIG_KEY = "4dabf18193072939515e22adb298388d"
+
+
+@dataclass
+class Registration:
+    urn: str
+    type: str
+    name: str
+    parent: str
+    dependencies: list[str]
+    custom: bool
+    inputs: dict[str, Any]  # plain values, secrets unwrapped
+    secret_paths: set[str] = field(default_factory=set)  # e.g. {"stdin", "connection.privateKey"}
+
+
+def _unwrap(value: Any, path: str, secrets: set[str]) -> Any:
+    if isinstance(value, dict):
+        if value.get(SIG_KEY) == SECRET_SIG:
+            secrets.add(path)
+            return _unwrap(value.get("value"), path, secrets)
+        return {k: _unwrap(v, f"{path}.{k}" if path else k, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unwrap(v, f"{path}[{i}]", secrets) for i, v in enumerate(value)]
+    return value
+
+
+class RecordingMonitor(pulumi_mocks.MockMonitor):
+    def __init__(self, mocks: pulumi_mocks.Mocks):
+        super().__init__(mocks)
+        self.registrations: list[Registration] = []
+        self.outputs: dict[str, dict[str, Any]] = {}
+
+    def RegisterResource(self, request):
+        response = super().RegisterResource(request)
+        secrets: set[str] = set()
+        raw = json_format.MessageToDict(request.object)
+        inputs = _unwrap(raw, "", secrets)
+        self.registrations.append(
+            Registration(
+                urn=response.urn,
+                type=request.type,
+                name=request.name,
+                parent=request.parent,
+                dependencies=sorted(request.dependencies),
+                custom=bool(request.custom),
+                inputs=inputs,
+                secret_paths=secrets,
+            )
+        )
+        return response
+
+    def RegisterResourceOutputs(self, request):
+        self.outputs[request.urn] = _unwrap(json_format.MessageToDict(request.outputs), "", set())
+        return super().RegisterResourceOutputs(request)
+
+
+@dataclass
+class Evaluation:
+    registrations: list[Registration]
+    stack_outputs: dict[str, Any]
+
+    def of_type(self, type_: str) -> list[Registration]:
+        return [r for r in self.registrations if r.type == type_]
+
+    def named(self, name: str) -> Registration:
+        matches = [r for r in self.registrations if r.name == name]
+        assert len(matches) == 1, f"expected one resource named {name!r}, found {len(matches)}"
+        return matches[0]
+
+
+class MailMocks(pulumi_mocks.Mocks):
+    """Outputs a provider would give: the DKIM unit prints `dkim_public_key`."""
+
+    def __init__(self, dkim_public_key: str, stdout: Callable[[str], str] | None = None):
+        self.dkim_public_key = dkim_public_key
+        self.stdout = stdout
+
+    def new_resource(self, args: pulumi_mocks.MockResourceArgs):
+        outputs = dict(args.inputs)
+        if args.typ == "command:remote:Command":
+            if self.stdout is not None:
+                outputs["stdout"] = self.stdout(args.name)
+            else:
+                outputs["stdout"] = self.dkim_public_key if args.name.endswith("-dkim") else ""
+            outputs["stderr"] = ""
+        return f"{args.name}-id", outputs
+
+    def call(self, args: pulumi_mocks.MockCallArgs):
+        if args.token == "cloudflare:index/getZone:getZone":
+            name = (args.args.get("filter") or {}).get("name", "zone")
+            return {"id": f"zone-{name}", "zoneId": f"zone-{name}", "name": name}
+        return {}
+
+
+def config_for_pulumi(values: dict[str, Any]) -> dict[str, str]:
+    """Stack-file values as Pulumi hands them to a program: strings, structured ones as JSON."""
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, (dict, list)):
+            out[key] = json.dumps(value)
+        elif isinstance(value, bool):
+            out[key] = "true" if value else "false"
+        else:
+            out[key] = str(value)
+    return out
+
+
+def evaluate(
+    config: dict[str, Any],
+    secret_keys: list[str] | None = None,
+    mocks: pulumi_mocks.Mocks | None = None,
+    stack: str = "example.com",
+    monitor: RecordingMonitor | None = None,
+) -> Evaluation:
+    """Run __main__.py once with `config` (stack-file style values) and return what it registered."""
+    mocks = mocks or MailMocks(dkim_public_key="MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAtest")
+    monitor = monitor or RecordingMonitor(mocks)
+    ROOT.set(None)  # a fresh stack resource for each evaluation
+    pulumi.runtime.set_mocks(mocks, project="mailstack", stack=stack, preview=False, monitor=monitor)
+    pulumi.runtime.set_all_config(config_for_pulumi(config), secret_keys or [])
+
+    exports: dict[str, Any] = {}
+
+    @pulumi.runtime.test
+    def run():
+        runpy.run_path(str(MAIN), run_name="__main__")
+        # `pulumi.export` values: resolved here, as the engine would show them.
+        root = ROOT.get()
+        return pulumi.Output.from_input(dict(root.outputs)).apply(exports.update)
+
+    run()
+    return Evaluation(monitor.registrations, exports)

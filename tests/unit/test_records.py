@@ -1,0 +1,284 @@
+"""components/records.py: the DNS records as data, table-driven."""
+
+from __future__ import annotations
+
+import base64
+import sys
+from pathlib import Path
+
+import dns.rdata
+import dns.reversename
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+# Until the repository has a pytest `pythonpath` setting: make `components` importable.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from components import records as rec  # noqa: E402
+from components.config import load_config  # noqa: E402
+
+
+def config(**values):
+    base = {"domain": "example.com", "ipv4": ["192.0.2.10"], "ipv6": ["2001:db8::10"]}
+    base.update(values)
+    return load_config({f"mailstack:{k}": v for k, v in base.items() if v is not None})
+
+
+def dkim_key(bits: int = 2048) -> str:
+    """A real RSA public key as the host's DKIM unit prints it (base64 DER SubjectPublicKeyInfo)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    der = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return base64.b64encode(der).decode("ascii")
+
+
+@pytest.fixture(scope="module")
+def key2048() -> str:
+    return dkim_key(2048)
+
+
+def parse_txt(content: str) -> list[bytes]:
+    rdata = dns.rdata.from_text("IN", "TXT", content)
+    return list(rdata.strings)
+
+
+# --- TXT quoting and splitting ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("v=spf1 -all", '"v=spf1 -all"'),
+        ("", '""'),
+        ('say "hi"', r'"say \"hi\""'),
+        ("back\\slash", r'"back\\slash"'),
+        ("a" * 255, '"' + "a" * 255 + '"'),
+        ("a" * 256, '"' + "a" * 255 + '" "a"'),
+        ("a" * 510, '"' + "a" * 255 + '" "' + "a" * 255 + '"'),
+        ("tab\there", r'"tab\009here"'),
+    ],
+)
+def test_txt_content(value, expected):
+    assert rec.txt_content(value) == expected
+    assert b"".join(parse_txt(expected)) == value.encode()
+
+
+@pytest.mark.parametrize("bits", [2048, 4096])
+def test_txt_content_splits_a_real_dkim_record(bits):
+    value = rec.dkim_value(config(), dkim_key(bits))
+    content = rec.txt_content(value)
+
+    chunks = parse_txt(content)
+    assert len(chunks) == -(-len(value) // 255), content
+    assert all(len(chunk) <= 255 for chunk in chunks), [len(c) for c in chunks]
+    assert b"".join(chunks) == value.encode()
+    # Exactly Cloudflare's stored form: quoted strings separated by one space.
+    assert content == " ".join(f'"{chunk.decode()}"' for chunk in chunks)
+
+
+def test_txt_content_splits_by_bytes_not_characters():
+    value = "é" * 200  # 400 bytes in UTF-8
+    chunks = parse_txt(rec.txt_content(value))
+    assert [len(c) for c in chunks] == [255, 145]
+    assert b"".join(chunks).decode("utf-8") == value
+
+
+# --- values -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("ipv4", "ipv6", "expected"),
+    [
+        (["192.0.2.10"], [], "v=spf1 ip4:192.0.2.10 -all"),
+        ([], ["2001:db8::10"], "v=spf1 ip6:2001:db8::10 -all"),
+        (["192.0.2.10"], ["2001:db8::10"], "v=spf1 ip4:192.0.2.10 ip6:2001:db8::10 -all"),
+        (["192.0.2.10", "198.51.100.7"], ["2001:DB8:0::10"], "v=spf1 ip4:192.0.2.10 ip4:198.51.100.7 ip6:2001:db8::10 -all"),
+    ],
+)
+def test_spf_value(ipv4, ipv6, expected):
+    assert rec.spf_value(config(ipv4=ipv4, ipv6=ipv6)) == expected
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ({}, "v=DMARC1; p=quarantine; rua=mailto:postmaster@example.com"),
+        ({"dmarc_policy": "reject"}, "v=DMARC1; p=reject; rua=mailto:postmaster@example.com"),
+        ({"dmarc_policy": "none", "dmarc_rua": ["a@example.com", "B@Example.com"]}, "v=DMARC1; p=none; rua=mailto:a@example.com,mailto:b@example.com"),
+    ],
+)
+def test_dmarc_value(values, expected):
+    assert rec.dmarc_value(config(**values)) == expected
+
+
+def test_dkim_value(key2048):
+    assert rec.dkim_value(config(), key2048) == f"v=DKIM1; h=sha256; k=rsa; s=email; p={key2048}"
+    # Line breaks and a trailing newline in the unit's stdout are not part of the key.
+    wrapped = "\n".join(key2048[i : i + 64] for i in range(0, len(key2048), 64)) + "\n"
+    assert rec.dkim_value(config(), wrapped) == rec.dkim_value(config(), key2048)
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [
+        ("", "DKIM public key for selector 'mail' is empty (expected base64 DER)"),
+        ("  \n", "DKIM public key for selector 'mail' is empty (expected base64 DER)"),
+        (
+            "-----BEGIN PUBLIC KEY-----",
+            "DKIM public key for selector 'mail' is not base64 (expected the output of "
+            "`openssl rsa -pubout -outform DER | base64 -w0`): '-----BEGINPUBLICKEY-'...",
+        ),
+    ],
+)
+def test_dkim_value_rejects(key, message):
+    with pytest.raises(ValueError) as err:
+        rec.dkim_value(config(), key)
+    assert str(err.value) == message
+
+
+# --- record sets ------------------------------------------------------------------------------
+
+
+def by_key(records):
+    return {r.key: r for r in records}
+
+
+def test_mail_records_example_com(key2048):
+    records = by_key(rec.mail_records(config(hostname="mail.example.com"), key2048))
+    assert list(records) == ["a-192-0-2-10", "aaaa-2001-db8--10", "mx", "spf", "spf-helo", "dkim", "dmarc"]
+    table = {k: (r.name, r.type, r.content, r.priority) for k, r in records.items()}
+    assert table == {
+        "a-192-0-2-10": ("mail.example.com", "A", "192.0.2.10", None),
+        "aaaa-2001-db8--10": ("mail.example.com", "AAAA", "2001:db8::10", None),
+        "mx": ("example.com", "MX", "mail.example.com", 10),
+        "spf": ("example.com", "TXT", "v=spf1 ip4:192.0.2.10 ip6:2001:db8::10 -all", None),
+        "spf-helo": ("mail.example.com", "TXT", "v=spf1 ip4:192.0.2.10 ip6:2001:db8::10 -all", None),
+        "dkim": ("mail._domainkey.example.com", "TXT", f"v=DKIM1; h=sha256; k=rsa; s=email; p={key2048}", None),
+        "dmarc": ("_dmarc.example.com", "TXT", "v=DMARC1; p=quarantine; rua=mailto:postmaster@example.com", None),
+    }
+
+
+@pytest.mark.parametrize(
+    ("values", "expected_keys"),
+    [
+        ({"ipv6": None}, ["a-192-0-2-10", "mx", "spf", "spf-helo", "dkim", "dmarc"]),
+        ({"ipv4": None}, ["aaaa-2001-db8--10", "mx", "spf", "spf-helo", "dkim", "dmarc"]),
+        ({"ipv4": ["192.0.2.10", "192.0.2.11"], "ipv6": None}, ["a-192-0-2-10", "a-192-0-2-11", "mx", "spf", "spf-helo", "dkim", "dmarc"]),
+        # The host is the domain itself: one SPF record only (two at one name are a permerror).
+        ({"hostname": "example.com"}, ["a-192-0-2-10", "aaaa-2001-db8--10", "mx", "spf", "dkim", "dmarc"]),
+    ],
+)
+def test_mail_records_keys(values, expected_keys, key2048):
+    assert [r.key for r in rec.mail_records(config(**values), key2048)] == expected_keys
+
+
+@pytest.mark.parametrize("hostname", [None, "mx.example.com", "smtp.mail.example.com"])
+def test_mx_points_at_host_with_priority_10(hostname, key2048):
+    cfg = config(hostname=hostname)
+    mx = [r for r in rec.mail_records(cfg, key2048) if r.type == "MX"]
+    assert [(r.name, r.content, r.priority) for r in mx] == [("example.com", cfg.host_name, 10)]
+    # The MX target has the host's addresses.
+    addresses = {r.content for r in rec.mail_records(cfg, key2048) if r.type in ("A", "AAAA") and r.name == cfg.host_name}
+    assert addresses == set(cfg.addresses)
+
+
+def test_dkim_record_name_uses_selector(key2048):
+    records = by_key(rec.mail_records(config(domain="example.net", dkim_selector="s2026"), key2048))
+    assert records["dkim"].name == "s2026._domainkey.example.net"
+    assert rec.dkim_name(config(domain="example.net", dkim_selector="s2026")) == "s2026._domainkey.example.net"
+
+
+def test_static_records_are_mail_records_without_dkim(key2048):
+    cfg = config()
+    assert rec.static_records(cfg) == [r for r in rec.mail_records(cfg, key2048) if r.key != "dkim"]
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {},
+        {"hostname": "example.com"},
+        {"ipv4": ["192.0.2.10", "192.0.2.11"], "ipv6": ["2001:db8::10", "2001:db8::11"], "reverse_zones": ["2.0.192.in-addr.arpa"]},
+        {"domain": "a-rather-long-mail-domain-name.example", "hostname": "outbound-mail-relay.a-rather-long-mail-domain-name.example"},
+    ],
+)
+def test_records_are_well_formed(values, key2048):
+    records = rec.mail_records(config(**values), key2048) + rec.ptr_records(config(**values))
+    keys = [r.key for r in records]
+    assert len(keys) == len(set(keys)), keys
+    for r in records:
+        assert r.key, r
+        assert r.reason.strip() and "\n" not in r.reason, r
+        # Cloudflare keeps 100 characters of comment on Free zones: reasons fit whole.
+        assert len(r.reason) <= 100, (r.key, len(r.reason))
+        assert r.name == r.name.lower() and not r.name.endswith("."), r
+        assert (r.priority is not None) == (r.type == "MX"), r
+
+
+# --- PTR and reverse zones --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("address", "expected"),
+    [
+        ("192.0.2.10", "10.2.0.192.in-addr.arpa"),
+        ("198.51.100.7", "7.100.51.198.in-addr.arpa"),
+        ("2001:db8::10", "0.1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa"),
+        ("2001:db8:0:0:0:0:0:abcd", "d.c.b.a.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa"),
+    ],
+)
+def test_ptr_name(address, expected):
+    assert rec.ptr_name(address) == expected
+    assert rec.ptr_name(address) == dns.reversename.from_address(address).to_text(omit_final_dot=True)
+
+
+def test_ptr_records():
+    cfg = config(hostname="mx.example.com", ipv4=["192.0.2.10"], ipv6=["2001:db8::10"])
+    table = [(r.key, r.name, r.type, r.content) for r in rec.ptr_records(cfg)]
+    assert table == [
+        ("ptr-192-0-2-10", str(dns.reversename.from_address("192.0.2.10")).rstrip("."), "PTR", "mx.example.com"),
+        ("ptr-2001-db8--10", str(dns.reversename.from_address("2001:db8::10")).rstrip("."), "PTR", "mx.example.com"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("zones", "address", "expected"),
+    [
+        ([], "192.0.2.10", None),
+        (["2.0.192.in-addr.arpa"], "192.0.2.10", "2.0.192.in-addr.arpa"),
+        (["2.0.192.in-addr.arpa"], "192.0.3.10", None),
+        # Label boundaries, not string suffixes: 12.0.192 is not inside 2.0.192.
+        (["2.0.192.in-addr.arpa"], "192.0.12.10", None),
+        (["0.192.in-addr.arpa", "2.0.192.in-addr.arpa"], "192.0.2.10", "2.0.192.in-addr.arpa"),
+        (["2.0.192.in-addr.arpa", "0.192.in-addr.arpa"], "192.0.7.1", "0.192.in-addr.arpa"),
+        (["2.0.192.in-addr.arpa"], "2001:db8::10", None),
+        (["8.b.d.0.1.0.0.2.ip6.arpa"], "2001:db8::10", "8.b.d.0.1.0.0.2.ip6.arpa"),
+        (["8.b.d.0.1.0.0.2.ip6.arpa"], "2001:db9::10", None),
+        (["2.0.192.in-addr.arpa", "8.b.d.0.1.0.0.2.ip6.arpa"], "192.0.2.20", "2.0.192.in-addr.arpa"),
+    ],
+)
+def test_reverse_zone_for(zones, address, expected):
+    assert rec.reverse_zone_for(config(reverse_zones=zones), address) == expected
+
+
+# --- zone file --------------------------------------------------------------------------------
+
+
+def test_zone_file_has_reasons_and_records(key2048):
+    cfg = config()
+    text = rec.zone_file(cfg, rec.mail_records(cfg, key2048))
+    lines = text.splitlines()
+    assert "$ORIGIN example.com." in lines and "$TTL 300" in lines
+    assert "example.com. IN MX 10 mail.example.com." in lines
+    assert '_dmarc.example.com. IN TXT "v=DMARC1; p=quarantine; rua=mailto:postmaster@example.com"' in lines
+    for r in rec.mail_records(cfg, key2048):
+        assert f"; {r.reason}" in lines
+
+
+def test_zone_file_rejects_records_outside_the_zone():
+    cfg = config(reverse_zones=["2.0.192.in-addr.arpa"])
+    with pytest.raises(ValueError) as err:
+        rec.zone_file(cfg, rec.static_records(cfg) + rec.ptr_records(cfg)[:1])
+    assert str(err.value) == (
+        "records outside zone example.com: 10.2.0.192.in-addr.arpa (PTR) (a reverse zone needs its own file)"
+    )

@@ -1,0 +1,82 @@
+"""The exported zone file, checked by BIND's own `named-checkzone` and parsed back by dnspython."""
+
+from __future__ import annotations
+
+import base64
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import dns.rdatatype
+import dns.zone
+import pytest
+import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+ROOT = Path(__file__).resolve().parents[2]
+# Until the repository has a pytest `pythonpath` setting: make `components` importable.
+sys.path.insert(0, str(ROOT))
+
+from components import records as rec  # noqa: E402
+from components.config import load_config  # noqa: E402
+
+STACKS = sorted((ROOT / "stacks").glob("Pulumi.example.*.yaml"))
+NAMED_CHECKZONE = shutil.which("named-checkzone")
+
+
+def stack_config(path: Path):
+    return load_config(yaml.safe_load(path.read_text())["config"])
+
+
+@pytest.fixture(scope="module")
+def dkim_key() -> str:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    der = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return base64.b64encode(der).decode("ascii")
+
+
+def test_both_example_stacks_exist():
+    assert [p.name for p in STACKS] == ["Pulumi.example.com.yaml", "Pulumi.example.net.yaml"]
+
+
+@pytest.mark.skipif(NAMED_CHECKZONE is None, reason="named-checkzone not installed (apt-get install bind9utils)")
+@pytest.mark.parametrize("stack", STACKS, ids=lambda p: p.stem)
+def test_named_checkzone_accepts(stack, dkim_key, tmp_path):
+    cfg = stack_config(stack)
+    path = tmp_path / f"{cfg.zone_name}.zone"
+    path.write_text(rec.zone_file(cfg, rec.mail_records(cfg, dkim_key)))
+    # -i full: MX and NS targets inside the zone must have addresses.
+    # -k/-m/-n fail: bad names, MX/NS pointing at CNAMEs or addresses are errors, not warnings.
+    result = subprocess.run(
+        [NAMED_CHECKZONE, "-i", "full", "-k", "fail", "-m", "fail", "-n", "fail", cfg.zone_name, str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, f"{result.stdout}{result.stderr}\n{path.read_text()}"
+    assert result.stdout.rstrip().endswith("OK"), result.stdout
+
+
+@pytest.mark.parametrize("stack", STACKS, ids=lambda p: p.stem)
+def test_zone_parses_back_to_the_records(stack, dkim_key):
+    cfg = stack_config(stack)
+    records = rec.mail_records(cfg, dkim_key)
+    zone = dns.zone.from_text(rec.zone_file(cfg, records), origin=cfg.zone_name, relativize=False)
+
+    dkim = zone.find_rdataset(rec.dkim_name(cfg) + ".", dns.rdatatype.TXT)
+    assert [b"".join(r.strings).decode() for r in dkim] == [rec.dkim_value(cfg, dkim_key)]
+    assert all(len(s) <= 255 for r in dkim for s in r.strings)
+
+    for record in records:
+        rdataset = zone.find_rdataset(record.name + ".", record.type)
+        if record.type == "TXT":
+            values = {b"".join(r.strings).decode() for r in rdataset}
+        elif record.type == "MX":
+            values = {(r.preference, r.exchange.to_text(omit_final_dot=True)) for r in rdataset}
+            assert (record.priority, record.content) in values
+            continue
+        else:
+            values = {r.to_text() for r in rdataset}
+        assert record.content in values, (record.key, values)
