@@ -38,6 +38,10 @@ def _comment(reason: str) -> str:
     return text[: COMMENT_LIMIT - 3].rsplit(" ", 1)[0] + "..."
 
 
+def _summary(r: rec.Record, content: pulumi.Input[str]) -> dict[str, Any]:
+    return {"name": r.name, "type": r.type, "content": content, "priority": r.priority, "reason": r.reason}
+
+
 class MailDns(pulumi.ComponentResource):
     """A, AAAA, MX, SPF, DKIM, DMARC in the mail domain's zone, and PTRs in configured reverse zones."""
 
@@ -85,14 +89,17 @@ class MailDns(pulumi.ComponentResource):
         summary: list[dict[str, Any]] = []
         for r in rec.static_records(cfg):
             self.resources[r.key] = record(r, self.zone_id, content_of(r))
-            summary.append({"name": r.name, "type": r.type, "content": r.content, "priority": r.priority, "reason": r.reason})
+            summary.append(_summary(r, r.content))
 
         # The DKIM key is only known once the host has generated it: compute the
         # content in apply, create the resource outside it (preview matches up).
-        dkim_value = pulumi.Output.from_input(args["dkim_public_key"]).apply(lambda key: rec.dkim_value(cfg, key))
+        dkim_value = pulumi.Output.from_input(args["dkim_public_key"]).apply(
+            lambda key: rec.dkim_value(cfg, rec.dkim_public_key(cfg, key))
+        )
+        # The Record only names the resource; its content is the Output above.
         dkim = rec.Record(rec.dkim_name(cfg), "TXT", "(from the host)", rec.DKIM_REASON, key=rec.DKIM_KEY)
         self.resources[dkim.key] = record(dkim, self.zone_id, dkim_value.apply(rec.txt_content))
-        summary.append({"name": dkim.name, "type": "TXT", "content": dkim_value, "priority": None, "reason": dkim.reason})
+        summary.append(_summary(dkim, dkim_value))
 
         # PTRs only where the reverse zone is ours on Cloudflare; the rest are listed
         # in expected_ptrs for the hosting provider's panel.
@@ -106,7 +113,7 @@ class MailDns(pulumi.ComponentResource):
             if zone not in reverse_ids:
                 reverse_ids[zone] = self._lookup_zone(zone)
             self.resources[r.key] = record(r, reverse_ids[zone], r.content)
-            summary.append({"name": r.name, "type": r.type, "content": r.content, "priority": None, "reason": r.reason})
+            summary.append(_summary(r, r.content))
 
         # Plain lists, so that preview shows every value known from config; only the
         # DKIM content inside is an Output.

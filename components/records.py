@@ -62,23 +62,41 @@ def spf_value(cfg: MailConfig) -> str:
     return " ".join(["v=spf1", *mechanisms, "-all"])
 
 
+def dkim_public_key(cfg: MailConfig, text: str) -> str:
+    """The host's DKIM public key, checked: base64 of a DER SubjectPublicKeyInfo.
+
+    `text` is the DKIM unit's stdout; whitespace (line breaks) is removed. MailDns
+    checks the key with this before publishing it, so that an error message on
+    stdout never becomes a DNS record.
+    """
+    key = "".join(text.split())
+    where = f"DKIM public key for selector {cfg.dkim_selector!r}"
+    if not key:
+        raise ValueError(f"{where} is empty (expected base64 DER)")
+    try:
+        der = base64.b64decode(key, validate=True)
+    except (binascii.Error, ValueError):
+        der = b""
+    # Every DER SubjectPublicKeyInfo is a SEQUENCE: it starts with 0x30.
+    if not der.startswith(b"\x30"):
+        raise ValueError(
+            f"{where} is not base64 DER (expected the output of "
+            f"`openssl rsa -pubout -outform DER | base64 -w0`): {key[:20]!r}..."
+        )
+    return key
+
+
 def dkim_value(cfg: MailConfig, public_key_b64: str) -> str:
     """The DKIM key record (RFC 6376 3.6.1) as `opendkim-genkey -r` writes it.
 
-    `public_key_b64` is the base64 of the DER SubjectPublicKeyInfo; whitespace
-    (line breaks in the host unit's stdout) is removed. An empty `p=` would
-    publish a *revoked* key, so a missing key is an error, not an empty record.
+    `public_key_b64` is the base64 of the DER SubjectPublicKeyInfo (check one from
+    the host with `dkim_public_key`; the offline render passes a placeholder).
+    Whitespace is removed. An empty `p=` would publish a *revoked* key, so an
+    empty key is an error, not an empty record.
     """
     key = "".join(public_key_b64.split())
     if not key:
         raise ValueError(f"DKIM public key for selector {cfg.dkim_selector!r} is empty (expected base64 DER)")
-    try:
-        base64.b64decode(key, validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError(
-            f"DKIM public key for selector {cfg.dkim_selector!r} is not base64 "
-            f"(expected the output of `openssl rsa -pubout -outform DER | base64 -w0`): {key[:20]!r}..."
-        ) from None
     return f"v=DKIM1; h=sha256; k=rsa; s=email; p={key}"
 
 
@@ -151,30 +169,31 @@ def dkim_record(cfg: MailConfig, public_key_b64: str) -> Record:
     return Record(dkim_name(cfg), "TXT", dkim_value(cfg, public_key_b64), DKIM_REASON, key=DKIM_KEY)
 
 
+# Reasons fit Cloudflare's 100-character comment limit on Free zones.
+_REASONS = {
+    "A": "Required: the mail host's IPv4 address, for the MX target and HELO checks",
+    "AAAA": "Required: the mail host's IPv6 address, for the MX target and HELO checks",
+    "mx": "Required: mail for the domain is delivered to this host (priority 10)",
+    "spf": "Required: receivers check the sender's IP against SPF (-all: no one else)",
+    "spf-helo": "Recommended: SPF for the HELO name, checked for bounces (empty MAIL FROM)",
+    "dmarc": "Recommended: DMARC policy p={policy} for mail failing SPF and DKIM, and where reports go",
+    "ptr": "Required: receivers reject clients whose IP has no matching name (reject_unknown_client_hostname)",
+}
+
+
 def static_records(cfg: MailConfig) -> list[Record]:
     """Every mail record except DKIM: those that the config alone determines."""
-    host, domain = cfg.host_name, cfg.domain
-    records = [
-        *(
-            Record(host, "A", a, "Required: the mail host's IPv4 address, for the MX target and HELO checks", key=f"a-{_key_part(a)}")
-            for a in cfg.ipv4
-        ),
-        *(
-            Record(host, "AAAA", a, "Required: the mail host's IPv6 address, for the MX target and HELO checks", key=f"aaaa-{_key_part(a)}")
-            for a in cfg.ipv6
-        ),
-        Record(domain, "MX", host, "Required: mail for the domain is delivered to this host (priority 10)", priority=MX_PRIORITY, key="mx"),
-        Record(domain, "TXT", spf_value(cfg), "Required: receivers check the sender's IP against SPF (-all: no one else)", key="spf"),
-    ]
+    host, domain, spf = cfg.host_name, cfg.domain, spf_value(cfg)
+    records = [Record(host, "A", a, _REASONS["A"], key=f"a-{_key_part(a)}") for a in cfg.ipv4]
+    records += [Record(host, "AAAA", a, _REASONS["AAAA"], key=f"aaaa-{_key_part(a)}") for a in cfg.ipv6]
+    records.append(Record(domain, "MX", host, _REASONS["mx"], priority=MX_PRIORITY, key="mx"))
+    records.append(Record(domain, "TXT", spf, _REASONS["spf"], key="spf"))
     if host != domain:
         # Bounces have an empty MAIL FROM, so SPF checks the HELO name (RFC 7208 2.3).
         # Not when host == domain: two SPF records at one name are a permerror (RFC 7208 4.5).
-        records.append(
-            Record(host, "TXT", spf_value(cfg), "Recommended: SPF for the HELO name, checked for bounces (empty MAIL FROM)", key="spf-helo")
-        )
-    records.append(
-        Record(f"_dmarc.{domain}", "TXT", dmarc_value(cfg), f"Recommended: DMARC policy p={cfg.dmarc_policy} for mail failing SPF and DKIM, and where reports go", key="dmarc")
-    )
+        records.append(Record(host, "TXT", spf, _REASONS["spf-helo"], key="spf-helo"))
+    dmarc_reason = _REASONS["dmarc"].format(policy=cfg.dmarc_policy)
+    records.append(Record(f"_dmarc.{domain}", "TXT", dmarc_value(cfg), dmarc_reason, key="dmarc"))
     return records
 
 
@@ -188,16 +207,8 @@ def mail_records(cfg: MailConfig, dkim_public_key: str) -> list[Record]:
 
 def ptr_records(cfg: MailConfig) -> list[Record]:
     """One PTR per address, pointing at the host name (forward-confirmed reverse DNS)."""
-    return [
-        Record(
-            ptr_name(a),
-            "PTR",
-            cfg.host_name,
-            "Required: receivers reject clients whose IP has no matching name (reject_unknown_client_hostname)",
-            key=f"ptr-{_key_part(a)}",
-        )
-        for a in cfg.addresses
-    ]
+    host = cfg.host_name
+    return [Record(ptr_name(a), "PTR", host, _REASONS["ptr"], key=f"ptr-{_key_part(a)}") for a in cfg.addresses]
 
 
 # --- zone file ------------------------------------------------------------------------------
@@ -226,17 +237,16 @@ def zone_file(
 ) -> str:
     """A zone file for `cfg.zone_name` holding `records`, each preceded by its reason.
 
-    Cloudflare serves its own SOA and NS; the ones here are placeholders that make
-    the file complete for `named-checkzone` and a lab name server: `ns1.<zone>`
-    with addresses `ns_addresses` (default: the mail host's). The serial is fixed
-    so that the file only changes when a record does.
+    Records outside the zone (PTRs live in reverse zones) are listed at the end as
+    comments, for review. Cloudflare serves its own SOA and NS; the ones here are
+    placeholders that make the file complete for `named-checkzone` and a lab name
+    server: `ns1.<zone>` with addresses `ns_addresses` (default: the mail host's).
+    The serial is fixed so that the file only changes when a record does.
     """
     origin = cfg.zone_name
     origin_name = dns.name.from_text(origin)
-    outside = [r for r in records if not dns.name.from_text(r.name).is_subdomain(origin_name)]
-    if outside:
-        names = ", ".join(f"{r.name} ({r.type})" for r in outside)
-        raise ValueError(f"records outside zone {origin}: {names} (a reverse zone needs its own file)")
+    inside = [r for r in records if dns.name.from_text(r.name).is_subdomain(origin_name)]
+    outside = [r for r in records if r not in inside]
 
     ns = f"ns1.{origin}"
     addresses = list(ns_addresses) if ns_addresses is not None else cfg.addresses
@@ -253,8 +263,13 @@ def zone_file(
     for address in addresses:
         kind = "A" if ipaddress.ip_address(address).version == 4 else "AAAA"
         lines.append(f"{_absolute(ns)} IN {kind} {address}")
-    for record in records:
+    for record in inside:
         lines.append("")
         lines.append(f"; {' '.join(record.reason.split())}")
         lines.append(f"{_absolute(record.name)} IN {record.type} {_rdata(record)}")
+    if outside:
+        lines.append("")
+        lines.append(f"; Outside {origin}: published in a reverse zone, or to be set at the hosting provider.")
+        for record in outside:
+            lines.append(f";   {_absolute(record.name)} IN {record.type} {_rdata(record)}")
     return "\n".join(lines) + "\n"

@@ -79,7 +79,9 @@ def render_template(name: str, **values: Any) -> str:
         raise TemplateError(f"{where}: {err}") from err
 
 
-def _file(path: str, template: str, mode: str = "0644", owner: str = "root", group: str = "root", **values: Any) -> HostFile:
+def _file(
+    path: str, template: str, mode: str = "0644", owner: str = "root", group: str = "root", **values: Any
+) -> HostFile:
     return HostFile(path=path, content=render_template(template, **values), mode=mode, owner=owner, group=group)
 
 

@@ -122,7 +122,7 @@ def service_unit(cfg: MailConfig, service: str, files: list[HostFile]) -> Unit:
         eof=EOF_MARK,
         checks=CHECKS.get(service, []),
         before=before,
-        apply=_env.get_template(f"apply-{service}.sh.j2").render(cfg=cfg),
+        apply=_optional(f"apply-{service}.sh.j2", cfg),
     )
     return _script_unit(cfg, script)
 

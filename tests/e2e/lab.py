@@ -177,6 +177,7 @@ class Lab:
         for host in self.hosts.values():
             netns.create(host.netns)
             netns.plug_host(self.lan_netns, host.netns, f"p-{host.name}", [f"{host.ipv4}/24", f"{host.ipv6}/64"])
+            netns.set_resolver(host.netns, [self.dns.ipv4, self.dns.ipv6])
 
     def _make_mx_root(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -197,19 +198,19 @@ class Lab:
             dns_dir, [self.dns.ipv4, self.dns.ipv6, "127.0.0.1", "::1"],
             self.forward_zones + self.reverse_zones, self.ns_name,
             {"A": self.dns.ipv4, "AAAA": self.dns.ipv6}, self.tsig_secret)
-        self.pids["knotd"] = self._spawn("knotd", ["ip", "netns", "exec", self.dns.netns, "knotd", "-c", str(conf)])
+        self._spawn("knotd", ["ip", "netns", "exec", self.dns.netns, "knotd", "-c", str(conf)])
         self._wait_for("DNS server", lambda: self.dns_query(self.domain, "SOA") != [])
 
     def _start_apt_relay(self) -> None:
         sock = self.run_dir / "apt-relay.sock"
         relay = [sys.executable, aptrelay.__file__]
-        self.pids["apt_relay"] = self._spawn("apt-relay", [*relay, "proxy", str(sock), *rootfs.archive_hosts()])
+        self._spawn("apt-relay", [*relay, "proxy", str(sock), *rootfs.archive_hosts()])
         self._wait_for("apt relay socket", sock.exists)
-        self.pids["apt_forwarder"] = self._spawn(
+        self._spawn(
             "apt-forwarder", ["ip", "netns", "exec", self.mx.netns, *relay, "forward", str(sock), "127.0.0.1:3142"])
 
     def _start_mx(self) -> None:
-        self.pids["mx_sshd"] = self._spawn("mx-sshd", mxhost.boot_argv(self.mx.netns, self.mx_root, self.mx_hostname))
+        self._spawn("mx-sshd", mxhost.boot_argv(self.mx.netns, self.mx_root, self.mx_hostname))
         self._wait_for("sshd on mx", lambda: self.can_connect("admin", self.mx.ipv4, 22))
 
     def _spawn(self, name: str, argv: list[str]) -> int:
@@ -218,15 +219,21 @@ class Lab:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
                                 start_new_session=True, cwd="/")
         log_file.close()
+        self.pids[name.replace("-", "_")] = proc.pid
+        self.write_state()  # so that `down` finds it even if this run is killed
         return proc.pid
 
     def _wait_for(self, what: str, ready, timeout: float = 20.0) -> None:
+        """Poll ready() until it is true; a probe that fails (raises) counts as not ready yet."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if ready():
-                return
+            try:
+                if ready():
+                    return
+            except (subprocess.SubprocessError, OSError, ValueError):
+                pass
             time.sleep(0.2)
-        raise LabError(f"{what} not ready after {timeout:.0f}s; logs are in {self.run_dir}")
+        raise LabError(f"{what} not ready after {timeout:.0f}s; see the logs in {STATE_FILE.parent / 'logs'}")
 
     # --- running things in the lab ---------------------------------------------------------
 
@@ -277,7 +284,8 @@ class Lab:
 
         name: relative to zone ("mail", "@", "mail._domainkey") or absolute
         ("mail.example.com" or with a trailing dot). content: presentation
-        syntax, e.g. '10 mail.example.com.' for MX, '"v=DKIM1; k=rsa; " "p=MIIB..."'
+        syntax, e.g. '10 mail.example.com' for MX (names in content are
+        absolute, with or without the trailing dot, as Cloudflare takes them), '"v=DKIM1; k=rsa; " "p=MIIB..."'
         for a TXT of two strings (each string at most 255 bytes).
         replace=True replaces the whole RRset (name, type) instead of adding to it.
         """

@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 
 def ip(*args: str, ns: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
@@ -52,6 +53,27 @@ def plug_host(lan_ns: str, host_ns: str, port: str, addresses: list[str], bridge
         extra = ["nodad"] if ":" in cidr else []
         ip("addr", "add", cidr, "dev", "eth0", *extra, ns=host_ns)
     ip("link", "set", "eth0", "up", ns=host_ns)
+
+
+def set_resolver(ns: str, nameservers: list[str]) -> None:
+    """Give `ip netns exec ns ...` its own /etc/resolv.conf (ip bind-mounts /etc/netns/NS/*).
+
+    Without it, programs in a lab host would ask the machine's resolver, which
+    a lab host cannot (and must not) reach.
+    """
+    etc = Path("/etc/netns") / ns
+    etc.mkdir(parents=True, exist_ok=True)
+    (etc / "resolv.conf").write_text("".join(f"nameserver {a}\n" for a in nameservers))
+
+
+def remove_resolver(ns: str) -> None:
+    etc = Path("/etc/netns") / ns
+    (etc / "resolv.conf").unlink(missing_ok=True)
+    for d in (etc, etc.parent):
+        try:
+            d.rmdir()  # only when empty: other users of /etc/netns keep theirs
+        except OSError:
+            pass
 
 
 def pids(ns: str) -> list[int]:
@@ -103,3 +125,4 @@ def delete(ns: str) -> None:
     kill_pids(pids(ns))
     if exists(ns):
         ip("netns", "del", ns, check=False)
+    remove_resolver(ns)

@@ -50,18 +50,24 @@ def query(server: str, name: str, rtype: str, timeout: float = 3.0) -> dict:
     return {"rcode": dns.rcode.to_text(reply.rcode()), "records": records}
 
 
+def rdata_from_text(rtype: str, content: str) -> dns.rdata.Rdata:
+    """Record data in presentation form; names in it are absolute, trailing dot or not
+    (as in Cloudflare's API: MX content 'mail.example.com' means mail.example.com.)."""
+    return dns.rdata.from_text("IN", rtype, content, origin=dns.name.root, relativize=False)
+
+
 def update(server: str, zone: str, key: dict, add=(), delete=(), replace=False, timeout: float = 5.0) -> dict:
     keyring = dns.tsigkeyring.from_text({key["name"]: (key["algorithm"], key["secret"])})
     upd = dns.update.UpdateMessage(zone, keyring=keyring, keyalgorithm=key["algorithm"])
     for name, rtype, content in delete:
         if content is not None:
-            upd.delete(name, dns.rdata.from_text("IN", rtype, content))
+            upd.delete(name, rdata_from_text(rtype, content))
         elif rtype is not None:
             upd.delete(name, rtype)
         else:
             upd.delete(name)
     for name, ttl, rtype, content in add:
-        rdata = dns.rdata.from_text("IN", rtype, content)
+        rdata = rdata_from_text(rtype, content)
         (upd.replace if replace else upd.add)(name, ttl, rdata)
     reply = dns.query.tcp(upd, server, timeout=timeout)
     return {"rcode": dns.rcode.to_text(reply.rcode())}

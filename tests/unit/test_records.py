@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import base64
-import sys
-from pathlib import Path
-
 import dns.rdata
 import dns.reversename
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-# Until the repository has a pytest `pythonpath` setting: make `components` importable.
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from components import records as rec  # noqa: E402
-from components.config import load_config  # noqa: E402
+from components import records as rec
+from components.config import load_config
 
 
 def config(**values):
@@ -92,7 +86,11 @@ def test_txt_content_splits_by_bytes_not_characters():
         (["192.0.2.10"], [], "v=spf1 ip4:192.0.2.10 -all"),
         ([], ["2001:db8::10"], "v=spf1 ip6:2001:db8::10 -all"),
         (["192.0.2.10"], ["2001:db8::10"], "v=spf1 ip4:192.0.2.10 ip6:2001:db8::10 -all"),
-        (["192.0.2.10", "198.51.100.7"], ["2001:DB8:0::10"], "v=spf1 ip4:192.0.2.10 ip4:198.51.100.7 ip6:2001:db8::10 -all"),
+        (
+            ["192.0.2.10", "198.51.100.7"],
+            ["2001:DB8:0::10"],
+            "v=spf1 ip4:192.0.2.10 ip4:198.51.100.7 ip6:2001:db8::10 -all",
+        ),
     ],
 )
 def test_spf_value(ipv4, ipv6, expected):
@@ -104,7 +102,10 @@ def test_spf_value(ipv4, ipv6, expected):
     [
         ({}, "v=DMARC1; p=quarantine; rua=mailto:postmaster@example.com"),
         ({"dmarc_policy": "reject"}, "v=DMARC1; p=reject; rua=mailto:postmaster@example.com"),
-        ({"dmarc_policy": "none", "dmarc_rua": ["a@example.com", "B@Example.com"]}, "v=DMARC1; p=none; rua=mailto:a@example.com,mailto:b@example.com"),
+        (
+            {"dmarc_policy": "none", "dmarc_rua": ["a@example.com", "B@Example.com"]},
+            "v=DMARC1; p=none; rua=mailto:a@example.com,mailto:b@example.com",
+        ),
     ],
 )
 def test_dmarc_value(values, expected):
@@ -118,22 +119,40 @@ def test_dkim_value(key2048):
     assert rec.dkim_value(config(), wrapped) == rec.dkim_value(config(), key2048)
 
 
+def test_dkim_public_key(key2048):
+    assert rec.dkim_public_key(config(), key2048) == key2048
+    wrapped = "\n".join(key2048[i : i + 64] for i in range(0, len(key2048), 64)) + "\n"
+    assert rec.dkim_public_key(config(), wrapped) == key2048
+
+
+NOT_BASE64_DER = (
+    "DKIM public key for selector 'mail' is not base64 DER "
+    "(expected the output of `openssl rsa -pubout -outform DER | base64 -w0`): "
+)
+
+
 @pytest.mark.parametrize(
-    ("key", "message"),
+    ("text", "message"),
     [
         ("", "DKIM public key for selector 'mail' is empty (expected base64 DER)"),
         ("  \n", "DKIM public key for selector 'mail' is empty (expected base64 DER)"),
-        (
-            "-----BEGIN PUBLIC KEY-----",
-            "DKIM public key for selector 'mail' is not base64 (expected the output of "
-            "`openssl rsa -pubout -outform DER | base64 -w0`): '-----BEGINPUBLICKEY-'...",
-        ),
+        ("-----BEGIN PUBLIC KEY-----", NOT_BASE64_DER + "'-----BEGINPUBLICKEY-'..."),
+        ("opendkim: not found", NOT_BASE64_DER + "'opendkim:notfound'..."),
+        # Base64, but not DER (a PEM body's text, base64-encoded again).
+        (base64.b64encode(b"MIIBIjANBgkq").decode(), NOT_BASE64_DER + "'TUlJQklqQU5CZ2tx'..."),
     ],
 )
-def test_dkim_value_rejects(key, message):
+def test_dkim_public_key_rejects(text, message):
     with pytest.raises(ValueError) as err:
-        rec.dkim_value(config(), key)
+        rec.dkim_public_key(config(), text)
     assert str(err.value) == message
+
+
+def test_dkim_value_rejects_an_empty_key():
+    # p= with nothing would publish a revoked key (RFC 6376 3.6.1).
+    with pytest.raises(ValueError) as err:
+        rec.dkim_value(config(dkim_selector="s2026"), " \n")
+    assert str(err.value) == "DKIM public key for selector 's2026' is empty (expected base64 DER)"
 
 
 # --- record sets ------------------------------------------------------------------------------
@@ -163,7 +182,10 @@ def test_mail_records_example_com(key2048):
     [
         ({"ipv6": None}, ["a-192-0-2-10", "mx", "spf", "spf-helo", "dkim", "dmarc"]),
         ({"ipv4": None}, ["aaaa-2001-db8--10", "mx", "spf", "spf-helo", "dkim", "dmarc"]),
-        ({"ipv4": ["192.0.2.10", "192.0.2.11"], "ipv6": None}, ["a-192-0-2-10", "a-192-0-2-11", "mx", "spf", "spf-helo", "dkim", "dmarc"]),
+        (
+            {"ipv4": ["192.0.2.10", "192.0.2.11"], "ipv6": None},
+            ["a-192-0-2-10", "a-192-0-2-11", "mx", "spf", "spf-helo", "dkim", "dmarc"],
+        ),
         # The host is the domain itself: one SPF record only (two at one name are a permerror).
         ({"hostname": "example.com"}, ["a-192-0-2-10", "aaaa-2001-db8--10", "mx", "spf", "dkim", "dmarc"]),
     ],
@@ -178,7 +200,8 @@ def test_mx_points_at_host_with_priority_10(hostname, key2048):
     mx = [r for r in rec.mail_records(cfg, key2048) if r.type == "MX"]
     assert [(r.name, r.content, r.priority) for r in mx] == [("example.com", cfg.host_name, 10)]
     # The MX target has the host's addresses.
-    addresses = {r.content for r in rec.mail_records(cfg, key2048) if r.type in ("A", "AAAA") and r.name == cfg.host_name}
+    records = rec.mail_records(cfg, key2048)
+    addresses = {r.content for r in records if r.type in ("A", "AAAA") and r.name == cfg.host_name}
     assert addresses == set(cfg.addresses)
 
 
@@ -198,8 +221,15 @@ def test_static_records_are_mail_records_without_dkim(key2048):
     [
         {},
         {"hostname": "example.com"},
-        {"ipv4": ["192.0.2.10", "192.0.2.11"], "ipv6": ["2001:db8::10", "2001:db8::11"], "reverse_zones": ["2.0.192.in-addr.arpa"]},
-        {"domain": "a-rather-long-mail-domain-name.example", "hostname": "outbound-mail-relay.a-rather-long-mail-domain-name.example"},
+        {
+            "ipv4": ["192.0.2.10", "192.0.2.11"],
+            "ipv6": ["2001:db8::10", "2001:db8::11"],
+            "reverse_zones": ["2.0.192.in-addr.arpa"],
+        },
+        {
+            "domain": "a-rather-long-mail-domain-name.example",
+            "hostname": "outbound-mail-relay.a-rather-long-mail-domain-name.example",
+        },
     ],
 )
 def test_records_are_well_formed(values, key2048):
@@ -275,10 +305,20 @@ def test_zone_file_has_reasons_and_records(key2048):
         assert f"; {r.reason}" in lines
 
 
-def test_zone_file_rejects_records_outside_the_zone():
+def test_zone_file_lists_records_outside_the_zone_as_comments():
     cfg = config(reverse_zones=["2.0.192.in-addr.arpa"])
-    with pytest.raises(ValueError) as err:
-        rec.zone_file(cfg, rec.static_records(cfg) + rec.ptr_records(cfg)[:1])
-    assert str(err.value) == (
-        "records outside zone example.com: 10.2.0.192.in-addr.arpa (PTR) (a reverse zone needs its own file)"
-    )
+    text = rec.zone_file(cfg, rec.static_records(cfg) + rec.ptr_records(cfg))
+    lines = text.splitlines()
+    assert lines[-3:] == [
+        "; Outside example.com: published in a reverse zone, or to be set at the hosting provider.",
+        ";   10.2.0.192.in-addr.arpa. IN PTR mail.example.com.",
+        f";   {rec.ptr_name('2001:db8::10')}. IN PTR mail.example.com.",
+    ]
+    assert not any(line.startswith("10.2.0.192") for line in lines)
+
+
+def test_zone_file_nameserver_addresses():
+    cfg = config()
+    lines = rec.zone_file(cfg, [], ns_addresses=["198.51.100.53"]).splitlines()
+    assert "@ IN NS ns1.example.com." in lines
+    assert [line for line in lines if line.startswith("ns1.")] == ["ns1.example.com. IN A 198.51.100.53"]

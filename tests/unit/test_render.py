@@ -261,7 +261,9 @@ def test_postmaster_key_picks_the_user():
 # --- OpenDKIM and policyd-spf ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("stack", "domain", "selector"), [("example.com", "example.com", "mail"), ("example.net", "example.net", "s2026")])
+@pytest.mark.parametrize(
+    ("stack", "domain", "selector"), [("example.com", "example.com", "mail"), ("example.net", "example.net", "s2026")]
+)
 def test_opendkim_conf_is_the_guides(stack, domain, selector):
     settings = parse_opendkim(content(stack_config(stack), "/etc/opendkim.conf"))
     assert settings == {
@@ -300,8 +302,14 @@ def squash(text: str) -> str:
 
 DOVECOT = "/etc/dovecot/conf.d/"
 DOVECOT_CASES = [
-    (f"{DOVECOT}10-master.conf", "unix_listener /var/spool/postfix/private/dovecot-lmtp { mode = 0600 user = postfix group = postfix }"),
-    (f"{DOVECOT}10-master.conf", "unix_listener /var/spool/postfix/private/auth { mode = 0660 user = postfix group = postfix }"),
+    (
+        f"{DOVECOT}10-master.conf",
+        "unix_listener /var/spool/postfix/private/dovecot-lmtp { mode = 0600 user = postfix group = postfix }",
+    ),
+    (
+        f"{DOVECOT}10-master.conf",
+        "unix_listener /var/spool/postfix/private/auth { mode = 0660 user = postfix group = postfix }",
+    ),
     (f"{DOVECOT}10-master.conf", "service imap-login {"),
     (f"{DOVECOT}10-master.conf", "service auth {"),
     (f"{DOVECOT}10-mail.conf", "mail_location = maildir:~/Maildir"),
@@ -335,7 +343,9 @@ def test_default_sieve_is_the_guides_script(stack, host):
 
 
 def test_tls_paths_flow_into_postfix_and_dovecot():
-    cfg = stack_config("example.com", smtpd_tls_cert_file="/etc/ssl/mail/cert.pem", smtpd_tls_key_file="/etc/ssl/mail/key.pem")
+    cfg = stack_config(
+        "example.com", smtpd_tls_cert_file="/etc/ssl/mail/cert.pem", smtpd_tls_key_file="/etc/ssl/mail/key.pem"
+    )
     settings = parse_main_cf(content(cfg, "/etc/postfix/main.cf"))
     assert settings["smtpd_tls_cert_file"] == "/etc/ssl/mail/cert.pem"
     assert settings["smtpd_tls_key_file"] == "/etc/ssl/mail/key.pem"
@@ -375,7 +385,11 @@ def test_config_flows_through(overrides, path, name, value):
 
 def test_users_flow_through():
     users = [
-        {"name": "erin", "addresses": ["erin@example.com", "sales@example.com"], "sieve": 'require ["fileinto"];\nfileinto "Sales";\n'},
+        {
+            "name": "erin",
+            "addresses": ["erin@example.com", "sales@example.com"],
+            "sieve": 'require ["fileinto"];\nfileinto "Sales";\n',
+        },
         {"name": "frank"},
     ]
     cfg = stack_config("example.com", users=users)
@@ -385,18 +399,29 @@ def test_users_flow_through():
     assert table(content(cfg, "/etc/postfix/virtual")) == [("sales@example.com", "erin")]
     assert table(content(cfg, "/etc/aliases")) == [("postmaster:", "erin"), ("root:", "erin")]
     sieve = render.render_user_sieve(cfg)
-    assert [(f.path, f.mode, f.owner, f.group) for f in sieve] == [("/home/erin/.dovecot.sieve", "0600", "erin", "erin")]
+    assert [(f.path, f.mode, f.owner, f.group) for f in sieve] == [
+        ("/home/erin/.dovecot.sieve", "0600", "erin", "erin")
+    ]
     assert sieve[0].content.endswith('require ["fileinto"];\nfileinto "Sales";\n')
 
 
 # --- files: paths, modes, owners ------------------------------------------------------------
 
 EXPECTED_FILES = {
-    "postfix": ["/etc/postfix/main.cf", "/etc/postfix/master.cf", "/etc/postfix/controlled_auth_senders", "/etc/postfix/virtual", "/etc/aliases"],
+    "postfix": [
+        "/etc/postfix/main.cf",
+        "/etc/postfix/master.cf",
+        "/etc/postfix/controlled_auth_senders",
+        "/etc/postfix/virtual",
+        "/etc/aliases",
+    ],
     "opendkim": ["/etc/opendkim.conf"],
     "policyd-spf": ["/etc/postfix-policyd-spf-python/policyd-spf.conf"],
-    "dovecot": [f"{DOVECOT}10-master.conf", f"{DOVECOT}10-mail.conf", f"{DOVECOT}20-lmtp.conf", f"{DOVECOT}10-auth.conf",
-                f"{DOVECOT}90-sieve.conf", f"{DOVECOT}10-ssl.conf", "/etc/dovecot/sieve/default.sieve"],
+    "dovecot": [
+        *(f"{DOVECOT}{name}" for name in ["10-master.conf", "10-mail.conf", "20-lmtp.conf", "10-auth.conf"]),
+        *(f"{DOVECOT}{name}" for name in ["90-sieve.conf", "10-ssl.conf"]),
+        "/etc/dovecot/sieve/default.sieve",
+    ],
 }
 
 
@@ -495,7 +520,8 @@ def test_templates_all_used():
 
 def test_templates_carry_the_guides_reasons():
     main_cf = (render.TEMPLATES / "postfix/main.cf.j2").read_text()
-    for setting in ["smtpd_banner", "message_size_limit", "soft_bounce", "smtpd_client_restrictions", "smtpd_helo_required"]:
+    settings = ["smtpd_banner", "message_size_limit", "soft_bounce", "smtpd_client_restrictions", "smtpd_helo_required"]
+    for setting in settings:
         lines = main_cf.splitlines()
         i = next(i for i, line in enumerate(lines) if line.startswith(setting + " "))
         assert lines[i - 1].startswith("#"), f"{setting} has no comment above it"

@@ -1,0 +1,272 @@
+"""The rendered files, checked by the daemons' own tools (components/checks.py).
+
+Each test builds a stage in tmp_path exactly as the deploy script does (copy
+the machine's installed config dirs, write the rendered files over them) and
+runs the service's CHECKS with bash -euo pipefail and STAGE set.
+
+The checks assume what is true on the mail host once the earlier units have
+run: it owns the stack's addresses (postfix refuses an inet_interfaces address
+no interface has) and holds the DKIM key /etc/opendkim/<selector>.private
+(opendkim -n opens it). Here the commands run in private mount and network
+namespaces (unshare -m -n) that give the host that shape without touching the
+machine: the stack's addresses on a private loopback, an overlay over /etc
+holding a freshly generated DKIM key, and one over /var/spool/postfix (postfix
+check creates missing queue directories).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from components.checks import CHECKS, CONFIG_DIRS
+from components.config import MailConfig
+from components.render import HostFile, render_host_files
+from tests.conftest import EXAMPLE_STACKS, stack_config
+
+NEEDED = {
+    "postfix": ["postconf", "postmap", "postalias", "postfix", "script"],
+    "dovecot": ["doveconf", "sievec"],
+    "opendkim": ["opendkim", "opendkim-genkey"],
+    "policyd-spf": ["/usr/bin/python3"],
+    "sieve": ["sievec"],
+}
+SERVICES = list(NEEDED)
+
+
+def need(service: str) -> None:
+    missing = [tool for tool in NEEDED[service] if shutil.which(tool) is None]
+    if missing:
+        pytest.skip(f"{service} checker not installed: {', '.join(missing)}")
+    if service == "policyd-spf" and subprocess.run(["/usr/bin/python3", "-c", "import spf_engine"]).returncode:
+        pytest.skip("policyd-spf checker not installed: postfix-policyd-spf-python")
+
+
+@pytest.fixture(scope="session")
+def namespaces() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("the checks run as root, as on the host")
+    for tool in ("unshare", "ip", "mount"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is needed to give the checks the host's addresses and DKIM key")
+    probe = subprocess.run(["unshare", "-m", "-n", "true"], capture_output=True, text=True)
+    if probe.returncode:
+        pytest.skip(f"cannot create mount/network namespaces: {probe.stderr.strip()}")
+
+
+def build_stage(root: Path, service: str, rendered: list[HostFile]) -> Path:
+    """What the deploy script does: copy the live config dirs, write the files over them."""
+    stage = root / "stage"
+    stage.mkdir(mode=0o700)
+    for directory in CONFIG_DIRS[service]:
+        target = stage / directory.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["cp", "-a", directory, str(target)], check=True)
+    for f in rendered:
+        target = stage / f.path.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(f.content)
+        target.chmod(int(f.mode, 8))
+    return stage
+
+
+def host_setup(cfg: MailConfig, scratch: Path) -> str:
+    """Inside the namespaces: the host's addresses, its DKIM key, a private queue directory."""
+    lines = ["ip link set lo up"]
+    lines += [f"ip addr add {address}/{32 if '.' in address else 128} dev lo" for address in cfg.addresses]
+    lines += [
+        f"mount -t tmpfs mailstack-test {shlex.quote(str(scratch))}",
+        f"cd {shlex.quote(str(scratch))}",
+        "mkdir etc etc-work spool spool-work",
+        "mount -t overlay overlay -o lowerdir=/etc,upperdir=$PWD/etc,workdir=$PWD/etc-work /etc",
+        "mount -t overlay overlay -o lowerdir=/var/spool/postfix,upperdir=$PWD/spool,workdir=$PWD/spool-work "
+        "/var/spool/postfix",
+        "cd /",
+        "mkdir -p -m 700 /etc/opendkim",
+        f"[ -e /etc/opendkim/{cfg.dkim_selector}.private ] || opendkim-genkey -b 2048 -d {cfg.domain} "
+        f"-D /etc/opendkim -r -s {cfg.dkim_selector} 2>/dev/null",
+    ]
+    return "\n".join(lines)
+
+
+def run_checks(tmp_path: Path, cfg: MailConfig, service: str, stage: Path) -> subprocess.CompletedProcess:
+    scratch = tmp_path / "host"
+    scratch.mkdir()
+    script = "\n".join([
+        "set -euo pipefail",
+        host_setup(cfg, scratch),
+        f"STAGE={shlex.quote(str(stage))}",
+        "echo mailstack-checks-start >&2",
+        *CHECKS[service],
+    ])
+    result = subprocess.run(["unshare", "-m", "-n", "bash", "-c", script], capture_output=True, text=True)
+    assert "mailstack-checks-start" in result.stderr, f"test setup failed:\n{result.stderr}"
+    result.stderr = result.stderr.split("mailstack-checks-start\n", 1)[1]
+    return result
+
+
+def staged(tmp_path: Path, cfg: MailConfig, service: str) -> Path:
+    need(service)
+    return build_stage(tmp_path, service, render_host_files(cfg)[service])
+
+
+# --- every example stack passes every check -------------------------------------------------
+
+
+@pytest.mark.parametrize("service", SERVICES)
+@pytest.mark.parametrize("stack", EXAMPLE_STACKS)
+def test_rendered_config_passes_the_checks(namespaces, tmp_path, stack, service):
+    cfg = stack_config(stack)
+    stage = staged(tmp_path, cfg, service)
+    result = run_checks(tmp_path, cfg, service, stage)
+    assert result.returncode == 0, f"{stack}/{service} failed:\n{result.stderr}"
+    # A warning counts: the only one allowed is postfix-script's about the staged
+    # makedefs.out symlink (Debian's own, copied with /etc/postfix; its check
+    # exempts only the path /etc/postfix/./makedefs.out).
+    noise = [
+        line
+        for line in result.stderr.splitlines()
+        if "symlink leaves directory" not in line or "makedefs.out" not in line
+    ]
+    assert noise == [], f"{stack}/{service} printed:\n{result.stderr}"
+
+
+def test_user_sieve_check_covers_every_user(namespaces, tmp_path):
+    users = [
+        {"name": "alice", "sieve": 'require ["fileinto"];\nfileinto "A";\n'},
+        {"name": "bob", "sieve": "keep;\n"},
+        {"name": "carol"},
+    ]
+    cfg = stack_config("example.com", users=users)
+    stage = staged(tmp_path, cfg, "sieve")
+    assert sorted(p.parent.name for p in stage.glob("home/*/.dovecot.sieve")) == ["alice", "bob"]
+    result = run_checks(tmp_path, cfg, "sieve", stage)
+    assert (result.returncode, result.stderr) == (0, "")
+    # Compiled outside the stage: Dovecot compiles ~/.dovecot.svbin itself, as the user.
+    assert list(stage.rglob("*.svbin")) == []
+
+
+def test_default_sieve_is_compiled_next_to_itself(namespaces, tmp_path):
+    cfg = stack_config("example.com")
+    stage = staged(tmp_path, cfg, "dovecot")
+    assert run_checks(tmp_path, cfg, "dovecot", stage).returncode == 0
+    assert (stage / "etc/dovecot/sieve/default.svbin").is_file()
+
+
+def test_postfix_tables_are_built_in_the_stage(namespaces, tmp_path):
+    cfg = stack_config("example.net")
+    stage = staged(tmp_path, cfg, "postfix")
+    assert run_checks(tmp_path, cfg, "postfix", stage).returncode == 0
+    for table in ("etc/postfix/controlled_auth_senders.db", "etc/postfix/virtual.db", "etc/aliases.db"):
+        assert (stage / table).is_file(), table
+
+
+# --- the checks can fail ---------------------------------------------------------------------
+
+
+def break_file(stage: Path, path: str, edit) -> None:
+    target = stage / path.lstrip("/")
+    target.write_text(edit(target.read_text()))
+
+
+BROKEN = [
+    # Postfix only warns about an unknown parameter (exit 0): the warning must count.
+    pytest.param(
+        "postfix", "/etc/postfix/main.cf", lambda t: t + "bogus_parameter = 1\n",
+        "unused parameter: bogus_parameter=1", id="postfix-unknown-main.cf-parameter",
+    ),
+    pytest.param(
+        "postfix", "/etc/postfix/master.cf", lambda t: t.replace(
+            "  -o syslog_name=postfix/submission\n", "  -o syslog_name=postfix/submission\n  -o bogus_option=1\n"
+        ),
+        "unused parameter: bogus_option=1", id="postfix-unknown-master.cf-option",
+    ),
+    pytest.param(
+        "postfix", "/etc/postfix/virtual", lambda t: t + "lonely-key\n",
+        "expected format: key whitespace value", id="postfix-malformed-virtual",
+    ),
+    pytest.param(
+        "postfix", "/etc/postfix/controlled_auth_senders", lambda t: t + "lonely-key\n",
+        "expected format: key whitespace value", id="postfix-malformed-controlled_auth_senders",
+    ),
+    pytest.param(
+        "postfix", "/etc/aliases", lambda t: t + "no colon here\n",
+        "need name:value pair", id="postfix-malformed-aliases",
+    ),
+    # `postfix check` itself (logged via script(1)): an address the host does not have.
+    pytest.param(
+        "postfix",
+        "/etc/postfix/main.cf",
+        lambda t: t.replace("inet_interfaces = ", "inet_interfaces = 198.51.100.7, "),
+        "no local interface found for 198.51.100.7", id="postfix-check-foreign-address",
+    ),
+    pytest.param(
+        "dovecot", "/etc/dovecot/conf.d/10-mail.conf", lambda t: t + "bogus_setting = 1\n",
+        # The staged conf.d is what doveconf reads (includes are relative to dovecot.conf).
+        "/stage/etc/dovecot/conf.d/10-mail.conf line", id="dovecot-unknown-setting",
+    ),
+    pytest.param(
+        "dovecot", "/etc/dovecot/conf.d/10-master.conf", lambda t: t + "service lmtp {\n",
+        "doveconf: Fatal: Error in configuration file", id="dovecot-unbalanced-braces",
+    ),
+    pytest.param(
+        "dovecot", "/etc/dovecot/sieve/default.sieve", lambda t: t.replace("fileinto :create", "fileintoo :create"),
+        "unknown command 'fileintoo'", id="dovecot-broken-default-sieve",
+    ),
+    # The guide's own DisableADSP line: OpenDKIM 2.11 no longer knows it.
+    pytest.param(
+        "opendkim", "/etc/opendkim.conf", lambda t: t + "DisableADSP T\n",
+        "unrecognized parameter", id="opendkim-guide-DisableADSP",
+    ),
+    pytest.param(
+        "opendkim", "/etc/opendkim.conf", lambda t: t.replace("UserID\topendkim:postfix", "UserID\tno-such-user"),
+        "no-such-user: no such user", id="opendkim-unknown-user",
+    ),
+    pytest.param(
+        "policyd-spf", "/etc/postfix-policyd-spf-python/policyd-spf.conf", lambda t: t + "Bogus_Name = 1\n",
+        'Unknown name "Bogus_Name"', id="policyd-spf-unknown-name",
+    ),
+    pytest.param(
+        "policyd-spf", "/etc/postfix-policyd-spf-python/policyd-spf.conf", lambda t: t + "debugLevel = high\n",
+        "invalid literal for int()", id="policyd-spf-bad-value",
+    ),
+    pytest.param(
+        "sieve", "/home/alice/.dovecot.sieve", lambda t: t.replace('"mailbox"]', '"mailboxx"]'),
+        "unknown Sieve capability `mailboxx'", id="user-sieve-unknown-extension",
+    ),
+    pytest.param(
+        "sieve", "/home/alice/.dovecot.sieve", lambda t: t + "if true {\n",
+        "sievec: Fatal: failed to compile sieve script", id="user-sieve-syntax-error",
+    ),
+]
+
+
+@pytest.mark.parametrize(("service", "path", "edit", "message"), BROKEN)
+def test_broken_config_fails_with_the_checkers_message(namespaces, tmp_path, service, path, edit, message):
+    cfg = stack_config("example.com")
+    stage = staged(tmp_path, cfg, service)
+    break_file(stage, path, edit)
+    result = run_checks(tmp_path, cfg, service, stage)
+    assert result.returncode != 0, f"{service}: the broken {path} passed:\n{result.stderr}"
+    assert message in result.stderr, result.stderr
+
+
+def test_missing_dkim_key_fails(namespaces, tmp_path):
+    """Without the key unit having run, opendkim -n says so."""
+    cfg = stack_config("example.com", dkim_selector="nokey")
+    stage = staged(tmp_path, cfg, "opendkim")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    script = "\n".join(
+        ["set -euo pipefail", f"STAGE={shlex.quote(str(stage))}", *CHECKS["opendkim"]]
+    )
+    if Path("/etc/opendkim/nokey.private").exists():
+        pytest.skip("this machine has a DKIM key named nokey")
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "/etc/opendkim/nokey.private" in result.stderr, result.stderr
