@@ -8,7 +8,7 @@ from pathlib import Path
 
 from components.config import ConfigError
 from components.offline import DKIM_KEY_PLACEHOLDER, render_stack
-from components.stackfile import load_stack
+from components.stackfile import PROJECT_DIR, load_stack
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,6 +18,9 @@ def main(argv: list[str] | None = None) -> int:
     render.add_argument("stack", help="stack name, e.g. example.com (reads stacks/Pulumi.STACK.yaml)")
     render.add_argument("--out", required=True, type=Path, help="folder to write into")
     render.add_argument(
+        "--project", type=Path, default=PROJECT_DIR, help="project folder holding stacks/ (default: this checkout)"
+    )
+    render.add_argument(
         "--dkim-key",
         default=DKIM_KEY_PLACEHOLDER,
         help="base64 DKIM public key to put in the zone file (default: a placeholder)",
@@ -25,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     try:
-        cfg = load_stack(args.stack)
+        cfg = load_stack(args.stack, args.project)
     except (FileNotFoundError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 import dns.name
+import dns.reversename
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -249,6 +250,13 @@ class MailConfig(BaseModel):
             raise ValueError("is empty (expected addresses, or 'all')")
         return value
 
+    @field_validator("cloudflare_zone_id")
+    @classmethod
+    def _zone_id(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[0-9a-f]{32}", value):
+            raise ValueError(f"{value!r} is not a Cloudflare zone id (expected 32 hex digits, from the zone's overview page)")
+        return value
+
     @field_validator("ssh_host")
     @classmethod
     def _ssh_host(cls, value: str | None) -> str | None:
@@ -342,6 +350,18 @@ class MailConfig(BaseModel):
                 owner_of.setdefault(address, user.name)
         if self.postmaster is not None and self.postmaster not in seen_users:
             problems.append(("postmaster", f"{self.postmaster!r} is not one of the users (expected one of: {', '.join(sorted(seen_users)) or 'none'})"))
+        zone = self.zone_name
+        if domain != zone and not domain.endswith("." + zone):
+            problems.append(("cloudflare_zone_name", f"{zone!r} does not contain {domain} (its records go in that zone)"))
+        pointers = [dns.reversename.from_address(a).to_text(omit_final_dot=True) for a in self.addresses]
+        for i, reverse in enumerate(self.reverse_zones):
+            if not any(p.endswith("." + reverse) for p in pointers):
+                problems.append((f"reverse_zones[{i}]", f"{reverse!r} holds none of the host's addresses (expected the zone of {', '.join(self.addresses)})"))
+        for i, item in enumerate(self.inet_interfaces or []):
+            if ":" in item and not self.ipv6:
+                problems.append((f"inet_interfaces[{i}]", f"{item!r} is IPv6 but mailstack:ipv6 is empty (Postfix would run IPv4 only)"))
+            elif "." in item and not self.ipv4:
+                problems.append((f"inet_interfaces[{i}]", f"{item!r} is IPv4 but mailstack:ipv4 is empty (Postfix would run IPv6 only)"))
         if self.smtpd_hard_error_limit < self.smtpd_soft_error_limit:
             problems.append(
                 ("smtpd_hard_error_limit", f"{self.smtpd_hard_error_limit!r} is below smtpd_soft_error_limit ({self.smtpd_soft_error_limit})")

@@ -9,6 +9,8 @@ reloading are someone else's job.
 
 from __future__ import annotations
 
+import posixpath
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +51,9 @@ _ENV = jinja2.Environment(
     lstrip_blocks=True,
     autoescape=False,  # config files, not HTML
 )
+# For the host scripts (templates/units): every config value reaches the shell through `q`.
+_ENV.filters["q"] = lambda value: shlex.quote(str(value))
+_ENV.filters["dirname"] = posixpath.dirname
 
 
 def _template_line(err: BaseException) -> int | None:

@@ -13,18 +13,12 @@ Every value from the stack config reaches the shell through `q`
 
 from __future__ import annotations
 
-import posixpath
 import shlex
 from dataclasses import dataclass
-from pathlib import Path
-
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from components.checks import CHECKS, CONFIG_DIRS
 from components.config import MailConfig
-from components.render import HostFile
-
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "units"
+from components.render import TEMPLATES, HostFile, render_template
 
 # What the guide installs, plus openssl for the keys the units generate.
 PACKAGES = (
@@ -43,16 +37,6 @@ PACKAGES = (
 # The here-document delimiter around every file; no file may contain it as a line.
 EOF_MARK = "MAILSTACK_EOF"
 
-_env = Environment(
-    loader=FileSystemLoader(TEMPLATES),
-    undefined=StrictUndefined,
-    keep_trailing_newline=True,
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
-_env.filters["q"] = lambda value: shlex.quote(str(value))
-_env.filters["dirname"] = posixpath.dirname
-
 
 @dataclass(frozen=True)
 class Unit:
@@ -64,7 +48,7 @@ class Unit:
 
 def _runner(cfg: MailConfig) -> str:
     sudo = "" if cfg.ssh_user == "root" else "sudo -n "
-    return _env.get_template("run-stdin.sh").render(sudo=sudo)
+    return render_template("units/run-stdin.sh", sudo=sudo)
 
 
 def _script_unit(cfg: MailConfig, script: str) -> Unit:
@@ -72,19 +56,19 @@ def _script_unit(cfg: MailConfig, script: str) -> Unit:
 
 
 def packages_unit(cfg: MailConfig) -> Unit:
-    script = _env.get_template("packages.sh.j2").render(host_name=cfg.host_name, packages=PACKAGES)
+    script = render_template("units/packages.sh.j2", host_name=cfg.host_name, packages=PACKAGES)
     return _script_unit(cfg, script)
 
 
 def tls_unit(cfg: MailConfig) -> Unit:
-    script = _env.get_template("tls.sh.j2").render(
+    script = render_template("units/tls.sh.j2", 
         host_name=cfg.host_name, cert_file=cfg.smtpd_tls_cert_file, key_file=cfg.smtpd_tls_key_file
     )
     return _script_unit(cfg, script)
 
 
 def dkim_unit(cfg: MailConfig) -> Unit:
-    script = _env.get_template("dkim.sh.j2").render(
+    script = render_template("units/dkim.sh.j2", 
         domain=cfg.domain, selector=cfg.dkim_selector, bits=cfg.dkim_bits
     )
     return _script_unit(cfg, script)
@@ -92,7 +76,7 @@ def dkim_unit(cfg: MailConfig) -> Unit:
 
 def accounts_command(cfg: MailConfig) -> str:
     """The accounts script as a command line; it reads `accounts_stdin` on stdin."""
-    script = (TEMPLATES / "accounts.sh").read_text()
+    script = render_template("units/accounts.sh")
     sudo = "" if cfg.ssh_user == "root" else "sudo -n "
     return f"{sudo}bash -c {shlex.quote(script)}"
 
@@ -114,7 +98,8 @@ def service_unit(cfg: MailConfig, service: str, files: list[HostFile]) -> Unit:
         if f"\n{EOF_MARK}\n" in f"\n{file.content}":
             raise ValueError(f"{file.path}: contains the line {EOF_MARK}, which the deploy script reserves")
     before = _optional(f"before-{service}.sh.j2", cfg)
-    script = _env.get_template("service.sh.j2").render(
+    script = render_template(
+        "units/service.sh.j2",
         service=service,
         host_name=cfg.host_name,
         config_dirs=CONFIG_DIRS.get(service, []),
@@ -128,6 +113,6 @@ def service_unit(cfg: MailConfig, service: str, files: list[HostFile]) -> Unit:
 
 
 def _optional(template: str, cfg: MailConfig) -> str:
-    if not (TEMPLATES / template).exists():
+    if not (TEMPLATES / "units" / template).exists():
         return ""
-    return _env.get_template(template).render(cfg=cfg)
+    return render_template(f"units/{template}", cfg=cfg)

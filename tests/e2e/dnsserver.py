@@ -24,11 +24,10 @@ TSIG_ALGORITHM = "hmac-sha256"
 
 def ensure_knot() -> None:
     """Install Knot from Debian if it is missing (maintainer scripts must not start it)."""
-    if shutil.which("knotd"):
-        return
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "knot"], check=True, env=env)
+    if not shutil.which("knotd"):
+        from .rootfs import apt_install_on_machine
+
+        apt_install_on_machine("knot")
 
 
 def new_tsig_secret() -> str:

@@ -79,12 +79,30 @@ def cached_rootfs() -> Path:
     return CACHE_DIR / f"rootfs-{SUITE}"
 
 
-def ensure_debootstrap() -> None:
-    if shutil.which("debootstrap"):
-        return
+def apt_install_on_machine(*packages: str) -> None:
+    """Install Debian packages on this machine without letting them start daemons.
+
+    knot's package would otherwise start a knotd in the machine's own namespace;
+    the lab runs its own. A policy-rc.d we add is removed again afterwards.
+    """
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "debootstrap"], check=True, env=env)
+    policy = Path("/usr/sbin/policy-rc.d")
+    added_policy = not policy.exists()
+    if added_policy:
+        policy.write_text("#!/bin/sh\nexit 101\n")
+        policy.chmod(0o755)
+    try:
+        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages],
+                       check=True, env=env)
+    finally:
+        if added_policy:
+            policy.unlink()
+
+
+def ensure_debootstrap() -> None:
+    if not shutil.which("debootstrap"):
+        apt_install_on_machine("debootstrap")
 
 
 def build_rootfs(log=print) -> Path:

@@ -134,12 +134,12 @@ def test_example_net_publishes_ptr_in_its_reverse_zone():
 
 
 def test_configured_zone_id_is_used_without_lookup():
-    values = {"domain": "example.org", "ipv4": ["192.0.2.30"], "cloudflare_zone_id": "fixed-id"}
+    values = {"domain": "example.org", "ipv4": ["192.0.2.30"], "cloudflare_zone_id": "0123456789abcdef0123456789abcdef"}
     cfg = load_config({f"mailstack:{k}": v for k, v in values.items()})
     mocks, outputs = run_dns(cfg, DKIM_KEY)
     assert mocks.calls == []
-    assert {r.inputs["zoneId"] for r in records_of(mocks).values()} == {"fixed-id"}
-    assert outputs["zone_id"] == "fixed-id"
+    assert {r.inputs["zoneId"] for r in records_of(mocks).values()} == {"0123456789abcdef0123456789abcdef"}
+    assert outputs["zone_id"] == "0123456789abcdef0123456789abcdef"
 
 
 @pytest.mark.parametrize("stack_name", ["example.com", "example.net"])

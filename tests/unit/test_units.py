@@ -109,5 +109,7 @@ def test_config_values_reach_the_shell_quoted():
     script = units.tls_unit(cfg(smtpd_tls_cert_file="/etc/ssl/private/mail.example.com.pem")).stdin
     assert "cert=/etc/ssl/private/mail.example.com.pem" in script
     assert "-subj /CN=mail.example.com -addext subjectAltName=DNS:mail.example.com" in script
-    quote = units._env.filters["q"]
+    from components.render import _ENV
+
+    quote = _ENV.filters["q"]
     assert quote("a b$(id)") == "'a b$(id)'"
