@@ -90,6 +90,13 @@ def _mail_address(value: str) -> str:
     return f"{local}@{fqdn(domain, 'example.com')}"
 
 
+def _ip_address(value: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IP address (expected e.g. 192.0.2.53)") from None
+
+
 def _interface(value: str) -> str:
     if value in ("all", "loopback-only"):
         return value
@@ -117,6 +124,7 @@ IPv4 = Annotated[str, AfterValidator(lambda v: _address(v, 4, "192.0.2.10"))]
 IPv6 = Annotated[str, AfterValidator(lambda v: _address(v, 6, "2001:db8::10"))]
 MailAddress = Annotated[str, AfterValidator(_mail_address)]
 Interface = Annotated[str, AfterValidator(_interface)]
+IPAddress = Annotated[str, AfterValidator(_ip_address)]
 ReverseZone = Annotated[str, AfterValidator(_reverse_zone)]
 NotifyClass = Annotated[str, AfterValidator(_notify_class)]
 
@@ -216,6 +224,10 @@ class MailConfig(BaseModel):
     # -- DKIM and DMARC
     dkim_selector: str = Field(default="mail", description="DKIM selector")
     dkim_bits: Literal[2048, 3072, 4096] = Field(default=2048, description="RSA key size of a new DKIM key")
+    opendkim_nameservers: list[IPAddress] = Field(
+        default_factory=list, description="Resolvers OpenDKIM asks (default: its own resolver, from the root)"
+    )
+    opendkim_dnssec: bool = Field(default=True, description="OpenDKIM validates DNSSEC from the root trust anchor")
     dmarc_policy: Literal["none", "quarantine", "reject"] = Field(default="quarantine", description="DMARC p=")
     dmarc_rua: list[MailAddress] | None = Field(
         default=None, description="Where aggregate reports go (default: postmaster@<domain>)"

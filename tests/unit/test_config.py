@@ -103,6 +103,7 @@ BAD = [
     ({"cloudflare_zone_id": "my-zone"}, "mailstack:cloudflare_zone_id: 'my-zone' is not a Cloudflare zone id (expected 32 hex digits, from the zone's overview page)"),
     ({"reverse_zones": ["100.51.198.in-addr.arpa"]}, "mailstack:reverse_zones[0]: '100.51.198.in-addr.arpa' holds none of the host's addresses (expected the zone of 192.0.2.10)"),
     ({"inet_interfaces": ["192.0.2.10", "2001:db8::10"]}, "mailstack:inet_interfaces[1]: '2001:db8::10' is IPv6 but mailstack:ipv6 is empty (Postfix would run IPv4 only)"),
+    ({"opendkim_nameservers": ["ns1.example.com"]}, "mailstack:opendkim_nameservers[0]: 'ns1.example.com' is not an IP address (expected e.g. 192.0.2.53)"),
     ({"hostnmae": "mail.example.com"}, "mailstack:hostnmae: is not a known key (see the config table in README.md)"),
     ({"users": [{"name": "Alice"}]}, "mailstack:users[0].name: 'Alice' is not a valid user name (expected lower-case letters, digits, '_' or '-', starting with a letter, at most 32 characters)"),
     ({"users": [{"name": "alice", "password_hash": "hunter2"}]}, "mailstack:users[0].password_hash: is not a crypt(3) password hash (expected e.g. the output of `mkpasswd -m yescrypt`)"),
