@@ -38,13 +38,16 @@ from . import aptrelay, dnsserver, mxhost, netns, rootfs
 
 REPO = Path(__file__).resolve().parents[2]
 E2E_DIR = Path(__file__).resolve().parent
-STATE_FILE = REPO / ".lab" / "lab.json"
-RUN_DIR = Path(os.environ.get("MAILSTACK_LAB_RUN", "/var/tmp/mailstack-lab"))
+# Several labs can run side by side under different names (MAILSTACK_LAB=name):
+# namespaces, run folder and state file are named after the lab.
+LAB_NAME = os.environ.get("MAILSTACK_LAB", "msl")
+STATE_FILE = REPO / ".lab" / ("lab.json" if LAB_NAME == "msl" else f"lab-{LAB_NAME}.json")
+RUN_DIR = Path(os.environ.get("MAILSTACK_LAB_RUN", f"/var/tmp/mailstack-lab-{LAB_NAME}"))
 
 # Documentation ranges only (RFC 5737, RFC 3849): the machine itself uses others.
 LAN_V4 = "198.51.100.0/24"
 LAN_V6 = "2001:db8:100::/64"
-NS_PREFIX = "msl-"
+NS_PREFIX = f"{LAB_NAME}-"
 HOST_NUMBERS = {"admin": 5, "mx": 10, "peer": 20, "stranger": 30, "client": 40, "dns": 53}
 
 
