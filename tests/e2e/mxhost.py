@@ -14,8 +14,10 @@ over SSH. What makes it behave like one:
   starts daemons itself with `service NAME start|restart|reload` (the
   sysvinit scripts in /etc/init.d; `service` uses them because /run/systemd
   does not exist);
-* /usr/local/sbin/service wraps /usr/sbin/service so that a daemon started
-  over SSH never keeps the SSH session open (see SERVICE_WRAPPER);
+* nothing detaches daemons for the deployment: a daemon started over SSH
+  keeps the session open unless its stdio is detached, and the program's own
+  scripts must (and do) start daemons with stdin, stdout and stderr away
+  from the session, as they must on a real host;
 * apt goes through the relay on 127.0.0.1:3142 (see aptrelay.py);
 * sshd on port 22, root login with the lab's key only; its host key is made
   per run and pinned by the test.
@@ -70,22 +72,6 @@ mount -t tmpfs -o mode=1777,nosuid,nodev mx-tmp "$root/tmp"
 exec chroot "$root" /usr/sbin/sshd -D -e
 """
 
-# Some daemons (dovecot) keep the stdin/stdout/stderr they were started with.
-# Started over SSH, they would hold the session open and `ssh mx 'service
-# dovecot start'` would never return. On a real host systemd starts them, so
-# this never shows; here this wrapper (first in root's PATH) gives the init
-# script /dev/null and a file instead, then prints what it wrote.
-SERVICE_WRAPPER = """\
-#!/bin/sh
-# mailstack lab: /usr/sbin/service with the daemon detached from the caller's stdio.
-out=$(mktemp /tmp/service.XXXXXX)
-/usr/sbin/service "$@" </dev/null >"$out" 2>&1
-rc=$?
-cat "$out"
-rm -f "$out"
-exit $rc
-"""
-
 SSHD_CONFIG = """\
 # mailstack lab: root logs in with the lab's key, nothing else.
 HostKey /etc/ssh/ssh_host_ed25519_key
@@ -120,10 +106,6 @@ def write_files(root: Path, hostname: str, addresses: dict[str, str], nameserver
         'Acquire::http::Pipeline-Depth "0";\n'
         'Acquire::Languages "none";\n'
     )
-
-    wrapper = root / "usr/local/sbin/service"
-    wrapper.write_text(SERVICE_WRAPPER)
-    wrapper.chmod(0o755)
 
     ssh_dir = root / "root/.ssh"
     ssh_dir.mkdir(mode=0o700, exist_ok=True)

@@ -48,15 +48,6 @@ def test_daemon_started_over_ssh_does_not_hold_the_session(lab):
     lab.ssh("start-stop-daemon --stop --pidfile /run/lab-sleeper.pid --remove-pidfile")
 
 
-def test_service_wrapper_detaches_a_daemon_that_keeps_stdio(lab):
-    # An init script whose daemon keeps the caller's stdout (as dovecot's does).
-    script = "#!/bin/sh\necho starting lab-holder\nsleep 600 &\necho $! > /run/lab-holder.pid\n"
-    lab.ssh("cat > /etc/init.d/lab-holder && chmod 755 /etc/init.d/lab-holder", stdin=script)
-    result = lab.ssh("service lab-holder start", timeout=30)
-    assert "starting lab-holder" in result.stdout
-    lab.ssh("kill $(cat /run/lab-holder.pid); rm /etc/init.d/lab-holder /run/lab-holder.pid")
-
-
 def test_apt_install_through_the_relay(lab):
     result = lab.ssh("apt-get update -q && apt-get install -y -q --no-install-recommends file && file -b /bin/dash",
                      timeout=600)
