@@ -6,17 +6,17 @@ Set MAILSTACK_LAB_KEEP=1 to leave the lab up after the tests (inspect it with
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import shutil
 import subprocess
-import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+# The world is made by tests/e2e/world.py (shared with `python -m tests.e2e.lab up`).
+from .world import PEER_DOMAIN, PEER_NAME, World, make_world  # noqa: F401 (re-exported for tests)
 
 
 def _why_no_lab() -> str | None:
@@ -52,48 +52,13 @@ def lab():
 
 # --- the world around mx: a peer mail server with proper DNS, and the deployment ----------
 
-PEER_NAME = "peer.example.net"
-PEER_DOMAIN = "example.net"
-
-
-@dataclass
-class World:
-    """What the tests talk to besides mx."""
-
-    sink: Path  # messages the peer's mail server received, one .eml each
-
-    def received(self, since: int = 0, timeout: float = 60, count: int = 1) -> list[str]:
-        """Messages the peer got after the first `since`, waiting for `count` of them."""
-        deadline = time.monotonic() + timeout
-        while True:
-            files = sorted(self.sink.glob("*.eml"))[since:]
-            if len(files) >= count or time.monotonic() > deadline:
-                return [f.read_text() for f in files]
-            time.sleep(0.5)
-
-    def count(self) -> int:
-        return len(list(self.sink.glob("*.eml")))
-
 
 @pytest.fixture(scope="session")
 def world(lab):
     """peer.example.net: forward-confirmed reverse DNS, its own SPF and MX, a mail server."""
-    peer = lab.hosts["peer"]
-    lab.dns_update(PEER_DOMAIN, "peer", "A", 300, peer.ipv4)
-    lab.dns_update(PEER_DOMAIN, "peer", "AAAA", 300, peer.ipv6)
-    lab.dns_update(PEER_DOMAIN, "@", "MX", 300, f"10 {PEER_NAME}")
-    lab.dns_update(PEER_DOMAIN, "@", "TXT", 300, f'"v=spf1 ip4:{peer.ipv4} ip6:{peer.ipv6} -all"')
-    for address, zone in ((peer.ipv4, lab.reverse_zones[0]), (peer.ipv6, lab.reverse_zones[1])):
-        lab.dns_update(zone, ipaddress.ip_address(address).reverse_pointer + ".", "PTR", 300, PEER_NAME + ".")
-    sink = lab.run_dir / "peer-mail"
-    argv = ["ip", "netns", "exec", peer.netns, sys.executable, str(Path(__file__).parent / "smtpsink.py"),
-            str(sink), peer.ipv4, peer.ipv6]
-    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    if process.stdout.readline().strip() != "ready":
-        process.kill()
-        raise RuntimeError("the peer's SMTP sink did not start")
+    the_world, process = make_world(lab)
     try:
-        yield World(sink=sink)
+        yield the_world
     finally:
         process.kill()
         process.wait()
@@ -119,3 +84,8 @@ def run_client(lab, on: str, command: str, **args) -> dict:
     if result.returncode != 0:
         raise RuntimeError(f"mailclient {command} on {on} failed: {result.stderr}")
     return json.loads(result.stdout)
+
+
+def pytest_collection_modifyitems(items):
+    """The lab's smoke tests run first, on the bare lab: they check what a deployment changes."""
+    items.sort(key=lambda item: 0 if item.nodeid.startswith("tests/e2e/test_lab_smoke.py") else 1)

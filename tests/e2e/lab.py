@@ -19,7 +19,8 @@ Use from Python:
 
 or from a shell (the lab stays up until `down`):
 
-    python -m tests.e2e.lab up      # prints and writes .lab/lab.json
+    python -m tests.e2e.lab up      # also deploys the e2e stack and starts the peer;
+                                    # prints and writes .lab/lab.json (hosts, users)
     python -m tests.e2e.lab down
 """
 
@@ -384,12 +385,49 @@ def _is_our_relay(pid: int) -> bool:
         return False
 
 
+def _deploy_world(lab: Lab) -> dict:
+    """The peer's world and the e2e stack deployed on mx; what a person needs to use them."""
+    from .deploy import Deployment
+    from .stack import SECRET_KEYS, USERS, e2e_config
+    from .world import PEER_NAME, make_world, sink_dir
+
+    make_world(lab, detached=True)  # runs until `down` stops the processes in the lab's namespaces
+    deployment = Deployment(lab)
+    started = time.monotonic()
+    deployment.up(e2e_config(lab), SECRET_KEYS)
+    return {
+        "lab": LAB_NAME,
+        "domain": lab.domain,
+        "mx_hostname": lab.mx_hostname,
+        "hosts": {name: asdict(h) for name, h in lab.hosts.items()},
+        "users": [{"name": name, "password": password, "addresses": addresses}
+                  for name, (password, addresses, _) in USERS.items()],
+        "peer": {"name": PEER_NAME, "address": lab.hosts["peer"].ipv4, "received_mail": str(sink_dir(lab))},
+        "ssh_command": lab.ssh_argv(),
+        "deployment": {"seconds": round(time.monotonic() - started, 1), "ssh_sessions": deployment.ssh_sessions,
+                       "runs": {run.name: round(run.seconds, 1) for run in deployment.runs}},
+    }
+
+
 def main(argv: list[str]) -> int:
     command = argv[0] if argv else "help"
     if command == "up":
         lab = Lab().up()
-        print(json.dumps(lab.state(), indent=2))
-        print(f"lab is up; state in {STATE_FILE}; try: {' '.join(lab.ssh_argv('hostname -f'))}")
+        try:
+            summary = _deploy_world(lab)
+        except BaseException:
+            if os.environ.get("MAILSTACK_LAB_KEEP") == "1":
+                print(f"deployment failed; the lab stays up (MAILSTACK_LAB_KEEP=1): {STATE_FILE}", file=sys.stderr)
+            else:
+                print("deployment failed: taking the lab down", file=sys.stderr)
+                lab.down()
+            raise
+        STATE_FILE.write_text(json.dumps({**lab.state(), **summary}, indent=2) + "\n")  # 0600 (write_state)
+        print(json.dumps(summary, indent=2))
+        name = "" if LAB_NAME == "msl" else f"MAILSTACK_LAB={LAB_NAME} "
+        print(f"lab {LAB_NAME!r} is up and deployed; state in {STATE_FILE}\n"
+              f"try: {name}python -m tests.e2e.lab ssh hostname -f\n"
+              f"remove it with: {name}python -m tests.e2e.lab down")
     elif command == "down":
         lab = Lab.from_state() if STATE_FILE.exists() else Lab()
         lab.down()

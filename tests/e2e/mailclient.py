@@ -3,25 +3,36 @@
 Run as `ip netns exec NS python mailclient.py COMMAND JSON`; prints a JSON
 answer. The test side calls them through `run_client(lab, host, command, **args)`.
 
-  dialog {"host", "port", "lines": [...], "starttls": bool, "tls_first_ehlo": str, "pipeline": bool, "timeout"}
+  dialog {"host", "port", "lines": [...], "starttls": bool, "tls_first_ehlo": str, "pipeline": bool, "timeout",
+          "linger": seconds}
       Speaks SMTP line by line and returns the banner and each reply:
-      {"banner": [code, text], "replies": [[code, text], ...], "closed": bool, "ehlo_after_tls": [code, text]}.
+      {"banner": [code, text], "replies": [[code, text], ...], "closed": bool, "ehlo_after_tls": [code, text],
+       "seconds": [float, ...], "after": [[code, text], ...]}.
+      "seconds"[i] is the time from sending lines[i] to reading its reply (with "pipeline", from the one
+      write to that reply): how long the server delayed it.
       With "starttls", it sends EHLO tls_first_ehlo, STARTTLS and EHLO again first.
       With "pipeline", all lines are sent in one write (to test unauthorised pipelining).
-  send {"host", "port", "helo", "mail_from", "rcpt_to": [...], "message", "starttls", "login": [user, password]}
+      With "linger", after the last reply it keeps reading for up to that many seconds: replies the
+      server sends unasked (e.g. "421 ... too many errors") go to "after", and "closed" is set when
+      the server closes the connection.
+  send {"host", "port", "helo", "mail_from", "rcpt_to": [...], "message", "starttls", "login": [user, password],
+        "quit": bool}
       smtplib end to end: {"ok": bool, "code": int, "error": str, "stage": str, "esmtp": [...], "auth_before_tls": bool}
+      With "quit": false it closes the connection without QUIT (whose reply Postfix delays after an error).
   imap {"host", "user", "password", "folder", "tls": "imaps"|"starttls"}
       {"ok", "folders": [...], "messages": [raw message text, ...]} from the folder.
 """
 
 from __future__ import annotations
 
+import contextlib
 import imaplib
 import json
 import smtplib
 import socket
 import ssl
 import sys
+import time
 
 
 def _insecure_tls() -> ssl.SSLContext:
@@ -52,10 +63,11 @@ class _Lines:
         self.sock.sendall(text.encode() + b"\r\n")
 
 
-def dialog(host, port=25, lines=(), starttls=False, tls_first_ehlo="client.example.net", pipeline=False, timeout=60):
+def dialog(host, port=25, lines=(), starttls=False, tls_first_ehlo="client.example.net", pipeline=False, timeout=60,
+           linger=0):
     sock = socket.create_connection((host, port), timeout=timeout)
     conn = _Lines(sock)
-    answer: dict = {"banner": conn.reply(), "replies": [], "closed": False}
+    answer: dict = {"banner": conn.reply(), "replies": [], "seconds": [], "after": [], "closed": False}
     try:
         if starttls:
             conn.send(f"EHLO {tls_first_ehlo}")
@@ -67,13 +79,24 @@ def dialog(host, port=25, lines=(), starttls=False, tls_first_ehlo="client.examp
             conn.send(f"EHLO {tls_first_ehlo}")
             answer["ehlo_after_tls"] = conn.reply()
         if pipeline:
+            sent = time.monotonic()
             conn.sock.sendall("".join(f"{line}\r\n" for line in lines).encode())
             for _ in lines:
                 answer["replies"].append(conn.reply())
+                answer["seconds"].append(round(time.monotonic() - sent, 3))
         else:
             for line in lines:
+                sent = time.monotonic()
                 conn.send(line)
                 answer["replies"].append(conn.reply())
+                answer["seconds"].append(round(time.monotonic() - sent, 3))
+        if linger:
+            conn.sock.settimeout(linger)
+            try:
+                while True:  # until the server closes the connection or stays silent for `linger` seconds
+                    answer["after"].append(conn.reply())
+            except TimeoutError:
+                pass  # the server kept the connection open and said nothing more
     except (ConnectionError, OSError) as err:
         answer["closed"] = True
         answer["error"] = str(err)
@@ -81,10 +104,12 @@ def dialog(host, port=25, lines=(), starttls=False, tls_first_ehlo="client.examp
 
 
 def send(host, port=25, helo="peer.example.net", mail_from="", rcpt_to=(), message="", starttls=False,
-         login=None, timeout=60):
+         login=None, timeout=60, quit=True):
     answer: dict = {"ok": False, "stage": "connect"}
     try:
-        with smtplib.SMTP(host, port, local_hostname=helo, timeout=timeout) as smtp:
+        smtp = smtplib.SMTP(host, port, local_hostname=helo, timeout=timeout)
+        # quit=False hangs up without QUIT: after an error, Postfix delays every reply, QUIT's too.
+        with smtp if quit else contextlib.closing(smtp):
             answer["stage"] = "ehlo"
             smtp.ehlo()
             answer["auth_before_tls"] = smtp.has_extn("auth")

@@ -7,18 +7,21 @@ on top, so that a test can read what mx relayed out exactly as it arrived.
 
 from __future__ import annotations
 
-import threading
 import itertools
 import sys
+import threading
 from pathlib import Path
 
 from aiosmtpd.controller import Controller
 
 
 class Keep:
+    """One for all the listening addresses: file numbers give the order of arrival."""
+
     def __init__(self, folder: Path):
         self.folder = folder
-        self.numbers = itertools.count(1)
+        self.numbers = itertools.count(len(list(folder.glob("*.eml"))) + 1)
+        self.lock = threading.Lock()
 
     async def handle_DATA(self, server, session, envelope):
         head = (
@@ -27,7 +30,8 @@ class Keep:
             f"X-Sink-Mail-From: {envelope.mail_from}\r\n"
             f"X-Sink-Rcpt-To: {','.join(envelope.rcpt_tos)}\r\n"
         )
-        path = self.folder / f"{next(self.numbers):04d}.eml"
+        with self.lock:
+            path = self.folder / f"{next(self.numbers):04d}.eml"
         tmp = path.with_suffix(".tmp")
         tmp.write_bytes(head.encode() + envelope.original_content)
         tmp.rename(path)
@@ -37,9 +41,9 @@ class Keep:
 def main() -> None:
     folder = Path(sys.argv[1])
     folder.mkdir(parents=True, exist_ok=True)
+    keep = Keep(folder)
     controllers = [
-        Controller(Keep(folder), hostname=address, port=25, server_hostname="peer.example.net")
-        for address in sys.argv[2:]
+        Controller(keep, hostname=address, port=25, server_hostname="peer.example.net") for address in sys.argv[2:]
     ]
     for controller in controllers:
         controller.start()

@@ -1,0 +1,522 @@
+"""Deploying again: no-op runs, one-setting changes, rejected configs and cut connections.
+
+The units' promise (DESIGN.md "Host units"): each is idempotent; a service
+unit stages its files, checks them with the daemon's own checker, swaps the
+changed ones atomically and reloads only that service; a config the checker
+rejects changes nothing on the host.
+
+Every test that deploys another config puts the stack's own config back
+before it ends, so that the tests after it see the deployment of the
+`deployment` fixture. Timings of the deployments are collected in TIMINGS and
+written to .lab/deployment-timings-<lab>.json at the end of the module.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from components.config import load_config
+from components.render import render_host_files
+from tests.program.harness import config_for_pulumi
+
+from . import netns
+from .conftest import run_client
+from .deploy import DeploymentFailed
+from .lab import LAB_NAME, REPO
+from .stack import SECRET_KEYS, USERS, e2e_config
+
+COMMAND = "command:remote:Command"
+POSTFIX_UNIT = "mail-host-postfix"
+POSTFIX_KEY = f"{COMMAND}::{POSTFIX_UNIT}"
+DEFAULT_SIZE = 25_000_000  # components.config: message_size_limit's default
+
+# Files the units write. A run that changes nothing must leave every mtime as it was.
+WATCHED = (
+    "find /etc/postfix /etc/postfix-policyd-spf-python /etc/dovecot /etc/opendkim"
+    " /etc/opendkim.conf /etc/aliases /etc/aliases.db /home/alice/.dovecot.sieve"
+    " /etc/ssl/private/postfix.cacert.pem /etc/ssl/private/postfix.privkey.pem"
+    " -xdev -type f -printf '%p\\t%T@\\n' | sort"
+)
+PIDS = {
+    "postfix": "/var/spool/postfix/pid/master.pid",
+    "dovecot": "/run/dovecot/master.pid",
+    "opendkim": "/run/opendkim/opendkim.pid",
+}
+
+TIMINGS: dict[str, object] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def timings_report():
+    yield
+    if TIMINGS:
+        out = REPO / ".lab" / f"deployment-timings-{LAB_NAME}.json"
+        out.parent.mkdir(exist_ok=True)
+        out.write_text(json.dumps(TIMINGS, indent=2) + "\n")
+        print(f"\ndeployment timings ({out}):\n{json.dumps(TIMINGS, indent=2)}")
+
+
+# --- what is on mx ------------------------------------------------------------------------------
+
+
+def mtimes(lab) -> dict[str, str]:
+    out = lab.ssh(WATCHED).stdout
+    return dict(line.split("\t") for line in out.splitlines())
+
+
+def pids(lab) -> dict[str, int]:
+    """The daemons' pids, each checked to be a running process."""
+    found = {}
+    for daemon, pid_file in PIDS.items():
+        pid = int(lab.ssh(f"cat {pid_file}").stdout.strip())
+        assert lab.ssh(f"kill -0 {pid}", check=False).returncode == 0, f"{daemon} (pid {pid}) is not running"
+        found[daemon] = pid
+    return found
+
+
+def sha256(lab, path: str) -> str:
+    return lab.ssh(f"sha256sum {path}").stdout.split()[0]
+
+
+def ehlo_size(lab) -> int:
+    """SIZE in mx's EHLO reply to the peer (what a client on the Internet is told)."""
+    answer = run_client(lab, "peer", "dialog", host=lab.mx.ipv4, lines=["EHLO peer.example.net", "QUIT"])
+    code, text = answer["replies"][0]
+    assert code == 250, answer
+    sizes = re.findall(r"^SIZE (\d+)$", text, re.M)
+    assert sizes, f"no SIZE in EHLO reply: {text}"
+    return int(sizes[0])
+
+
+def leftovers(lab) -> list[str]:
+    """Stage directories and half-swapped files the units may leave behind."""
+    out = lab.ssh("ls -d /var/tmp/mailstack-* 2>/dev/null; "
+                  "find /etc /home -xdev -name '*.mailstack-new' 2>/dev/null; true").stdout
+    return out.split()
+
+
+def postconf_is_clean(lab) -> None:
+    """The live Postfix config parses without a single warning."""
+    result = lab.ssh("postconf -n >/dev/null", check=False)
+    assert result.returncode == 0 and not result.stderr.strip(), result.stderr
+
+
+def rendered_postfix(lab, **overrides) -> dict[str, str]:
+    cfg = load_config(config_for_pulumi(e2e_config(lab, **overrides)))
+    return {f.path: f.content for f in render_host_files(cfg)["postfix"]}
+
+
+def unit_names(deployment) -> list[str]:
+    return sorted(run.name for run in deployment.runs)
+
+
+def run_of(deployment, name: str):
+    runs = [run for run in deployment.runs if run.name == name]
+    assert len(runs) == 1, f"{name} ran {len(runs)} times: {unit_names(deployment)}"
+    return runs[0]
+
+
+def deploy(deployment, lab, **overrides) -> float:
+    started = time.monotonic()
+    deployment.up(e2e_config(lab, **overrides), SECRET_KEYS)
+    return round(time.monotonic() - started, 2)
+
+
+def restore(deployment, lab) -> None:
+    """Deploy the stack's own config again (a test's changes undone on the host)."""
+    deploy(deployment, lab)
+
+
+def message(subject: str) -> str:
+    return (f"From: someone@example.net\r\nTo: alice@example.com\r\nSubject: {subject}\r\n"
+            f"Message-ID: <{uuid.uuid4()}@peer.example.net>\r\n\r\nHello from the lab.\r\n")
+
+
+def assert_mail_reaches_alice(lab) -> None:
+    subject = f"still serving {uuid.uuid4()}"
+    sent = run_client(lab, "peer", "send", host=lab.mx.ipv4, helo="peer.example.net",
+                      mail_from="someone@example.net", rcpt_to=["alice@example.com"], message=message(subject))
+    assert sent["ok"], sent
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if lab.ssh(f"grep -rlF {subject!r} /home/alice/Maildir/new /home/alice/Maildir/cur", check=False).stdout:
+            return
+        time.sleep(1)
+    raise AssertionError("the message from peer did not reach ~alice/Maildir")
+
+
+# --- 1. nothing changed: nothing runs, and the scripts themselves change nothing ------------------
+
+
+def test_second_deployment_runs_nothing_and_every_unit_is_idempotent(lab, deployment):
+    first = list(deployment.runs)
+    if any(run.name == "mail-host-packages" for run in first):  # the fixture's deployment, untouched yet
+        packages = sum(run.seconds for run in first if run.name == "mail-host-packages")
+        TIMINGS["first"] = {
+            "wall_seconds": round(deployment.first_seconds, 2),
+            "packages_unit_seconds": round(packages, 2),
+            "everything_else_seconds": round(deployment.first_seconds - packages, 2),
+            "ssh_sessions": deployment.ssh_sessions,
+            "units": {run.name: round(run.seconds, 2) for run in first},
+        }
+    files, daemons = mtimes(lab), pids(lab)
+    assert files and "/etc/postfix/main.cf" in files and "/home/alice/.dovecot.sieve" in files, files
+
+    # As under `pulumi up` with unchanged inputs: not one command, not one SSH session.
+    seconds = deploy(deployment, lab)
+    TIMINGS["second_no_op"] = {"wall_seconds": seconds, "ssh_sessions": deployment.ssh_sessions}
+    assert deployment.runs == []
+    assert deployment.ssh_sessions == 0
+
+    # The scripts themselves, run again by hand exactly as the deployment ran them.
+    commands = {key.split("::", 1)[1]: entry for key, entry in deployment.state.items() if key.startswith(COMMAND)}
+    units = {"packages", "tls", "dkim", "accounts", "opendkim", "policyd-spf", "dovecot", "postfix", "sieve"}
+    assert {f"mail-host-{unit}" for unit in units} <= commands.keys(), sorted(commands)
+    for name, entry in commands.items():
+        inputs = entry["inputs"]
+        result = lab.ssh(inputs["create"], stdin=inputs.get("stdin"), check=False)
+        assert result.returncode == 0, f"{name}: exit {result.returncode}: {result.stderr}"
+        said = re.findall(r"^(?:updated|reloaded|restarted|started|generating|created user|installing)\b.*$",
+                          result.stderr, re.M)
+        assert not said, f"{name} did something on a converged host: {said}"
+        if name == "mail-host-dkim":
+            assert result.stdout == entry["outputs"]["stdout"], "the DKIM unit printed another public key"
+        if name == "mail-host-tls":
+            assert result.stdout == entry["outputs"]["stdout"], "the TLS unit printed another fingerprint"
+
+    after = mtimes(lab)
+    assert {p: t for p, t in after.items() if files.get(p) != t} == {}, "files rewritten by an idempotent run"
+    assert after.keys() == files.keys(), "files appeared or vanished"
+    assert pids(lab) == daemons, "a daemon was restarted by an idempotent run"
+    assert leftovers(lab) == []
+
+
+# --- 2. one setting changed: one unit, one file, one reload ------------------------------------------
+
+
+def test_changing_message_size_limit_runs_postfix_alone_and_reloads_only_postfix(lab, deployment):
+    new_size = 31_457_280
+    files, daemons = mtimes(lab), pids(lab)
+    # An smtpd that served a client stays idle (max_idle) with the config it read:
+    # without a reload, the next client would meet it and the old limit.
+    assert ehlo_size(lab) == DEFAULT_SIZE
+    try:
+        seconds = deploy(deployment, lab, message_size_limit=new_size)
+        TIMINGS["one_setting_change"] = {"wall_seconds": seconds, "ssh_sessions": deployment.ssh_sessions,
+                                         "units": {run.name: round(run.seconds, 2) for run in deployment.runs}}
+        assert unit_names(deployment) == [POSTFIX_UNIT]
+        assert deployment.ssh_sessions == 1
+        after = mtimes(lab)
+        assert [p for p, t in after.items() if files.get(p) != t] == ["/etc/postfix/main.cf"]
+        stderr = run_of(deployment, POSTFIX_UNIT).stderr
+        assert "updated /etc/postfix/main.cf" in stderr and "reloaded postfix" in stderr, stderr
+        assert "restarted postfix" not in stderr, stderr
+        now = pids(lab)
+        assert now["dovecot"] == daemons["dovecot"] and now["opendkim"] == daemons["opendkim"]
+        assert now["postfix"] == daemons["postfix"], "`postfix reload` keeps the master process"
+        assert lab.ssh("postconf -h message_size_limit").stdout.strip() == str(new_size)
+        assert ehlo_size(lab) == new_size
+    finally:
+        restore(deployment, lab)
+    assert unit_names(deployment) == [POSTFIX_UNIT]
+    assert ehlo_size(lab) == DEFAULT_SIZE
+
+
+# --- 3. a config the daemon's checker rejects changes nothing --------------------------------------
+
+
+def test_invalid_sieve_script_fails_with_sievec_message_and_keeps_the_live_script(lab, deployment):
+    live = "/home/alice/.dovecot.sieve"
+    before_sum, before_mtime = sha256(lab, live), mtimes(lab)[live]
+    users = copy.deepcopy(e2e_config(lab)["mailstack:users"])
+    alice = next(u for u in users if u["name"] == "alice")
+    alice["sieve"] = alice["sieve"] + 'frobnicate "INBOX";\n'
+    with pytest.raises(DeploymentFailed) as failure:
+        deploy(deployment, lab, users=users)
+    message_text = str(failure.value)
+    assert message_text.startswith("mail-host-sieve: exit 1"), message_text
+    assert "frobnicate" in message_text and "error" in message_text.lower(), message_text  # sievec's own words
+    assert unit_names(deployment) == ["mail-host-sieve"], "only the sieve unit had new inputs"
+    assert sha256(lab, live) == before_sum and mtimes(lab)[live] == before_mtime
+    assert leftovers(lab) == []
+    # The failed unit was not recorded: the good config is what the state holds, so deploying it runs nothing.
+    deploy(deployment, lab)
+    assert deployment.runs == []
+
+
+def test_setting_postconf_rejects_fails_with_postconf_message_and_postfix_keeps_serving(lab, deployment):
+    # smtpd_banner is free text to the config model (one line, starting with
+    # $myhostname); a truncated ${...} macro is a fatal error to Postfix.
+    bad_banner = "$myhostname ESMTP ${mail_name"
+    main_cf = "/etc/postfix/main.cf"
+    before_sum, before_mtime, daemons = sha256(lab, main_cf), mtimes(lab)[main_cf], pids(lab)
+    try:
+        with pytest.raises(DeploymentFailed) as failure:
+            deploy(deployment, lab, smtpd_banner=bad_banner)
+        message_text = str(failure.value)
+        assert message_text.startswith(f"{POSTFIX_UNIT}: exit 1"), message_text
+        assert "postconf: fatal: macro processing error" in message_text, message_text
+        assert "truncated macro reference" in message_text, message_text
+        assert sha256(lab, main_cf) == before_sum and mtimes(lab)[main_cf] == before_mtime
+        assert pids(lab) == daemons
+        assert deployment.state[POSTFIX_KEY]["inputs"]["stdin"].count(bad_banner) == 0, "a failed unit was recorded"
+        postconf_is_clean(lab)
+        assert leftovers(lab) == []
+        assert_mail_reaches_alice(lab)
+    finally:
+        restore(deployment, lab)
+    assert deployment.runs == []  # the host never left the good config
+
+
+# --- 4. the connection is cut in the middle of a unit; the next deployment converges ----------------
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _ppid(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+class Cutter(threading.Thread):
+    """Watches mx (its network namespace only) for the postfix unit at `moment`, then cuts it.
+
+    moment "checking": a checker reads the staged config; "swapping": the unit's
+    `mv` of a staged file over the live one is about to run (held there by a
+    shim, see MV_SHIM). how "connection": kill the SSH session's sshd process,
+    as a lost connection does (the remote script runs on until it writes to
+    the dead session); "kill": SIGKILL the remote script too (a crash).
+    """
+
+    def __init__(self, lab, moment: str, how: str):
+        super().__init__(daemon=True)
+        self.lab, self.moment, self.how = lab, moment, how
+        self.done = threading.Event()
+        self.stop = threading.Event()
+        self.cut: list[str] = []  # what was killed, for the failure message
+        self.remote: list[int] = []  # the unit's processes on mx at the cut
+
+    def _mx_pids(self) -> list[int]:
+        return netns.pids(self.lab.mx.netns)
+
+    def _found(self) -> int | None:
+        if self.moment == "swapping":
+            held = self.lab.run_in("mx", ["test", "-e", f"{HOLD_DIR}/at-swap"], check=False).returncode == 0
+            pattern = "mailstack-new"
+            if not held:
+                return None
+        else:
+            pattern = "/var/tmp/mailstack-postfix."
+        for pid in self._mx_pids():
+            line = _cmdline(pid)
+            if pattern in line and (self.moment != "checking" or "postfix -c" in line or "postconf -c" in line):
+                return pid
+        return None
+
+    def run(self) -> None:
+        try:
+            deadline = time.monotonic() + 300
+            while not self.stop.is_set() and time.monotonic() < deadline:
+                pid = self._found()
+                if pid is not None:
+                    self._cut(pid)
+                    return
+                time.sleep(0.02)
+        finally:
+            self.done.set()
+
+    def _cut(self, pid: int) -> None:
+        chain, session = [], pid
+        while session > 1 and not _cmdline(session).startswith("sshd:"):
+            chain.append(session)
+            session = _ppid(session)
+        assert session > 1, f"no sshd session above pid {pid}"
+        in_mx = set(self._mx_pids())
+        assert session in in_mx and all(p in in_mx for p in chain), "not a process of this lab's mx"
+        self.remote = self._descendants(session, in_mx)
+        if self.how == "kill":
+            for victim in reversed(self.remote):  # the script first, so it cannot react
+                self._kill(victim)
+        self._kill(session)
+        if self.moment == "swapping":
+            self.lab.run_in("mx", ["rm", "-f", f"{HOLD_DIR}/hold-swap"])  # release the held `mv`
+
+    def _descendants(self, root: int, candidates: set[int]) -> list[int]:
+        found, frontier = [], [root]
+        while frontier:
+            parent = frontier.pop()
+            children = [p for p in candidates if _ppid(p) == parent]
+            found.extend(children)
+            frontier.extend(children)
+        return found
+
+    def _kill(self, pid: int) -> None:
+        self.cut.append(f"{pid} {_cmdline(pid)[:80]}")
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+HOLD_DIR = "/run/mailstack-e2e"
+# Test-only fault injection on mx: /usr/local/bin comes before /usr/bin in
+# root's PATH, so the unit's `mv` of a staged Postfix file runs this shim,
+# which waits while $HOLD_DIR/hold-swap exists. It changes no behaviour
+# otherwise, and is removed at the end of the test.
+MV_SHIM = f"""#!/bin/sh
+for arg in "$@"; do
+  case "$arg" in
+    /etc/postfix/*.mailstack-new)
+      if [ -e {HOLD_DIR}/hold-swap ]; then
+        : >{HOLD_DIR}/at-swap
+        while [ -e {HOLD_DIR}/hold-swap ]; do sleep 0.05; done
+      fi ;;
+  esac
+done
+exec /usr/bin/mv "$@"
+"""
+
+
+@pytest.fixture
+def mv_shim(lab):
+    lab.ssh(f"install -d -m 0700 {HOLD_DIR} && cat >/usr/local/bin/mv && chmod 0755 /usr/local/bin/mv", stdin=MV_SHIM)
+    try:
+        yield
+    finally:
+        lab.ssh(f"rm -rf /usr/local/bin/mv {HOLD_DIR}")
+
+
+@pytest.mark.parametrize("moment, how", [
+    ("checking", "connection"),
+    ("swapping", "connection"),
+    ("swapping", "kill"),
+])
+def test_cut_in_the_middle_of_the_postfix_unit_then_deploying_again_converges(lab, deployment, mv_shim, moment, how):
+    new_size = 27_262_976
+    old_files, new_files = rendered_postfix(lab), rendered_postfix(lab, message_size_limit=new_size)
+    assert [p for p in new_files if old_files[p] != new_files[p]] == ["/etc/postfix/main.cf"]
+    recorded = copy.deepcopy(deployment.state[POSTFIX_KEY])
+    daemons = pids(lab)
+    assert ehlo_size(lab) == DEFAULT_SIZE  # leaves an idle smtpd that read the old main.cf
+
+    if moment == "swapping":
+        lab.ssh(f": >{HOLD_DIR}/hold-swap")
+    cutter = Cutter(lab, moment, how)
+    cutter.start()
+    try:
+        with pytest.raises(DeploymentFailed) as failure:
+            deploy(deployment, lab, message_size_limit=new_size)
+        assert cutter.done.wait(10) and cutter.cut, "the unit was never cut"
+        assert f"{POSTFIX_UNIT}: exit 255" in str(failure.value), failure.value
+        # A failed create is not recorded: the next deployment runs the unit again.
+        assert deployment.state[POSTFIX_KEY] == recorded
+
+        # What the cut left on mx: each live file is the old or the new one, whole; Postfix parses it.
+        _wait_gone(cutter.remote)
+        for path, old in old_files.items():
+            live = lab.ssh(f"cat {path}").stdout
+            assert live in (old, new_files[path]), f"{path} is neither the old nor the new file"
+        postconf_is_clean(lab)
+        assert pids(lab)["dovecot"] == daemons["dovecot"]
+        cut_left = leftovers(lab)
+
+        # Deploying again converges: the unit runs, the new limit is in force for new clients.
+        seconds = deploy(deployment, lab, message_size_limit=new_size)
+        TIMINGS.setdefault("converge_after_cut", {})[f"{moment}/{how}"] = {
+            "wall_seconds": seconds, "left_by_the_cut": cut_left}
+        assert unit_names(deployment) == [POSTFIX_UNIT]
+        stderr = run_of(deployment, POSTFIX_UNIT).stderr
+        assert re.search(r"^(reloaded|restarted|started) postfix", stderr, re.M), \
+            f"the converging run did not apply the change to the running Postfix:\n{stderr}"
+        for path, new in new_files.items():
+            assert lab.ssh(f"cat {path}").stdout == new, path
+        postconf_is_clean(lab)
+        assert lab.ssh("postconf -h message_size_limit").stdout.strip() == str(new_size)
+        assert ehlo_size(lab) == new_size
+        assert leftovers(lab) == [], "the converging run left stage directories or staged files behind"
+    finally:
+        cutter.stop.set()
+        cutter.join(10)
+        lab.ssh(f"rm -f {HOLD_DIR}/hold-swap {HOLD_DIR}/at-swap")
+        restore(deployment, lab)
+    assert ehlo_size(lab) == DEFAULT_SIZE
+    assert leftovers(lab) == []
+
+
+def _wait_gone(remote: list[int], timeout: float = 30) -> None:
+    """The unit's processes on mx run on after a cut until they write to it: let them finish."""
+    deadline = time.monotonic() + timeout
+    while any(netns._running(p) for p in remote) and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
+# --- 5. the lab as a tool: `python -m tests.e2e.lab up` / `down` ---------------------------------------
+
+
+def test_lab_command_up_deploys_and_describes_the_lab_and_down_removes_it(lab):
+    # A lab of its own (another name, whose namespaces still start with "<lab>-"):
+    # it must not fight the session's lab.
+    name = f"{LAB_NAME}-up"
+    env = dict(os.environ, MAILSTACK_LAB=name, PYTHONPATH=str(REPO))
+    env.pop("MAILSTACK_LAB_RUN", None)
+    state_file = REPO / ".lab" / f"lab-{name}.json"
+    started = time.monotonic()
+    up = subprocess.run([sys.executable, "-m", "tests.e2e.lab", "up"], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=1200)
+    try:
+        TIMINGS["lab_command_up_seconds"] = round(time.monotonic() - started, 1)
+        assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
+        state = json.loads(state_file.read_text())
+        assert oct(state_file.stat().st_mode & 0o777) == "0o600"  # it holds the TSIG secret and passwords
+        printed = up.stdout
+        assert state["domain"] == "example.com" and state["mx_hostname"] == "mail.example.com"
+        assert set(state["hosts"]) == {"admin", "mx", "peer", "stranger", "client", "dns"}
+        for role, host in state["hosts"].items():
+            assert host["netns"] == f"{name}-{role}"
+            assert host["ipv4"].startswith("198.51.100.") and host["ipv6"].startswith("2001:db8:100::")
+            assert netns.exists(host["netns"]), f"{host['netns']} is not up"
+            assert host["netns"] in printed and host["ipv4"] in printed and host["ipv6"] in printed
+        assert {u["name"]: (u["password"], u["addresses"]) for u in state["users"]} == {
+            n: (password, addresses) for n, (password, addresses, _) in USERS.items()}
+        for user in state["users"]:
+            assert user["name"] in printed and user["password"] in printed
+            assert all(a in printed for a in user["addresses"])
+        assert "example.com" in printed and "mail.example.com" in printed
+
+        # The lab is running and deployed: alice logs in over IMAPS from the client host, with lab.json's data.
+        alice = next(u for u in state["users"] if u["name"] == "alice")
+        client = state["hosts"]["client"]["netns"]
+        answer = subprocess.run(
+            ["ip", "netns", "exec", client, sys.executable, str(Path(__file__).parent / "mailclient.py"), "imap",
+             json.dumps({"host": state["hosts"]["mx"]["ipv4"], "user": alice["name"], "password": alice["password"]})],
+            capture_output=True, text=True, timeout=120)
+        assert json.loads(answer.stdout)["ok"], answer.stdout + answer.stderr
+    finally:
+        down = subprocess.run([sys.executable, "-m", "tests.e2e.lab", "down"], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=300)
+    assert down.returncode == 0, down.stdout + down.stderr
+    left = [ns for ns in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
+            if ns.startswith(f"{name}-")]
+    assert left == [], f"namespaces left after down: {left}"
+    assert not state_file.exists()
+    assert not Path(f"/var/tmp/mailstack-lab-{name}").exists()
+    assert netns.exists(lab.mx.netns), "down of another lab touched the session's lab"
