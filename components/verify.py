@@ -1,0 +1,872 @@
+"""`verify`: is the deployed mail system what the stack says, seen from outside?
+
+`python -m components verify STACK` reads what should be true from the stack's
+config (the same records `components/records.py` builds for Cloudflare) and
+checks what is true, like a receiving mail server would: DNS, reverse DNS,
+SPF, DKIM, DMARC, and the SMTP, submission and IMAP services at every address.
+
+Every check is a `Result`: a name, pass/warn/fail, one line of reason and, when
+something is wrong, the fix (the record to publish, the setting to change).
+
+- fail: mail will be refused, spoofable or exposed, or the stack's record or
+  setting is not what is live;
+- warn: works, but not as it should (a self-signed certificate, `~all`), or
+  could not be decided from here (the reason says why);
+- pass.
+
+The judges below are pure: DNS checks read through a `Dns` (a dnspython
+resolver, any server), server checks read probe data (components/verify_net.py
+makes it). `run_checks` runs them concurrently.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import re
+import socket
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+
+import checkdmarc.dmarc
+import checkdmarc.spf
+import checkdmarc.utils
+import dkim
+import dkim.util
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from components.config import MailConfig
+from components.records import (
+    MX_PRIORITY,
+    dkim_name,
+    dkim_value,
+    dmarc_value,
+    ptr_name,
+    reverse_zone_for,
+    spf_value,
+    txt_content,
+)
+from components.verify_net import (
+    Dns,
+    DnsError,
+    HostKeyUnavailable,
+    ImapProbe,
+    SmtpProbe,
+    SmtpReply,
+    TlsInfo,
+    probe_imap,
+    probe_relay,
+    probe_smtp,
+    probe_vrfy,
+    read_host_dkim_key,
+    spf_check,
+)
+
+PASS, WARN, FAIL = "pass", "warn", "fail"
+
+# RFC 7208 4.6.4: at most 10 terms that cause DNS lookups, across includes.
+SPF_MAX_LOOKUPS = 10
+# RFC 8301 3.2: signers SHOULD use RSA keys of at least 2048 bits (1024 is the floor); the guide's size.
+DKIM_MIN_BITS = 2048
+
+REFRESH = "`pulumi up --refresh` publishes it again"
+
+
+@dataclass(frozen=True)
+class Result:
+    """One check: what was checked, how it went, why, and what to do."""
+
+    name: str  # e.g. "dns.ptr[198.51.100.10]"
+    status: str  # pass, warn or fail
+    reason: str  # one line
+    fix: str = ""  # the record to publish or the setting to change; empty on pass
+
+
+def passed(name: str, reason: str) -> Result:
+    return Result(name, PASS, reason)
+
+
+def warned(name: str, reason: str, fix: str = "") -> Result:
+    return Result(name, WARN, reason, fix)
+
+
+def failed(name: str, reason: str, fix: str) -> Result:
+    return Result(name, FAIL, reason, fix)
+
+
+def _line(name: str, rtype: str, content: str) -> str:
+    """A record as a zone-file line: what to publish."""
+    return f"{name}. {rtype} {content}"
+
+
+def _at(address: str) -> str:
+    return f"[{address}]"
+
+
+# --- DNS ----------------------------------------------------------------------------------------
+
+
+def check_mx(cfg: MailConfig, lookups: Dns) -> Result:
+    name, domain, host = "dns.mx", cfg.domain, cfg.host_name
+    fix = f"publish {_line(domain, 'MX', f'{MX_PRIORITY} {host}.')} ({REFRESH})"
+    try:
+        records = sorted((r.preference, r.exchange.to_text(omit_final_dot=True).lower())
+                         for r in lookups.records(domain, "MX"))
+    except DnsError as err:
+        return failed(name, str(err), fix)
+    shown = ", ".join(f"{p} {t or '.'}" for p, t in records)
+    if not records:
+        return failed(name, f"no MX record at {domain}: mail for the domain goes to its A record, if any", fix)
+    if host not in (t for _, t in records):
+        return failed(name, f"MX of {domain} is {shown}, not {host}", fix)
+    others = [t or "." for _, t in records if t != host]
+    if others:
+        return warned(name, f"MX of {domain} is {shown}: mail also goes to {', '.join(others)}, "
+                            f"which this stack does not run", f"delete the MX records for {', '.join(others)}")
+    return passed(name, f"{domain} MX {shown}")
+
+
+def check_mx_cname(cfg: MailConfig, lookups: Dns) -> Result:
+    """RFC 2181 10.3 / RFC 5321 5.1: an MX target must not be an alias."""
+    name, host = "dns.mx-cname", cfg.host_name
+    try:
+        targets = [r.exchange.to_text(omit_final_dot=True).lower() for r in lookups.records(cfg.domain, "MX")]
+        aliases = {t: lookups.targets(t, "CNAME") for t in dict.fromkeys([host, *targets]) if t}
+    except DnsError as err:
+        return failed(name, str(err), f"make {host} answer for its A/AAAA and CNAME records")
+    cnames = {t: a for t, a in aliases.items() if a}
+    if cnames:
+        listing = ", ".join(f"{t} is a CNAME for {', '.join(a)}" for t, a in cnames.items())
+        return failed(name, f"{listing}: an MX target must be a host name with its own A/AAAA records "
+                            "(RFC 2181 10.3)", f"replace the CNAME at {', '.join(cnames)} with A/AAAA records")
+    return passed(name, f"{', '.join(aliases)}: not a CNAME")
+
+
+def check_addresses(cfg: MailConfig, lookups: Dns, rtype: str) -> Result:
+    """A (or AAAA) of the host: exactly the configured addresses."""
+    name, host = f"dns.{rtype.lower()}", cfg.host_name
+    expected = {str(ipaddress.ip_address(a)) for a in (cfg.ipv4 if rtype == "A" else cfg.ipv6)}
+    try:
+        found = {str(ipaddress.ip_address(a)) for a in lookups.addresses(host, rtype)}
+    except DnsError as err:
+        return failed(name, str(err), f"make {host} resolvable")
+    if found == expected:
+        if not expected:
+            return passed(name, f"no {rtype} record at {host}, as configured (no IPv{4 if rtype == 'A' else 6})")
+        return passed(name, f"{host} {rtype} {', '.join(sorted(found))}")
+    missing, extra = sorted(expected - found), sorted(found - expected)
+    problems = ([f"missing {', '.join(missing)}"] if missing else []) + ([f"has {', '.join(extra)}, "
+                                                                         "not configured"] if extra else [])
+    fixes = [f"publish {_line(host, rtype, a)}" for a in missing] + [f"delete {_line(host, rtype, a)}" for a in extra]
+    return failed(name, f"{host} {rtype}: {'; '.join(problems)} (expected exactly "
+                        f"{', '.join(sorted(expected)) or 'none'})", f"{'; '.join(fixes)} ({REFRESH})")
+
+
+def check_ptr(cfg: MailConfig, lookups: Dns, address: str) -> Result:
+    """Forward-confirmed reverse DNS: PTR -> host name -> the same address (the guide's `host` checks)."""
+    name, host, pointer = f"dns.ptr{_at(address)}", cfg.host_name, ptr_name(address)
+    zone = reverse_zone_for(cfg, address)
+    where = (f"in the reverse zone {zone} ({REFRESH})" if zone else
+             f"at the provider of {address}: it is not in mailstack:reverse_zones (the stack exports it in "
+             "expected_ptrs)")
+    fix = f"publish {_line(pointer, 'PTR', host + '.')} {where}"
+    try:
+        targets = lookups.targets(pointer, "PTR")
+    except DnsError as err:
+        return failed(name, str(err), fix)
+    if not targets:
+        return failed(name, f"no PTR record at {pointer}: receivers that check reverse DNS (the guide's "
+                            f"reject_unknown_client_hostname) refuse mail from {address}", fix)
+    if host not in targets:
+        return failed(name, f"PTR {pointer} names {', '.join(targets)}, not {host}: receivers that check "
+                            f"reverse DNS refuse mail from {address}", fix)
+    if len(targets) > 1:
+        return warned(name, f"{pointer} has {len(targets)} PTR records ({', '.join(targets)}): receivers use "
+                            "any one of them", f"keep only {_line(pointer, 'PTR', host + '.')}")
+    rtype = "A" if ipaddress.ip_address(address).version == 4 else "AAAA"
+    try:
+        forward = {str(ipaddress.ip_address(a)) for a in lookups.addresses(host, rtype)}
+    except DnsError as err:
+        return failed(name, f"PTR {pointer} names {host}, but {err}", f"publish {_line(host, rtype, address)}")
+    if str(ipaddress.ip_address(address)) not in forward:
+        return failed(name, f"PTR {pointer} names {host}, but {host} {rtype} is "
+                            f"{', '.join(sorted(forward)) or 'missing'}, not {address} (forward confirmation "
+                            "fails)", f"publish {_line(host, rtype, address)} ({REFRESH})")
+    return passed(name, f"{address} -> {host} -> {address}")
+
+
+# --- SPF ----------------------------------------------------------------------------------------
+
+
+def spf_records(texts: list[str]) -> list[str]:
+    """The SPF records among a name's TXT records (RFC 7208 4.5: "v=spf1" then a space or the end)."""
+    return [t for t in texts if t.lower() == "v=spf1" or t.lower().startswith("v=spf1 ")]
+
+
+@dataclass
+class SpfLookups:
+    """What evaluating a record may cost in DNS lookups (RFC 7208 4.6.4), over its includes."""
+
+    count: int = 0
+    problems: list[str] = field(default_factory=list)  # permerrors met on the way (missing include, loop)
+    detail: list[str] = field(default_factory=list)  # e.g. "include:_spf.example.net (3 more)"
+
+
+# Terms that cost a DNS lookup each (RFC 7208 4.6.4); redirect is a modifier.
+_LOOKUP_MECHANISMS = ("include", "a", "mx", "ptr", "exists")
+_QUALIFIERS = "+-~?"
+
+
+def _terms(record: str) -> list[str]:
+    return record.split()[1:]  # after v=spf1
+
+
+def _mechanism(term: str) -> tuple[str, str]:
+    """("include", "_spf.example.net") for "~include:_spf.example.net"; ("a", "") for "a/24"."""
+    term = term.lstrip(_QUALIFIERS)
+    if "=" in term.split(":", 1)[0]:
+        key, _, value = term.partition("=")
+        return key.lower() + "=", value
+    head, _, value = term.partition(":")
+    return head.split("/", 1)[0].lower(), value.split("/", 1)[0] if value else ""
+
+
+def count_spf_lookups(record: str, lookup: Callable[[str], list[str]], _path: tuple[str, ...] = ()) -> SpfLookups:
+    """The DNS lookups a receiver may make evaluating `record`, counting every include and redirect.
+
+    `lookup(name)` returns the SPF records at a name (0, 1 or more). The count is
+    the worst case (every term evaluated), which is what the limit is about:
+    the 11th lookup is a permerror whatever the client's address.
+    """
+    out = SpfLookups()
+    terms = _terms(record)
+    has_all = any(_mechanism(t)[0] == "all" for t in terms)
+    for term in terms:
+        kind, target = _mechanism(term)
+        if kind == "redirect=" and has_all:
+            continue  # RFC 7208 6.1: ignored when there is an "all"
+        if kind not in _LOOKUP_MECHANISMS and kind != "redirect=":
+            continue
+        out.count += 1
+        if kind not in ("include", "redirect="):
+            continue
+        label = f"{kind}{'' if kind.endswith('=') else ':'}{target}"
+        if "%" in target:
+            out.detail.append(f"{label} (a macro: not followed)")
+            continue
+        target = target.lower().rstrip(".")
+        if target in _path:
+            out.problems.append(f"{label} loops back to {target} (permerror)")
+            continue
+        found = lookup(target)
+        if len(found) != 1:
+            out.problems.append(f"{label}: {target} has {len(found) or 'no'} SPF record{'s' if found else ''} "
+                                "(permerror)")
+            continue
+        inner = count_spf_lookups(found[0], lookup, (*_path, target))
+        out.count += inner.count
+        out.problems += inner.problems
+        out.detail.append(f"{label} ({inner.count} more)")
+    return out
+
+
+def spf_all(record: str) -> tuple[str | None, str]:
+    """The record's "all" qualifier ("-", "~", "?", "+") or None, and its redirect target if any."""
+    qualifier, redirect = None, ""
+    for term in _terms(record):
+        kind, target = _mechanism(term)
+        if kind == "all":
+            qualifier = term[0] if term[0] in _QUALIFIERS else "+"
+        elif kind == "redirect=":
+            redirect = target
+    return qualifier, redirect
+
+
+def _spf_fix(cfg: MailConfig, name: str | None = None) -> str:
+    return f"publish {_line(name or cfg.domain, 'TXT', txt_content(spf_value(cfg)))} ({REFRESH})"
+
+
+def check_spf(cfg: MailConfig, lookups: Dns) -> list[Result]:
+    """spf.record (exactly one, parses), spf.lookups (<= 10), spf.all (the final qualifier)."""
+    domain = cfg.domain
+    fix = _spf_fix(cfg)
+    not_checked = "not checked: no usable SPF record (see spf.record)"
+    try:
+        found = spf_records(lookups.texts(domain))
+    except DnsError as err:
+        return [failed("spf.record", str(err), fix), warned("spf.lookups", not_checked),
+                warned("spf.all", not_checked)]
+    if len(found) != 1:
+        reason = (f"no SPF record at {domain}: receivers cannot tell forged mail from ours" if not found else
+                  f"{len(found)} SPF records at {domain}: a permerror for every receiver (RFC 7208 4.5)")
+        return [failed("spf.record", reason, fix), warned("spf.lookups", not_checked),
+                warned("spf.all", not_checked)]
+    record = found[0]
+    try:
+        parsed = checkdmarc.spf.parse_spf_record(record, domain, resolver=lookups.resolver,
+                                                 ignore_too_many_lookups=True)
+    except (checkdmarc.spf.SPFError, checkdmarc.utils.DNSException) as err:
+        return [failed("spf.record", f"{domain} TXT \"{record}\" does not parse: {err}", fix),
+                warned("spf.lookups", not_checked), warned("spf.all", not_checked)]
+    results = []
+    if parsed["warnings"]:
+        results.append(warned("spf.record", f"\"{record}\": {'; '.join(parsed['warnings'])}", fix))
+    else:
+        results.append(passed("spf.record", f"{domain} TXT \"{record}\""))
+
+    try:
+        cost = count_spf_lookups(record, lambda n: spf_records(lookups.texts(n)), (domain,))
+    except DnsError as err:
+        results.append(failed("spf.lookups", f"could not follow the record's includes: {err}", fix))
+    else:
+        detail = f" ({', '.join(cost.detail)})" if cost.detail else ""
+        if cost.problems:
+            results.append(failed("spf.lookups", "; ".join(cost.problems), fix))
+        elif cost.count > SPF_MAX_LOOKUPS:
+            results.append(failed("spf.lookups", f"{cost.count} DNS lookups{detail}: more than "
+                                                 f"{SPF_MAX_LOOKUPS} is a permerror (RFC 7208 4.6.4)",
+                                  f"replace includes by ip4:/ip6: mechanisms, e.g. {fix}"))
+        else:
+            results.append(passed("spf.lookups", f"{cost.count} of at most {SPF_MAX_LOOKUPS} DNS lookups{detail}"))
+
+    qualifier, redirect = spf_all(record)
+    meaning = {"-": "fail", "~": "softfail", "?": "neutral", "+": "pass"}
+    if qualifier == "-":
+        results.append(passed("spf.all", "ends in -all: mail from any other host fails SPF"))
+    elif qualifier == "~":
+        results.append(warned("spf.all", "ends in ~all (softfail): receivers accept mail from other hosts, "
+                                         "at most marked", fix))
+    elif qualifier is not None:
+        results.append(failed("spf.all", f"ends in {qualifier}all ({meaning[qualifier]}): mail from any host "
+                                         f"{'passes' if qualifier == '+' else 'is neither passed nor failed'}",
+                              fix))
+    elif redirect:
+        results.append(passed("spf.all", f"no all: redirect={redirect} decides for other hosts"))
+    else:
+        results.append(failed("spf.all", "no all mechanism: other hosts get neutral (RFC 7208 4.7)", fix))
+    return results
+
+
+def check_spf_pass(cfg: MailConfig, lookups: Dns, address: str) -> Result:
+    """pyspf's check_host() for mail from the domain sent by this address."""
+    name, domain = f"spf.pass{_at(address)}", cfg.domain
+    result, explanation = spf_check(lookups, address, f"postmaster@{domain}", cfg.host_name)
+    try:
+        record = " / ".join(f'"{r}"' for r in spf_records(lookups.texts(domain))) or "(none)"
+    except DnsError as err:
+        record = f"(not read: {err})"
+    if result == "pass":
+        return passed(name, f"{domain} TXT {record} passes mail from {address}")
+    why = f" ({explanation})" if explanation else ""
+    return failed(name, f"{domain} TXT {record} gives {result} for mail from {address}{why}", _spf_fix(cfg))
+
+
+def check_spf_helo(cfg: MailConfig, lookups: Dns) -> Result:
+    """SPF of the HELO name: what receivers check for bounces (empty MAIL FROM, RFC 7208 2.3)."""
+    name, host = "spf.helo", cfg.host_name
+    outcomes = {a: spf_check(lookups, a, "", host) for a in cfg.addresses}
+    bad = {a: r for a, r in outcomes.items() if r[0] != "pass"}
+    if not bad:
+        return passed(name, f"{host}'s SPF record passes {', '.join(outcomes)} (HELO identity)")
+    listing = "; ".join(f"{result} for {a}" for a, (result, _) in bad.items())
+    return failed(name, f"{host}'s SPF record (HELO identity, checked for bounces) gives {listing}",
+                  _spf_fix(cfg, host))
+
+
+# --- DKIM ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class DkimKey:
+    """A DKIM key record, parsed."""
+
+    tags: dict[str, str]
+    key_type: str  # "rsa", "ed25519"
+    der: bytes  # the p= value, decoded
+    bits: int | None  # RSA modulus size
+
+
+def parse_dkim_record(text: str) -> DkimKey:
+    """A DKIM key record (RFC 6376 3.6.1) as receivers read it; ValueError says what is wrong."""
+    try:
+        raw = dkim.util.parse_tag_value(text.encode("utf-8"))
+    except dkim.util.InvalidTagValueList as err:
+        raise ValueError(f"not a tag=value list ({err})") from None
+    tags = {k.decode("ascii", "replace").lower(): v.decode("ascii", "replace") for k, v in raw.items()}
+    if "v" in tags and tags["v"] != "DKIM1":
+        raise ValueError(f"v={tags['v']}, expected v=DKIM1")
+    key_type = tags.get("k", "rsa").lower()
+    p = "".join(tags.get("p", "").split())
+    if "p" not in tags:
+        raise ValueError("no p= tag (the public key)")
+    if not p:
+        raise ValueError("p= is empty: the key is revoked (RFC 6376 3.6.1)")
+    try:
+        der = base64.b64decode(p, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("p= is not base64") from None
+    if key_type != "rsa":
+        return DkimKey(tags, key_type, der, None)
+    try:
+        dkim.evaluate_pk(b"key", text.encode("utf-8"))  # what dkimpy, as a verifier, makes of it
+    except dkim.KeyFormatError as err:
+        raise ValueError(str(err)) from None
+    try:
+        key = serialization.load_der_public_key(der)
+    except ValueError:
+        raise ValueError("p= is not an RSA public key (expected base64 DER)") from None
+    if not isinstance(key, rsa.RSAPublicKey):
+        raise ValueError(f"k=rsa but p= holds a {type(key).__name__}")
+    return DkimKey(tags, key_type, der, key.key_size)
+
+
+def dkim_key_bits(text: str) -> int | None:
+    """The RSA key size of a DKIM key record (None for a non-RSA key)."""
+    return parse_dkim_record(text).bits
+
+
+def _public_numbers(der: bytes) -> tuple[int, int] | None:
+    try:
+        key = serialization.load_der_public_key(der)
+    except ValueError:
+        return None
+    return (key.public_numbers().n, key.public_numbers().e) if isinstance(key, rsa.RSAPublicKey) else None
+
+
+def key_from_option(value: str) -> str:
+    """--dkim-key: base64 DER, or a whole DKIM record value (as `pulumi stack output records` shows it)."""
+    if "p=" in value:
+        return base64.b64encode(parse_dkim_record(value).der).decode("ascii")
+    return "".join(value.split())
+
+
+def _dkim_fix(cfg: MailConfig, key_b64: str | None) -> str:
+    content = txt_content(dkim_value(cfg, key_b64)) if key_b64 else f'"{dkim_value(cfg, "<the host key>")}"'
+    return f"publish {_line(dkim_name(cfg), 'TXT', content)} ({REFRESH})"
+
+
+def check_dkim_record(cfg: MailConfig, lookups: Dns, host_key: str | None = None) -> tuple[Result, DkimKey | None]:
+    name, where = "dkim.record", dkim_name(cfg)
+    fix = _dkim_fix(cfg, host_key)
+    try:
+        texts = lookups.texts(where)
+    except DnsError as err:
+        return failed(name, str(err), fix), None
+    candidates = [t for t in texts if t.lstrip().startswith("v=DKIM1") or "p=" in t]
+    if not candidates:
+        return failed(name, f"no DKIM record at {where}: receivers cannot verify our signatures", fix), None
+    if len(candidates) > 1:
+        return failed(name, f"{len(candidates)} DKIM records at {where}: verifiers use any one of them", fix), None
+    try:
+        key = parse_dkim_record(candidates[0])
+    except ValueError as err:
+        return failed(name, f"{where}: {err}", fix), None
+    if key.key_type != "rsa":
+        return failed(name, f"{where} is k={key.key_type}, not RSA (OpenDKIM signs with RSA here)", fix), key
+    if key.bits < DKIM_MIN_BITS:
+        return failed(name, f"{where} holds a {key.bits}-bit RSA key: under the {DKIM_MIN_BITS} bits RFC 8301 "
+                            "recommends and the guide uses",
+                      f"a new key: set mailstack:dkim_selector to a new selector (mailstack:dkim_bits "
+                      f">= {DKIM_MIN_BITS}) and pulumi up"), key
+    hashes = [h.strip().lower() for h in key.tags.get("h", "sha256").split(":")]
+    if "sha256" not in hashes:
+        return failed(name, f"{where} has h={key.tags['h']}: OpenDKIM signs with sha256", fix), key
+    if "y" in [f.strip() for f in key.tags.get("t", "").split(":")]:
+        return warned(name, f"{where} is in testing mode (t=y): receivers treat failures as unsigned", fix), key
+    return passed(name, f"{where}: RSA, {key.bits} bits"), key
+
+
+def check_dkim_key(cfg: MailConfig, record: DkimKey | None, host_key: str | None, source: str,
+                   unavailable: str = "") -> Result:
+    """The published key is the one OpenDKIM signs with (host_key: base64 DER from `source`)."""
+    name, where = "dkim.key", dkim_name(cfg)
+    if record is None:
+        return warned(name, "not compared: no usable DKIM record (see dkim.record)")
+    if host_key is None:
+        return warned(name, f"not compared: {unavailable}",
+                      "give the key with --dkim-key (the DKIM record in `pulumi stack output records`), "
+                      "or make the stack's SSH connection usable")
+    try:
+        ours = _public_numbers(base64.b64decode(host_key, validate=True))
+    except (binascii.Error, ValueError):
+        ours = None
+    if ours is None:
+        return failed(name, f"the host's key ({source}) is not a base64 DER RSA public key: {host_key[:24]!r}...",
+                      f"check /etc/opendkim/{cfg.dkim_selector}.private on the host")
+    if _public_numbers(record.der) != ours:
+        return failed(name, f"{where} publishes a different key than the host signs with ({source}): "
+                            "every signature fails", _dkim_fix(cfg, host_key))
+    return passed(name, f"{where} holds the key the host signs with ({source})")
+
+
+# --- DMARC --------------------------------------------------------------------------------------
+
+
+def check_dmarc(cfg: MailConfig, lookups: Dns) -> list[Result]:
+    """dmarc.record (exactly one, parses with checkdmarc) and dmarc.policy (p= and rua= as configured)."""
+    where = f"_dmarc.{cfg.domain}"
+    fix = f"publish {_line(where, 'TXT', txt_content(dmarc_value(cfg)))} ({REFRESH})"
+    not_checked = warned("dmarc.policy", "not checked: no usable DMARC record (see dmarc.record)")
+    try:
+        found = [t for t in lookups.texts(where) if t.startswith("v=DMARC1")]
+    except DnsError as err:
+        return [failed("dmarc.record", str(err), fix), not_checked]
+    if len(found) != 1:
+        reason = (f"no DMARC record at {where}: receivers apply no policy to mail forged as {cfg.domain}"
+                  if not found else f"{len(found)} DMARC records at {where}: receivers ignore them all "
+                                    "(RFC 7489 6.6.3)")
+        return [failed("dmarc.record", reason, fix), not_checked]
+    record = found[0]
+    try:
+        parsed = checkdmarc.dmarc.parse_dmarc_record(record, cfg.domain, resolver=lookups.resolver)
+    except (checkdmarc.dmarc.DMARCError, checkdmarc.utils.DNSException) as err:
+        return [failed("dmarc.record", f"{where} TXT \"{record}\" does not parse: {err}", fix), not_checked]
+    if parsed["warnings"]:
+        results = [warned("dmarc.record", f"\"{record}\": {'; '.join(parsed['warnings'])}", fix)]
+    else:
+        results = [passed("dmarc.record", f"{where} TXT \"{record}\"")]
+    tags = parsed["tags"]
+    policy = tags["p"]["value"]
+    rua = [u["address"].lower() for u in tags.get("rua", {}).get("value", []) if u.get("scheme") == "mailto"]
+    problems = []
+    if policy != cfg.dmarc_policy:
+        problems.append(f"p={policy}, the stack says p={cfg.dmarc_policy}")
+    if sorted(rua) != sorted(cfg.rua):
+        problems.append(f"rua={','.join(rua) or 'none'}, the stack says {','.join(cfg.rua)}")
+    if problems:
+        results.append(failed("dmarc.policy", f"{where}: {'; '.join(problems)}", fix))
+    else:
+        results.append(passed("dmarc.policy", f"p={policy}, aggregate reports to {', '.join(rua)}"))
+    return results
+
+
+# --- SMTP, submission, IMAP -----------------------------------------------------------------------
+
+# A version number (3.7.11) or an OS in a banner; the guide: "exclude this information".
+_VERSION = re.compile(r"\d+(?:\.\d+)+|\b(?:debian|ubuntu|gnu|linux|centos|red ?hat|freebsd|openbsd)\b", re.I)
+_BANNER_FIX = ("set mailstack:smtpd_banner to '$myhostname ESMTP $mail_name' (main.cf smtpd_banner; the guide: "
+               "no version, no OS) and pulumi up")
+
+
+def _no_session(probe: SmtpProbe) -> str:
+    return f"no SMTP session on {probe.address} port {probe.port}: {probe.error}"
+
+
+def check_banner(cfg: MailConfig, probe: SmtpProbe) -> Result:
+    name, host = f"smtp.banner{_at(probe.address)}", cfg.host_name
+    if probe.error or probe.banner is None:
+        return failed(name, _no_session(probe), f"is Postfix running and listening on {probe.address} "
+                                                "(main.cf inet_interfaces)?")
+    code, text = probe.banner
+    shown = f"'{code} {' / '.join(text.splitlines())}'"
+    if code != 220:
+        return failed(name, f"banner {shown}: the server turns clients away", "see the mail log on the host")
+    first = (text.split() or [""])[0].lower()
+    if first != host:
+        return failed(name, f"banner {shown} names {first or 'nothing'}, not {host} (RFC 5321 4.3.1)",
+                      f"main.cf: myhostname = {host}, and {_BANNER_FIX}")
+    leak = _VERSION.search(text[len(first):])
+    if leak:
+        return failed(name, f"banner {shown} shows {leak.group(0)!r}: everyone who connects learns what to attack",
+                      _BANNER_FIX)
+    return passed(name, f"banner {shown}: names the host, no version")
+
+
+def _tls_failure(probe: SmtpProbe) -> str | None:
+    """Why STARTTLS did not give a usable session, or None when it did."""
+    if "starttls" not in probe.features:
+        return f"STARTTLS not offered on port {probe.port} (EHLO: {', '.join(probe.features) or 'nothing'})"
+    if probe.starttls_reply is not None and probe.starttls_reply[0] != 220:
+        return f"STARTTLS refused: {probe.starttls_reply[0]} {probe.starttls_reply[1]}"
+    if probe.tls is None or not probe.tls.ok or probe.tls.error:
+        return f"the TLS handshake failed: {probe.tls.error if probe.tls else 'no reply'}"
+    return None
+
+
+def check_starttls(cfg: MailConfig, probe: SmtpProbe, service: str = "smtp") -> Result:
+    name = f"{service}.starttls{_at(probe.address)}"
+    if probe.error or probe.banner is None or probe.banner[0] != 220:
+        return failed(name, _no_session(probe) if probe.error else f"no session (banner {probe.banner})",
+                      "see the banner check")
+    problem = _tls_failure(probe)
+    if problem:
+        return failed(name, f"{problem}: mail {'to this host' if service == 'smtp' else 'from users'} "
+                            "travels in clear", f"main.cf: smtpd_tls_security_level = may, with a readable "
+                                                f"smtpd_tls_cert_file ({cfg.smtpd_tls_cert_file}) and "
+                                                f"smtpd_tls_key_file ({cfg.smtpd_tls_key_file})")
+    return passed(name, f"STARTTLS offered, {probe.tls.version} established")
+
+
+def _names(cert: x509.Certificate) -> list[str]:
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        return [n.lower() for n in san.get_values_for_type(x509.DNSName)]
+    except x509.ExtensionNotFound:  # no SAN: the CN is all there is (RFC 6125 6.4.4)
+        return [str(a.value).lower() for a in cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)]
+
+
+def _matches(pattern: str, host: str) -> bool:
+    if pattern.startswith("*."):  # RFC 6125 6.4.3: a wildcard stands for one whole label
+        return host.count(".") == pattern.count(".") and host.split(".", 1)[1] == pattern[2:]
+    return pattern == host
+
+
+def _self_signed(cert: x509.Certificate) -> bool:
+    if cert.issuer != cert.subject:
+        return False
+    try:
+        cert.verify_directly_issued_by(cert)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def judge_certificate(name: str, cfg: MailConfig, tls: TlsInfo, now: datetime | None = None) -> Result:
+    """The certificate names the host and is in date; self-signed or untrusted is a warning."""
+    host, now = cfg.host_name, now or datetime.now(timezone.utc)
+    fix = (f"install a certificate for {host} at {cfg.smtpd_tls_cert_file} (mailstack:smtpd_tls_cert_file), "
+           f"e.g. from an ACME client, with its key at {cfg.smtpd_tls_key_file}")
+    cert = x509.load_der_x509_certificate(tls.cert_der)
+    names = _names(cert)
+    until = cert.not_valid_after_utc
+    if not any(_matches(n, host) for n in names):
+        return failed(name, f"the certificate names {', '.join(names) or 'nothing'}, not {host}", fix)
+    if until < now:
+        return failed(name, f"the certificate for {host} expired on {until:%Y-%m-%d}", fix)
+    if cert.not_valid_before_utc > now:
+        return failed(name, f"the certificate for {host} is not valid before {cert.not_valid_before_utc:%Y-%m-%d}",
+                      fix)
+    if tls.verified:
+        issuer = cert.issuer.rfc4514_string()
+        return passed(name, f"names {host}, valid until {until:%Y-%m-%d}, issued by {issuer}")
+    if _self_signed(cert):
+        return warned(name, f"self-signed certificate for {host} (valid until {until:%Y-%m-%d}): sending servers "
+                            "encrypt but cannot authenticate us (no DANE or MTA-STS)", fix)
+    return warned(name, f"the certificate names {host} but does not verify here: {tls.verify_error}", fix)
+
+
+def check_certificate(cfg: MailConfig, probe: SmtpProbe, now: datetime | None = None) -> Result:
+    name = f"smtp.cert{_at(probe.address)}"
+    if probe.error or _tls_failure(probe) or probe.tls.cert_der is None:
+        return warned(name, f"not checked: no TLS session (see smtp.starttls{_at(probe.address)})")
+    return judge_certificate(name, cfg, probe.tls, now)
+
+
+def check_auth_25(probe: SmtpProbe) -> Result:
+    """The guide: AUTH on port 25 is "unnecessary and bad practice"."""
+    name = f"smtp.auth{_at(probe.address)}"
+    if probe.error or probe.banner is None:
+        return warned(name, f"not checked: {_no_session(probe)}")
+    offered = [(when, mechs) for when, mechs in (("before STARTTLS", probe.auth_before_tls),
+                                                 ("after STARTTLS", probe.auth_after_tls)) if mechs is not None]
+    if offered:
+        listing = "; ".join(f"AUTH {mechs or ''}".strip() + f" {when}" for when, mechs in offered)
+        return failed(name, f"port 25 offers {listing}: password guessing on the MTA port",
+                      "main.cf: smtpd_sasl_auth_enable = no (AUTH on submission only: master.cf -o "
+                      "smtpd_sasl_auth_enable=yes)")
+    checked = "before or after STARTTLS" if not _tls_failure(probe) else "before STARTTLS (TLS failed)"
+    return passed(name, f"no AUTH on port 25 {checked}")
+
+
+def check_vrfy(reply: SmtpReply) -> Result:
+    name = f"smtp.vrfy{_at(reply.address)}"
+    fix = "main.cf: disable_vrfy_command = yes (the guide)"
+    if reply.reply is None:
+        return warned(name, f"not checked: {reply.error}")
+    code, text = reply.reply
+    if code in (250, 251):
+        return failed(name, f"{reply.command} answered {code} {text}: addresses can be harvested", fix)
+    if code in (502, 252):
+        return passed(name, f"{reply.command} refused: {code} {text}")
+    return warned(name, f"inconclusive: {reply.command} answered {code} {text}", fix)
+
+
+_RELAY_DENIED = re.compile(r"relay", re.I)
+
+
+def check_relay(reply: SmtpReply) -> Result:
+    """An unauthenticated client must not get mail relayed to a foreign domain."""
+    name = f"smtp.relay{_at(reply.address)}"
+    fix = ("main.cf: smtpd_relay_restrictions = permit_mynetworks permit_sasl_authenticated reject_unauth_destination "
+           "(the guide) and mynetworks = loopback only (permit_mynetworks lets every client in it relay); "
+           "pulumi up renders both")
+    inconclusive = ("run verify from a host with forward-confirmed reverse DNS, with its name as --helo, so that "
+                    "Postfix gets as far as the relay rules")
+    if reply.reply is None:
+        return warned(name, f"inconclusive: {reply.error}", inconclusive)
+    code, text = reply.reply
+    if code < 400:
+        return failed(name, f"{reply.command} accepted from an unauthenticated client ({code} {text}): "
+                            "an open relay", fix)
+    if _RELAY_DENIED.search(text):
+        return passed(name, f"{reply.command} refused: {code} {text}")
+    return warned(name, f"inconclusive: {reply.command} refused before the relay rules: {code} {text}",
+                  inconclusive)
+
+
+def check_submission_auth(probe: SmtpProbe) -> Result:
+    name = f"submission.auth{_at(probe.address)}"
+    if probe.error or probe.banner is None:
+        return warned(name, f"not checked: {_no_session(probe)}")
+    if probe.auth_before_tls is not None:
+        return failed(name, f"AUTH {probe.auth_before_tls} offered before STARTTLS: passwords can travel in clear",
+                      "main.cf: smtpd_tls_auth_only = yes (the guide)")
+    if _tls_failure(probe):
+        return warned(name, "no AUTH before STARTTLS; after it not checked (see submission.starttls)")
+    if probe.auth_after_tls is None:
+        return failed(name, "AUTH not offered after STARTTLS: users cannot log in to send mail",
+                      "master.cf submission: -o smtpd_sasl_auth_enable=yes; main.cf: smtpd_sasl_type = dovecot, "
+                      "smtpd_sasl_path = private/auth (Dovecot's auth listener)")
+    return passed(name, f"AUTH {probe.auth_after_tls} only after STARTTLS")
+
+
+def check_imap(probe: ImapProbe) -> Result:
+    name = f"imap.tls{_at(probe.address)}"
+    shown = []
+    for label, tls in (("993", probe.imaps), ("143 STARTTLS", probe.starttls)):
+        shown.append(f"{label}: {tls.version}" if tls.ok else f"{label}: {tls.error}")
+    if not probe.imaps.ok and not probe.starttls.ok:
+        return failed(name, f"no TLS for IMAP ({'; '.join(shown)})",
+                      "is Dovecot running? 10-ssl.conf: ssl = required, ssl_cert and ssl_key (mailstack renders them)")
+    if probe.starttls.ok and "LOGINDISABLED" not in probe.capabilities_before_tls:
+        return warned(name, f"{'; '.join(shown)}; but 143 offers LOGIN before STARTTLS: passwords can travel in clear",
+                      "10-auth.conf: disable_plaintext_auth = yes")
+    return passed(name, "; ".join(shown))
+
+
+# --- running them ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Options:
+    """How to check, besides the stack: the command line's options."""
+
+    nameservers: list[str] = field(default_factory=list)  # ask these instead of /etc/resolv.conf
+    helo: str = ""  # our EHLO name (default: this machine's FQDN)
+    relay_to: str = ""  # a recipient in a foreign domain, for the relay test
+    dkim_key: str | None = None  # the host's DKIM public key, for when SSH cannot read it
+    ssh: bool = True  # read the DKIM key from the host over SSH (first choice)
+    timeout: float = 10.0  # per connection or lookup, seconds
+
+
+def default_relay_to(cfg: MailConfig) -> str:
+    """A recipient outside the stack's domain (example.net and example.org are reserved, RFC 2606)."""
+    for domain in ("example.net", "example.org"):
+        if cfg.domain != domain and not cfg.domain.endswith("." + domain) and not domain.endswith("." + cfg.domain):
+            return f"postmaster@{domain}"
+    return "postmaster@example.org"
+
+
+def _dkim_checks(cfg: MailConfig, lookups: Dns, options: Options) -> list[Result]:
+    """The host's own key when SSH can read it; else the key given with --dkim-key; else not compared."""
+    host_key, source, unavailable = None, "", "no --dkim-key given"
+    if options.ssh:
+        try:
+            host_key = read_host_dkim_key(cfg, options.timeout)
+            source = f"/etc/opendkim/{cfg.dkim_selector}.private, read over SSH"
+        except HostKeyUnavailable as err:
+            unavailable = f"the host's key could not be read over SSH ({err}) and no --dkim-key was given"
+    else:
+        unavailable = "SSH is off (--no-ssh) and no --dkim-key was given"
+    if host_key is None and options.dkim_key:
+        host_key, source = options.dkim_key, "the key given with --dkim-key"
+    record_result, record = check_dkim_record(cfg, lookups, host_key)
+    return [record_result, check_dkim_key(cfg, record, host_key, source, unavailable)]
+
+
+def _smtp_checks(cfg: MailConfig, address: str, options: Options) -> list[Result]:
+    probe = probe_smtp(address, 25, cfg.host_name, options.helo, options.timeout)
+    return [check_banner(cfg, probe), check_starttls(cfg, probe), check_certificate(cfg, probe),
+            check_auth_25(probe)]
+
+
+def _submission_checks(cfg: MailConfig, address: str, options: Options) -> list[Result]:
+    probe = probe_smtp(address, 587, cfg.host_name, options.helo, options.timeout)
+    return [check_starttls(cfg, probe, "submission"), check_submission_auth(probe)]
+
+
+# The order of the report: by check, then by address (in the stack's order).
+ORDER = ["dns.mx", "dns.mx-cname", "dns.a", "dns.aaaa", "dns.ptr", "spf.record", "spf.lookups", "spf.all",
+         "spf.pass", "spf.helo", "dkim.record", "dkim.key", "dmarc.record", "dmarc.policy", "smtp.banner",
+         "smtp.starttls", "smtp.cert", "smtp.auth", "smtp.vrfy", "smtp.relay", "submission.starttls",
+         "submission.auth", "imap.tls"]
+
+
+def _order(cfg: MailConfig, result: Result) -> tuple[int, int]:
+    base, _, address = result.name.partition("[")
+    position = cfg.addresses.index(address.rstrip("]")) if address else -1
+    return ORDER.index(base) if base in ORDER else len(ORDER), position
+
+
+def run_checks(cfg: MailConfig, options: Options, lookups: Dns | None = None) -> list[Result]:
+    """Every check, run concurrently (threads), in report order."""
+    lookups = lookups or Dns(options.nameservers or None, timeout=options.timeout)
+    helo = options.helo or socket.getfqdn()
+    relay_to = options.relay_to or default_relay_to(cfg)
+    options = Options(options.nameservers, helo, relay_to, options.dkim_key, options.ssh, options.timeout)
+    # checkdmarc caches answers process-wide by name, whatever the resolver: start clean.
+    checkdmarc.utils.DNS_CACHE.clear()
+
+    tasks: list[Callable[[], list[Result]]] = [
+        lambda: [check_mx(cfg, lookups), check_mx_cname(cfg, lookups), check_addresses(cfg, lookups, "A"),
+                 check_addresses(cfg, lookups, "AAAA")],
+        lambda: check_spf(cfg, lookups),
+        lambda: [check_spf_helo(cfg, lookups)],
+        lambda: _dkim_checks(cfg, lookups, options),
+        lambda: check_dmarc(cfg, lookups),
+    ]
+    for a in cfg.addresses:
+        tasks += [
+            lambda a=a: [check_ptr(cfg, lookups, a)],
+            lambda a=a: [check_spf_pass(cfg, lookups, a)],
+            lambda a=a: _smtp_checks(cfg, a, options),
+            lambda a=a: [check_vrfy(probe_vrfy(a, cfg.host_name, helo, options.timeout))],
+            lambda a=a: [check_relay(probe_relay(a, cfg.host_name, helo, relay_to, options.timeout))],
+            lambda a=a: _submission_checks(cfg, a, options),
+            lambda a=a: [check_imap(probe_imap(a, cfg.host_name, options.timeout))],
+        ]
+    with ThreadPoolExecutor(max_workers=len(tasks), thread_name_prefix="verify") as pool:
+        futures = [pool.submit(task) for task in tasks]
+        results = [r for f in futures for r in f.result()]
+    return sorted(results, key=lambda r: _order(cfg, r))
+
+
+# --- output ---------------------------------------------------------------------------------------
+
+
+def counts(results: list[Result]) -> dict[str, int]:
+    return {s: sum(r.status == s for r in results) for s in (PASS, WARN, FAIL)}
+
+
+def report(stack: str, cfg: MailConfig, results: list[Result], seconds: float) -> dict:
+    """The JSON form of a run (--json)."""
+    return {
+        "stack": stack,
+        "domain": cfg.domain,
+        "hostname": cfg.host_name,
+        "addresses": cfg.addresses,
+        "seconds": round(seconds, 2),
+        "counts": counts(results),
+        "ok": not any(r.status == FAIL for r in results),
+        "checks": [asdict(r) for r in results],
+    }
+
+
+def table(stack: str, cfg: MailConfig, results: list[Result], seconds: float) -> str:
+    """The readable form: one line per check, the fix under a failing or warning one."""
+    width = max([len(r.name) for r in results] + [5])
+    lines = [f"verify {stack}: {cfg.domain}, mail host {cfg.host_name} ({', '.join(cfg.addresses)})", ""]
+    lines.append(f"{'STATUS':<6}  {'CHECK':<{width}}  REASON")
+    for r in results:
+        lines.append(f"{r.status.upper() if r.status != PASS else r.status:<6}  {r.name:<{width}}  {r.reason}")
+        if r.fix and r.status != PASS:
+            lines.append(f"{'':<6}  {'':<{width}}  fix: {r.fix}")
+    n = counts(results)
+    lines += ["", f"{n[PASS]} passed, {n[WARN]} warnings, {n[FAIL]} failed in {seconds:.1f}s"]
+    return "\n".join(lines) + "\n"

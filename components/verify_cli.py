@@ -1,0 +1,66 @@
+"""The `verify` command line (components/verify.py does the checking).
+
+    python -m components verify STACK [--nameserver ADDR] [--json] [--helo NAME] [--relay-to ADDRESS]
+                                      [--dkim-key BASE64] [--no-ssh] [--timeout SECONDS] [--project DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from components.config import ConfigError
+from components.stackfile import PROJECT_DIR, load_stack
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    verify = commands.add_parser(
+        "verify", help="check a deployed stack from outside: DNS, PTR, SPF, DKIM, DMARC, SMTP, submission, IMAP",
+        description="Check what is live against what the stack says, like a receiving mail server would. "
+                    "Exit status 1 when a check fails.")
+    verify.add_argument("stack", help="stack name, e.g. example.com (reads stacks/Pulumi.STACK.yaml)")
+    verify.add_argument("--project", type=Path, default=PROJECT_DIR,
+                        help="project folder holding stacks/ (default: this checkout)")
+    verify.add_argument("--nameserver", action="append", metavar="ADDR", default=[],
+                        help="DNS server to ask instead of /etc/resolv.conf's (repeatable)")
+    verify.add_argument("--json", action="store_true", help="print the results as JSON")
+    verify.add_argument("--helo", default="", help="our EHLO name (default: this machine's FQDN); give the name "
+                                                   "your address's PTR points at, or the relay check is inconclusive")
+    verify.add_argument("--relay-to", default="", metavar="ADDRESS",
+                        help="recipient in a foreign domain for the relay test (default: postmaster@example.net, "
+                             "or @example.org for a stack in example.net)")
+    verify.add_argument("--dkim-key", metavar="BASE64",
+                        help="the key the host signs with (base64 DER, or the DKIM record's value as the stack "
+                             "exports it), compared with the published record when SSH cannot read it from the host")
+    verify.add_argument("--no-ssh", action="store_true", help="do not read the DKIM key from the host over SSH")
+    verify.add_argument("--timeout", type=float, default=10.0, help="seconds per connection or lookup (default 10)")
+    verify.set_defaults(run=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    """`python -m components verify`: 0 when nothing fails, 1 when a check fails, 2 for a bad stack or option."""
+    # Imported here: checkdmarc and friends take a second to load, which `render` need not pay.
+    from components.verify import FAIL, Options, key_from_option, report, run_checks, table
+
+    try:
+        cfg = load_stack(args.stack, args.project)
+    except (FileNotFoundError, ConfigError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    try:
+        dkim_key = key_from_option(args.dkim_key) if args.dkim_key else None
+    except ValueError as err:
+        print(f"error: --dkim-key: {err}", file=sys.stderr)
+        return 2
+    options = Options(args.nameserver, args.helo, args.relay_to, dkim_key, not args.no_ssh, args.timeout)
+    started = time.monotonic()
+    results = run_checks(cfg, options)
+    seconds = time.monotonic() - started
+    if args.json:
+        print(json.dumps(report(args.stack, cfg, results, seconds), indent=2))
+    else:
+        print(table(args.stack, cfg, results, seconds), end="")
+    return 1 if any(r.status == FAIL for r in results) else 0

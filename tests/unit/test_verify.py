@@ -1,0 +1,753 @@
+"""components/verify.py: the checks' judgement, with real records and real protocol data.
+
+No mock of dnspython: the DNS checks ask a small authoritative server on
+127.0.0.1 (below), which answers from zone text parsed by dnspython, over real
+UDP/TCP, through the same `Dns` class, pyspf and checkdmarc that `verify` uses.
+The records it serves are the ones components/records.py builds for the stack
+(so a healthy zone is exactly what `pulumi up` publishes), then broken one at a
+time. Server checks are judged from probe data: real certificates made with
+cryptography, banners and replies as Postfix words them.
+
+Nothing here connects anywhere but 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import replace
+
+import checkdmarc.spf
+import checkdmarc.utils
+import dns.exception
+import dns.flags
+import dns.message
+import dns.name
+import dns.query
+import dns.rcode
+import dns.rdata
+import dns.rdataclass
+import dns.rdatatype
+import dns.rrset
+import dns.zone
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+
+from components import records as rec
+from components import verify as v
+from components.config import load_config
+from components.verify_net import Dns, ImapProbe, SmtpProbe, SmtpReply, TlsInfo, ssh_argv
+
+V4, V6 = "198.51.100.10", "2001:db8:100::10"
+HOST = "mail.example.com"
+
+
+def config(**values):
+    base = {"domain": "example.com", "hostname": HOST, "ipv4": [V4], "ipv6": [V6]}
+    base.update(values)
+    return load_config({f"mailstack:{k}": v for k, v in base.items() if v is not None})
+
+
+def new_key(bits: int = 2048) -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=bits)
+
+
+def b64(key: rsa.RSAPrivateKey, fmt=serialization.PublicFormat.SubjectPublicKeyInfo) -> str:
+    """The public key as the host's DKIM unit prints it: base64 of the DER SubjectPublicKeyInfo."""
+    return base64.b64encode(key.public_key().public_bytes(serialization.Encoding.DER, fmt)).decode("ascii")
+
+
+@pytest.fixture(scope="module")
+def host_key() -> str:
+    return b64(new_key(2048))
+
+
+def txt_value(content: str) -> str:
+    """A TXT record's value as receivers see it: the quoted strings parsed by dnspython and joined."""
+    return b"".join(dns.rdata.from_text("IN", "TXT", content).strings).decode()
+
+
+# --- a DNS server on loopback, answering from zone text -------------------------------------------------
+
+
+class ZoneServer:
+    """Authoritative for the zones it is given, on 127.0.0.1 (UDP and TCP, one port), until stop()."""
+
+    def __init__(self):
+        self.zones: dict[dns.name.Name, dns.zone.Zone] = {}
+        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.udp.bind(("127.0.0.1", 0))
+        self.port = self.udp.getsockname()[1]
+        self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.tcp.bind(("127.0.0.1", self.port))
+        self.tcp.listen(16)
+        self.running = True
+        for target in (self._serve_udp, self._serve_tcp):
+            threading.Thread(target=target, daemon=True).start()
+
+    def load(self, zone_texts: list[str]) -> None:
+        zones = [dns.zone.from_text(text, relativize=False, check_origin=False) for text in zone_texts]
+        self.zones = {z.origin: z for z in zones}
+
+    def stop(self) -> None:
+        self.running = False
+        self.udp.close()
+        self.tcp.close()
+
+    def answer(self, query: dns.message.Message) -> dns.message.Message:
+        response = dns.message.make_response(query)
+        response.flags |= dns.flags.AA
+        question = query.question[0]
+        zone = max((z for origin, z in self.zones.items() if question.name.is_subdomain(origin)),
+                   key=lambda z: len(z.origin), default=None)
+        if zone is None:
+            response.set_rcode(dns.rcode.REFUSED)
+            return response
+        name, rdtype = question.name, question.rdtype
+        for _ in range(8):  # follow CNAMEs inside the zone, as an authoritative server does
+            node = zone.get_node(name)
+            if node is None:
+                if not any(n.is_subdomain(name) for n in zone.nodes):  # not even an empty non-terminal
+                    response.set_rcode(dns.rcode.NXDOMAIN)
+                break
+            found = node.get_rdataset(dns.rdataclass.IN, rdtype)
+            cname = node.get_rdataset(dns.rdataclass.IN, dns.rdatatype.CNAME)
+            if found is not None:
+                response.answer.append(dns.rrset.from_rdata_list(name, found.ttl, list(found)))
+                return response
+            if cname is None or rdtype == dns.rdatatype.CNAME:
+                break
+            response.answer.append(dns.rrset.from_rdata_list(name, cname.ttl, list(cname)))
+            name = cname[0].target
+            if not name.is_subdomain(zone.origin):
+                return response
+        soa = zone.get_rdataset(zone.origin, dns.rdatatype.SOA)
+        response.authority.append(dns.rrset.from_rdata_list(zone.origin, soa.ttl, list(soa)))
+        return response
+
+    def _serve_udp(self) -> None:
+        while self.running:
+            try:
+                query, _, peer = dns.query.receive_udp(self.udp)
+            except (OSError, dns.exception.DNSException):
+                continue
+            response = self.answer(query)
+            try:
+                wire = response.to_wire(max_size=query.payload if query.edns >= 0 else 512)
+            except dns.exception.TooBig:
+                response.answer.clear()
+                response.flags |= dns.flags.TC
+                wire = response.to_wire()
+            self.udp.sendto(wire, peer)
+
+    def _serve_tcp(self) -> None:
+        while self.running:
+            try:
+                conn, _ = self.tcp.accept()
+            except OSError:
+                continue
+            with conn:
+                try:
+                    query, _ = dns.query.receive_tcp(conn)
+                    dns.query.send_tcp(conn, self.answer(query))
+                except (OSError, EOFError, dns.exception.DNSException):
+                    pass
+
+
+@pytest.fixture(scope="module")
+def server():
+    the_server = ZoneServer()
+    yield the_server
+    the_server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _clean_checkdmarc_cache():
+    # checkdmarc caches answers process-wide by name, whatever the resolver (run_checks clears it too).
+    checkdmarc.utils.DNS_CACHE.clear()
+
+
+def zone_line(record: rec.Record) -> str:
+    if record.type == "TXT":
+        content = rec.txt_content(record.content)
+    elif record.type == "MX":
+        content = f"{record.priority} {record.content}."
+    elif record.type in ("PTR", "CNAME"):
+        content = record.content + "."
+    else:
+        content = record.content
+    return f"{record.name}. 300 IN {record.type} {content}"
+
+
+def zones_for(records: list[rec.Record]) -> list[str]:
+    """Zone texts holding the records: example.com, example.net, and the reverse trees."""
+    origins = ["example.com", "example.net", "in-addr.arpa", "ip6.arpa"]
+    texts = []
+    for origin in origins:
+        inside = [r for r in records if r.name == origin or r.name.endswith("." + origin)]
+        lines = [f"$ORIGIN {origin}.", "@ 300 IN SOA ns1.example.com. hostmaster.example.com. 1 3600 600 86400 300",
+                 "@ 300 IN NS ns1.example.com."]
+        texts.append("\n".join(lines + [zone_line(r) for r in inside]) + "\n")
+    return texts
+
+
+def published(cfg, key: str) -> list[rec.Record]:
+    """What `pulumi up` publishes for the stack: mail records and PTRs."""
+    return rec.mail_records(cfg, key) + rec.ptr_records(cfg)
+
+
+def serve(server: ZoneServer, records: list[rec.Record]) -> Dns:
+    server.load(zones_for(records))
+    return Dns(["127.0.0.1"], port=server.port, timeout=3)
+
+
+def dns_results(cfg, lookups: Dns, host_key: str) -> list[v.Result]:
+    """Every check that only needs DNS (and the host's key), as run_checks runs them."""
+    results = [v.check_mx(cfg, lookups), v.check_mx_cname(cfg, lookups), v.check_addresses(cfg, lookups, "A"),
+               v.check_addresses(cfg, lookups, "AAAA")]
+    results += [v.check_ptr(cfg, lookups, a) for a in cfg.addresses]
+    results += v.check_spf(cfg, lookups)
+    results += [v.check_spf_pass(cfg, lookups, a) for a in cfg.addresses]
+    results.append(v.check_spf_helo(cfg, lookups))
+    record_result, record = v.check_dkim_record(cfg, lookups, host_key)
+    results += [record_result, v.check_dkim_key(cfg, record, host_key, "read over SSH")]
+    results += v.check_dmarc(cfg, lookups)
+    return results
+
+
+def by_status(results: list[v.Result], status: str) -> dict[str, v.Result]:
+    return {r.name: r for r in results if r.status == status}
+
+
+# --- the published records pass; each broken one fails exactly its check -----------------------------------
+
+
+def test_the_records_pulumi_up_publishes_pass_every_dns_check(server, host_key):
+    cfg = config()
+    results = dns_results(cfg, serve(server, published(cfg, host_key)), host_key)
+    assert len(results) == 16
+    assert [r for r in results if r.status != v.PASS] == []
+    names = [r.name for r in results]
+    assert f"dns.ptr[{V6}]" in names and f"spf.pass[{V4}]" in names
+
+
+def _without(records, predicate):
+    return [r for r in records if not predicate(r)]
+
+
+def _replacing(records, predicate, **changes):
+    return [replace(r, **changes) if predicate(r) else r for r in records]
+
+
+def _other_key() -> str:
+    return b64(new_key(2048))
+
+
+VARIANTS: dict[str, tuple[Callable, tuple[str, ...], str]] = {
+    # name: (records -> broken records, the failing checks, text the first one's reason must name)
+    "missing PTR": (lambda rs, cfg: _without(rs, lambda r: r.name == rec.ptr_name(V4)),
+                    (f"dns.ptr[{V4}]",), "10.100.51.198.in-addr.arpa"),
+    "PTR naming another host": (lambda rs, cfg: _replacing(rs, lambda r: r.name == rec.ptr_name(V6),
+                                                           content="other.example.net"),
+                                (f"dns.ptr[{V6}]",), "other.example.net"),
+    "SPF without the IPv6 address": (lambda rs, cfg: _replacing(rs, lambda r: r.key == "spf",
+                                                                content=f"v=spf1 ip4:{V4} -all"),
+                                     (f"spf.pass[{V6}]",), f'example.com TXT "v=spf1 ip4:{V4} -all"'),
+    "DKIM record with another key": (lambda rs, cfg: _replacing(rs, lambda r: r.key == "dkim",
+                                                                content=rec.dkim_value(cfg, _other_key())),
+                                     ("dkim.key",), "mail._domainkey.example.com"),
+    "missing DMARC": (lambda rs, cfg: _without(rs, lambda r: r.key == "dmarc"),
+                      ("dmarc.record",), "_dmarc.example.com"),
+    "MX to another host": (lambda rs, cfg: _replacing(rs, lambda r: r.key == "mx", content="mx.example.net"),
+                           ("dns.mx",), "mx.example.net"),
+    "an A record too many": (lambda rs, cfg: rs + [rec.Record(HOST, "A", "198.51.100.11", "stale")],
+                             ("dns.a",), "198.51.100.11"),
+    "no AAAA": (lambda rs, cfg: _without(rs, lambda r: r.type == "AAAA"),
+                ("dns.aaaa", f"dns.ptr[{V6}]"), V6),
+    "two SPF records": (lambda rs, cfg: rs + [rec.Record("example.com", "TXT", "v=spf1 -all", "second")],
+                        ("spf.record", f"spf.pass[{V4}]", f"spf.pass[{V6}]"), "2 SPF records at example.com"),
+    "no SPF for the HELO name": (lambda rs, cfg: _without(rs, lambda r: r.key == "spf-helo"),
+                                 ("spf.helo",), HOST),
+    "DMARC policy other than configured": (lambda rs, cfg: _replacing(rs, lambda r: r.key == "dmarc",
+                                                                      content="v=DMARC1; p=reject; "
+                                                                              "rua=mailto:postmaster@example.com"),
+                                           ("dmarc.policy",), "p=reject, the stack says p=quarantine"),
+    "MX target is a CNAME": (lambda rs, cfg: [
+        replace(r, name="server.example.com") if r.name == HOST else r for r in rs
+    ] + [rec.Record(HOST, "CNAME", "server.example.com", "alias")], ("dns.mx-cname",), "CNAME"),
+}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_each_broken_record_fails_exactly_its_check(server, host_key, variant):
+    break_records, expected, named = VARIANTS[variant]
+    cfg = config()
+    results = dns_results(cfg, serve(server, break_records(published(cfg, host_key), cfg)), host_key)
+    failing = by_status(results, v.FAIL)
+    assert set(failing) == set(expected), {n: r.reason for n, r in failing.items()}
+    first = failing[expected[0]]
+    assert named in first.reason, first.reason
+    assert first.fix
+
+
+def test_a_missing_ptr_says_where_to_publish_it(server, host_key):
+    in_zone = config(reverse_zones=["100.51.198.in-addr.arpa"])
+    outside = config()
+    for cfg, where in ((in_zone, "in the reverse zone 100.51.198.in-addr.arpa"), (outside, "at the provider of")):
+        records = _without(published(cfg, host_key), lambda r: r.name == rec.ptr_name(V4))
+        result = v.check_ptr(cfg, serve(server, records), V4)
+        assert result.status == v.FAIL
+        assert result.fix.startswith(f"publish 10.100.51.198.in-addr.arpa. PTR {HOST}. {where}")
+
+
+def test_softfail_spf_is_a_warning_and_names_its_qualifier(server, host_key):
+    cfg = config()
+    records = _replacing(published(cfg, host_key), lambda r: r.key == "spf", content=f"v=spf1 ip4:{V4} ip6:{V6} ~all")
+    results = dns_results(cfg, serve(server, records), host_key)
+    assert by_status(results, v.FAIL) == {}
+    assert list(by_status(results, v.WARN)) == ["spf.all"]
+    assert "~all (softfail)" in by_status(results, v.WARN)["spf.all"].reason
+
+
+def test_a_1024_bit_dkim_key_fails_the_record_check(server):
+    cfg = config()
+    small = b64(new_key(1024))
+    results = dns_results(cfg, serve(server, published(cfg, small)), small)
+    assert set(by_status(results, v.FAIL)) == {"dkim.record"}
+    assert "1024-bit" in by_status(results, v.FAIL)["dkim.record"].reason
+
+
+def test_dkim_key_not_compared_without_the_hosts_key(server, host_key):
+    cfg = config()
+    lookups = serve(server, published(cfg, host_key))
+    _, record = v.check_dkim_record(cfg, lookups)
+    result = v.check_dkim_key(cfg, record, None, "", "the host's key could not be read over SSH (timed out)")
+    assert result.status == v.WARN and "timed out" in result.reason and "--dkim-key" in result.fix
+
+
+def test_dkim_fix_is_the_record_with_the_hosts_key(server, host_key):
+    cfg = config()
+    records = _replacing(published(cfg, host_key), lambda r: r.key == "dkim", content=rec.dkim_value(cfg, _other_key()))
+    lookups = serve(server, records)
+    _, record = v.check_dkim_record(cfg, lookups, host_key)
+    result = v.check_dkim_key(cfg, record, host_key, "read over SSH")
+    content = rec.txt_content(rec.dkim_value(cfg, host_key))
+    assert result.fix.startswith(f"publish mail._domainkey.example.com. TXT {content}")
+
+
+def test_an_unanswering_name_server_fails_the_dns_checks_with_the_lookup():
+    # A port on loopback where nothing answers: every lookup times out.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    try:
+        lookups = Dns(["127.0.0.1"], port=sock.getsockname()[1], timeout=0.5)
+        result = v.check_mx(config(), lookups)
+    finally:
+        sock.close()
+    assert result.status == v.FAIL and "MX lookup of example.com failed" in result.reason
+
+
+# --- SPF lookup counting (RFC 7208 4.6.4) ---------------------------------------------------------------
+
+# A chain shaped like Google's _spf.google.com and Microsoft 365's, and a few senders' includes.
+REAL_WORLD_SPF = {
+    "_spf.google.com": '"v=spf1 include:_netblocks.google.com include:_netblocks2.google.com '
+                       'include:_netblocks3.google.com ~all"',
+    "_netblocks.google.com": '"v=spf1 ip4:35.190.247.0/24 ip4:64.233.160.0/19 ip4:66.102.0.0/20 ip4:66.249.80.0/20 '
+                             'ip4:72.14.192.0/18 ip4:74.125.0.0/16 ip4:108.177.8.0/21 ip4:173.194.0.0/16 '
+                             'ip4:209.85.128.0/17 ip4:216.58.192.0/19 ip4:216.239.32.0/19 ~all"',
+    "_netblocks2.google.com": '"v=spf1 ip6:2001:4860:4000::/36 ip6:2404:6800:4000::/36 ip6:2607:f8b0:4000::/36 '
+                              'ip6:2800:3f0:4000::/36 ip6:2a00:1450:4000::/36 ip6:2c0f:fb50:4000::/36 ~all"',
+    "_netblocks3.google.com": '"v=spf1 ip4:172.217.0.0/19 ip4:172.217.32.0/20 ip4:172.217.128.0/19 '
+                              'ip4:172.217.160.0/20 ip4:172.217.192.0/19 ip4:172.253.56.0/21 ip4:172.253.112.0/20 '
+                              'ip4:108.177.96.0/19 ip4:35.191.0.0/16 ip4:130.211.0.0/22 ~all"',
+    "spf.protection.outlook.com": '"v=spf1 ip4:40.92.0.0/15 ip4:40.107.0.0/16 ip4:52.100.0.0/15 ip4:52.102.0.0/16 '
+                                  'ip4:104.47.0.0/17 ip6:2a01:111:f400::/48 ip6:2a01:111:f403::/49 -all"',
+    "mailgun.example.net": '"v=spf1 include:_spf.mailgun.example.net include:_spf.eu.mailgun.example.net ~all"',
+    "_spf.mailgun.example.net": '"v=spf1 ip4:209.61.151.0/24 ip4:166.78.68.0/22 ip4:198.61.254.0/23 ~all"',
+    "_spf.eu.mailgun.example.net": '"v=spf1 ip4:141.193.32.0/23 ip4:159.135.140.80/29 ~all"',
+    "sendgrid.example.net": '"v=spf1 ip4:167.89.0.0/17 ip4:208.117.48.0/20 ip4:50.31.32.0/19 ~all"',
+    # 7 lookups: mx, a, include (+3 inside), include
+    "shop.example.net": '"v=spf1 mx a include:_spf.google.com include:spf.protection.outlook.com -all"',
+    # 11 lookups: 4 + 1 + 1 + 3 + a + mx
+    "busy.example.net": '"v=spf1 include:_spf.google.com include:spf.protection.outlook.com '
+                        'include:sendgrid.example.net include:mailgun.example.net a mx -all"',
+    "loop.example.net": '"v=spf1 include:loop2.example.net -all"',
+    "loop2.example.net": '"v=spf1 include:loop.example.net -all"',
+    "dangling.example.net": '"v=spf1 include:nothing-here.example.net -all"',
+    "redirected.example.net": '"v=spf1 redirect=_spf.google.com"',
+    "macro.example.net": '"v=spf1 exists:%{i}._spf.example.net include:%{d}.example.org -all"',
+}
+
+
+def spf_at(name: str) -> list[str]:
+    """The SPF records at a name, from the table's zone-file TXT contents parsed by dnspython."""
+    content = REAL_WORLD_SPF.get(name)
+    return v.spf_records([txt_value(content)]) if content else []
+
+
+@pytest.mark.parametrize(
+    ("domain", "count", "problem"),
+    [
+        ("_netblocks.google.com", 0, None),
+        ("_spf.google.com", 3, None),
+        ("shop.example.net", 7, None),
+        ("busy.example.net", 11, None),
+        ("redirected.example.net", 4, None),
+        ("macro.example.net", 2, None),
+        ("loop.example.net", 2, "include:loop.example.net loops back to loop.example.net"),
+        ("dangling.example.net", 1, "include:nothing-here.example.net: nothing-here.example.net has no SPF record"),
+    ],
+)
+def test_spf_lookup_count(domain, count, problem):
+    cost = v.count_spf_lookups(spf_at(domain)[0], spf_at, (domain,))
+    assert cost.count == count
+    assert (cost.problems[0].split(" (")[0] if cost.problems else None) == problem
+
+
+def test_mailstacks_own_spf_record_costs_no_lookup():
+    value = rec.spf_value(config())
+    assert v.count_spf_lookups(txt_value(rec.txt_content(value)), spf_at).count == 0
+
+
+def test_spf_redirect_is_ignored_when_there_is_an_all():
+    # RFC 7208 6.1
+    assert v.count_spf_lookups("v=spf1 ip4:198.51.100.10 redirect=_spf.google.com -all", spf_at).count == 0
+
+
+@pytest.mark.parametrize("domain", ["_spf.google.com", "shop.example.net", "busy.example.net"])
+def test_spf_lookup_count_agrees_with_checkdmarc(server, domain):
+    # The same records over real DNS: checkdmarc's own count (it resolves a, mx and includes itself).
+    zone = ["$ORIGIN example.net.", "@ 300 IN SOA ns1 hostmaster 1 3600 600 86400 300", "@ 300 IN NS ns1"]
+    zone += [f"{n}. 300 IN TXT {c}" for n, c in REAL_WORLD_SPF.items() if n.endswith("example.net")]
+    zone += ["shop 300 IN MX 10 mx", "shop 300 IN A 198.51.100.30", "busy 300 IN MX 10 mx",
+             "busy 300 IN A 198.51.100.31", "mx 300 IN A 198.51.100.32"]
+    google = ["$ORIGIN google.com.", "@ 300 IN SOA ns1 hostmaster 1 3600 600 86400 300", "@ 300 IN NS ns1"]
+    google += [f"{n}. 300 IN TXT {c}" for n, c in REAL_WORLD_SPF.items() if n.endswith("google.com")]
+    outlook = ["$ORIGIN outlook.com.", "@ 300 IN SOA ns1 hostmaster 1 3600 600 86400 300", "@ 300 IN NS ns1",
+               f"spf.protection 300 IN TXT {REAL_WORLD_SPF['spf.protection.outlook.com']}"]
+    server.load(["\n".join(z) + "\n" for z in (zone, google, outlook)])
+    lookups = Dns(["127.0.0.1"], port=server.port, timeout=3)
+    record = v.spf_records(lookups.texts(domain))[0]
+    theirs = checkdmarc.spf.parse_spf_record(record, domain, resolver=lookups.resolver, ignore_too_many_lookups=True)
+    ours = v.count_spf_lookups(record, lambda n: v.spf_records(lookups.texts(n)), (domain,))
+    assert ours.count == theirs["dns_lookups"]
+
+
+def test_too_many_spf_lookups_fail_with_the_count(server):
+    cfg = config()
+    texts = [f"$ORIGIN example.com.\n@ 300 IN SOA ns1 hostmaster 1 3600 600 86400 300\n@ 300 IN NS ns1\n"
+             f"@ 300 IN TXT {REAL_WORLD_SPF['busy.example.net'].replace('a mx', 'a:mail.example.com mx')}\n"
+             "@ 300 IN MX 10 mail\nmail 300 IN A 198.51.100.10\n"]
+    for suffix in ("google.com", "example.net", "outlook.com"):
+        lines = [f"$ORIGIN {suffix}.", "@ 300 IN SOA ns1 hostmaster 1 3600 600 86400 300", "@ 300 IN NS ns1"]
+        lines += [f"{n}. 300 IN TXT {c}" for n, c in REAL_WORLD_SPF.items() if n.endswith(suffix)]
+        texts.append("\n".join(lines) + "\n")
+    server.load(texts)
+    results = {r.name: r for r in v.check_spf(cfg, Dns(["127.0.0.1"], port=server.port, timeout=3))}
+    assert results["spf.lookups"].status == v.FAIL
+    assert results["spf.lookups"].reason.startswith("11 DNS lookups")
+    assert "more than 10 is a permerror" in results["spf.lookups"].reason
+
+
+@pytest.mark.parametrize(
+    ("record", "qualifier", "redirect"),
+    [
+        ("v=spf1 ip4:198.51.100.10 -all", "-", ""),
+        ("v=spf1 ip4:198.51.100.10 ~all", "~", ""),
+        ("v=spf1 ?all", "?", ""),
+        ("v=spf1 all", "+", ""),
+        ("v=spf1 +all", "+", ""),
+        ("v=spf1 ip4:198.51.100.10", None, ""),
+        ("v=spf1 redirect=_spf.example.net", None, "_spf.example.net"),
+        ("v=spf1 include:allowed.example.net -ALL", "-", ""),
+    ],
+)
+def test_spf_all_qualifier(record, qualifier, redirect):
+    assert v.spf_all(record) == (qualifier, redirect)
+
+
+# --- DKIM key size from the record -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bits", [1024, 2048, 3072, 4096])
+def test_dkim_key_size_from_the_published_record(bits):
+    cfg = config()
+    # As published: the record split into 255-byte strings, read back through dnspython and joined.
+    content = rec.txt_content(rec.dkim_value(cfg, b64(new_key(bits))))
+    assert v.dkim_key_bits(txt_value(content)) == bits
+
+
+def test_dkim_key_size_of_a_pkcs1_key():
+    # Some publishers put the bare RSAPublicKey (PKCS#1) in p=; verifiers accept it.
+    record = f"v=DKIM1; k=rsa; p={b64(new_key(2048), serialization.PublicFormat.PKCS1)}"
+    assert v.dkim_key_bits(record) == 2048
+
+
+def test_dkim_record_as_opendkim_genkey_writes_it():
+    key = b64(new_key(2048))
+    # mail.txt from `opendkim-genkey -r -s mail`: the value in parentheses, split in two strings.
+    genkey = f'( "v=DKIM1; h=sha256; k=rsa; s=email; " "p={key[:200]}" "{key[200:]}" )'
+    parsed = v.parse_dkim_record(txt_value(genkey.strip("() ")))
+    assert (parsed.key_type, parsed.bits, parsed.tags["s"]) == ("rsa", 2048, "email")
+
+
+@pytest.mark.parametrize(
+    ("record", "message"),
+    [
+        ("v=DKIM1; k=rsa; p=", "p= is empty: the key is revoked"),
+        ("v=DKIM1; k=rsa", "no p= tag"),
+        ("v=DKIM2; k=rsa; p=MIIB", "v=DKIM2, expected v=DKIM1"),
+        ("v=DKIM1; k=rsa; p=not*base64", "p= is not base64"),
+        ("v=DKIM1; k=rsa; p=TUlJQg==", "could not parse RSA public key"),
+    ],
+)
+def test_broken_dkim_records(record, message):
+    with pytest.raises(ValueError, match=message.replace("*", r"\*")):
+        v.parse_dkim_record(record)
+
+
+def test_ed25519_record_has_no_rsa_size():
+    key = "11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="  # RFC 8463 appendix A.2
+    parsed = v.parse_dkim_record(f"v=DKIM1; k=ed25519; p={key}")
+    assert (parsed.key_type, parsed.bits) == ("ed25519", None)
+
+
+def test_dkim_key_option_takes_the_key_or_the_record():
+    key = b64(new_key(2048))
+    assert v.key_from_option(key) == key
+    assert v.key_from_option(rec.dkim_value(config(), key)) == key
+
+
+# --- SMTP, submission and IMAP, judged from what the server said --------------------------------------------
+
+
+def certificate(names: list[str], *, self_signed: bool = True, days: tuple[int, int] = (-1, 365),
+                cn: str | None = None, san: bool = True) -> bytes:
+    key = new_key(2048)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn or names[0])])
+    issuer_key, issuer = (key, subject) if self_signed else (new_key(2048), x509.Name(
+        [x509.NameAttribute(NameOID.COMMON_NAME, "Lab CA")]))
+    now = dt.datetime.now(dt.timezone.utc)
+    builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(key.public_key())
+               .serial_number(x509.random_serial_number()).not_valid_before(now + dt.timedelta(days=days[0]))
+               .not_valid_after(now + dt.timedelta(days=days[1])))
+    if san:
+        builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
+    return builder.sign(issuer_key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+
+
+def smtp_probe(port=25, banner="mail.example.com ESMTP Postfix", features=("starttls", "size", "pipelining"),
+               auth_before=None, auth_after=None, der=None, verified=False, tls_ok=True) -> SmtpProbe:
+    tls = TlsInfo(ok=tls_ok, error="" if tls_ok else "SSLError: handshake failure", version="TLSv1.3",
+                  cert_der=der or certificate([HOST]), verified=verified,
+                  verify_error="" if verified else "self-signed certificate")
+    return SmtpProbe(V4, port, banner=(220, banner), features=sorted(features), auth_before_tls=auth_before,
+                     starttls_reply=(220, "2.0.0 Ready to start TLS") if "starttls" in features else None,
+                     tls=tls if "starttls" in features else None, features_tls=sorted(features),
+                     auth_after_tls=auth_after)
+
+
+@pytest.mark.parametrize(
+    ("banner", "status", "text"),
+    [
+        ("mail.example.com ESMTP Postfix", v.PASS, "names the host, no version"),
+        ("mail.example.com ESMTP", v.PASS, "names the host"),
+        ("mail.example.com ESMTP Postfix (Debian/GNU)", v.FAIL, "shows 'Debian'"),
+        ("mail.example.com ESMTP Postfix 3.7.11", v.FAIL, "shows '3.7.11'"),
+        ("mail.example.com ESMTP Postfix (3.7.11)\nready", v.FAIL, "shows '3.7.11'"),
+        ("localhost ESMTP Postfix", v.FAIL, "names localhost, not mail.example.com"),
+        ("MAIL.EXAMPLE.COM ESMTP", v.PASS, "names the host"),
+    ],
+)
+def test_banner(banner, status, text):
+    result = v.check_banner(config(), smtp_probe(banner=banner))
+    assert (result.status, result.name) == (status, f"smtp.banner[{V4}]")
+    assert text in result.reason
+    if status == v.FAIL and "shows" in text:
+        assert "smtpd_banner" in result.fix
+
+
+def test_no_smtp_session_fails_the_banner_and_leaves_the_rest_unchecked():
+    probe = SmtpProbe(V4, 25, error="ConnectionRefusedError: [Errno 111] Connection refused")
+    cfg = config()
+    assert v.check_banner(cfg, probe).status == v.FAIL
+    assert v.check_starttls(cfg, probe).status == v.FAIL
+    assert v.check_certificate(cfg, probe).status == v.WARN
+    assert v.check_auth_25(probe).status == v.WARN
+
+
+@pytest.mark.parametrize(
+    ("probe", "status", "text"),
+    [
+        (smtp_probe(), v.PASS, "TLSv1.3"),
+        (smtp_probe(features=("size",)), v.FAIL, "STARTTLS not offered on port 25"),
+        (smtp_probe(tls_ok=False), v.FAIL, "handshake failed"),
+    ],
+)
+def test_starttls(probe, status, text):
+    result = v.check_starttls(config(), probe)
+    assert result.status == status and text in result.reason
+
+
+@pytest.mark.parametrize(
+    ("der", "verified", "status", "text"),
+    [
+        (certificate([HOST]), False, v.WARN, "self-signed certificate for mail.example.com"),
+        (certificate([HOST]), True, v.PASS, "names mail.example.com"),
+        (certificate(["*.example.com"]), True, v.PASS, "names mail.example.com"),
+        (certificate([HOST], san=False), False, v.WARN, "self-signed"),  # CN only, as the guide's openssl makes it
+        (certificate(["other.example.net"]), False, v.FAIL, "names other.example.net, not mail.example.com"),
+        (certificate(["*.mail.example.com"]), False, v.FAIL, "not mail.example.com"),
+        (certificate([HOST], days=(-400, -10)), False, v.FAIL, "expired"),
+        (certificate([HOST], days=(5, 365)), False, v.FAIL, "not valid before"),
+        (certificate([HOST], self_signed=False), False, v.WARN, "does not verify here"),
+    ],
+)
+def test_certificate(der, verified, status, text):
+    result = v.check_certificate(config(), smtp_probe(der=der, verified=verified))
+    assert result.status == status, result.reason
+    assert text in result.reason
+    if status != v.PASS:
+        assert "/etc/ssl/private/postfix.cacert.pem" in result.fix
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "status"),
+    [(None, None, v.PASS), ("PLAIN LOGIN", None, v.FAIL), (None, "PLAIN LOGIN", v.FAIL)],
+)
+def test_no_auth_on_port_25(before, after, status):
+    result = v.check_auth_25(smtp_probe(auth_before=before, auth_after=after))
+    assert result.status == status
+    if status == v.FAIL:
+        assert "smtpd_sasl_auth_enable = no" in result.fix
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "status", "text"),
+    [
+        (None, "PLAIN LOGIN", v.PASS, "AUTH PLAIN LOGIN only after STARTTLS"),
+        ("PLAIN LOGIN", "PLAIN LOGIN", v.FAIL, "before STARTTLS"),
+        (None, None, v.FAIL, "AUTH not offered after STARTTLS"),
+    ],
+)
+def test_submission_auth_only_after_starttls(before, after, status, text):
+    result = v.check_submission_auth(smtp_probe(port=587, auth_before=before, auth_after=after))
+    assert result.status == status and text in result.reason
+
+
+def reply(code: int | None, text: str = "", error: str = "") -> SmtpReply:
+    return SmtpReply(V4, "RCPT TO:<postmaster@example.net>", (code, text) if code else None, error)
+
+
+@pytest.mark.parametrize(
+    ("answer", "status"),
+    [
+        (reply(554, "5.7.1 <postmaster@example.net>: Relay access denied"), v.PASS),
+        (reply(454, "4.7.1 <postmaster@example.net>: Relay access denied"), v.PASS),  # soft_bounce = yes
+        (reply(250, "2.1.5 Ok"), v.FAIL),
+        (reply(450, "4.7.25 Client host rejected: cannot find your hostname, [198.51.100.5]"), v.WARN),
+        (reply(None, error="EHLO x refused: 504 5.5.2 <x>: Helo command rejected: need fully-qualified hostname"),
+         v.WARN),
+    ],
+)
+def test_relay(answer, status):
+    result = v.check_relay(answer)
+    assert result.status == status
+    if status == v.FAIL:
+        assert "open relay" in result.reason and "smtpd_relay_restrictions" in result.fix and "mynetworks" in result.fix
+
+
+@pytest.mark.parametrize(
+    ("code", "text", "status"),
+    [(502, "5.5.1 VRFY command is disabled", v.PASS), (252, "2.0.0 postmaster", v.PASS),
+     (250, "2.0.0 postmaster", v.FAIL), (450, "4.7.25 Client host rejected", v.WARN)],
+)
+def test_vrfy(code, text, status):
+    result = v.check_vrfy(SmtpReply(V4, "VRFY postmaster", (code, text)))
+    assert result.status == status
+    if status == v.FAIL:
+        assert "disable_vrfy_command = yes" in result.fix
+
+
+def test_imap():
+    ok = TlsInfo(ok=True, version="TLSv1.3")
+    down = TlsInfo(ok=False, error="ConnectionRefusedError: [Errno 111] Connection refused")
+    assert v.check_imap(ImapProbe(V4, ok, ok, ["IMAP4REV1", "LOGINDISABLED", "STARTTLS"])).status == v.PASS
+    assert v.check_imap(ImapProbe(V4, ok, down)).status == v.PASS
+    assert v.check_imap(ImapProbe(V4, down, down)).status == v.FAIL
+    plaintext = v.check_imap(ImapProbe(V4, ok, ok, ["IMAP4REV1", "STARTTLS"]))
+    assert plaintext.status == v.WARN and "disable_plaintext_auth" in plaintext.fix
+
+
+# --- the DKIM key over SSH, the report -------------------------------------------------------------------
+
+
+def test_ssh_pins_the_stacks_host_key_and_uses_its_key(tmp_path):
+    cfg = config(ssh_host="198.51.100.10", ssh_port=2222, ssh_user="deploy")
+    argv = ssh_argv(cfg, tmp_path / "key", tmp_path / "known_hosts", timeout=5)
+    assert argv[:2] == ["ssh", "-F"]
+    assert f"UserKnownHostsFile={tmp_path / 'known_hosts'}" in argv and "StrictHostKeyChecking=yes" in argv
+    assert argv[argv.index("-i") + 1] == str(tmp_path / "key") and "BatchMode=yes" in argv
+    assert argv[-4:] == ["2222", "deploy@198.51.100.10", "--",
+                         "sudo -n openssl rsa -in /etc/opendkim/mail.private -pubout -outform DER 2>/dev/null "
+                         "| base64 -w0"]
+    # Without a pinned key: the user's own known_hosts, still strict.
+    unpinned = ssh_argv(config(), None, None, timeout=5)
+    assert "-F" not in unpinned and "-i" not in unpinned and "StrictHostKeyChecking=yes" in unpinned
+    assert unpinned[-1].startswith("openssl rsa")
+
+
+def test_report_and_table():
+    cfg = config()
+    results = [v.passed("dns.mx", "example.com MX 10 mail.example.com"),
+               v.warned(f"smtp.cert[{V4}]", "self-signed certificate", "install a certificate"),
+               v.failed(f"dns.ptr[{V4}]", "no PTR record at 10.100.51.198.in-addr.arpa", "publish ...")]
+    data = v.report("e2e", cfg, results, 1.234)
+    assert data["counts"] == {"pass": 1, "warn": 1, "fail": 1} and data["ok"] is False and data["seconds"] == 1.23
+    assert data["checks"][2] == {"name": f"dns.ptr[{V4}]", "status": "fail",
+                                 "reason": "no PTR record at 10.100.51.198.in-addr.arpa", "fix": "publish ..."}
+    json.dumps(data)
+    lines = v.table("e2e", cfg, results, 1.234).splitlines()
+    assert lines[0] == f"verify e2e: example.com, mail host {HOST} ({V4}, {V6})"
+    assert lines[3].split() == ["pass", "dns.mx", "example.com", "MX", "10", "mail.example.com"]
+    assert lines[4].startswith("WARN") and lines[5].strip() == "fix: install a certificate"
+    assert lines[6].startswith("FAIL") and lines[7].strip() == "fix: publish ..."
+    assert lines[-1] == "1 passed, 1 warnings, 1 failed in 1.2s"
+
+
+def test_results_are_reported_by_check_then_address():
+    cfg = config()
+    names = [f"smtp.relay[{V6}]", "dns.mx", f"smtp.banner[{V6}]", f"smtp.banner[{V4}]", "dkim.key", f"dns.ptr[{V4}]"]
+    ordered = sorted((v.passed(n, "") for n in names), key=lambda r: v._order(cfg, r))
+    assert [r.name for r in ordered] == ["dns.mx", f"dns.ptr[{V4}]", "dkim.key", f"smtp.banner[{V4}]",
+                                         f"smtp.banner[{V6}]", f"smtp.relay[{V6}]"]
+
+
+def test_relay_recipient_is_outside_the_stacks_domain():
+    assert v.default_relay_to(config()) == "postmaster@example.net"
+    assert v.default_relay_to(config(domain="example.net", hostname="mail.example.net")) == "postmaster@example.org"
+
+
+def test_cli_exits_2_for_an_unknown_stack_or_a_bad_key_before_checking_anything(tmp_path, monkeypatch, capsys):
+    from components.__main__ import main
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("verify must not check anything here")
+
+    monkeypatch.setattr(v, "run_checks", no_network)
+    assert main(["verify", "nosuch", "--project", str(tmp_path)]) == 2
+    assert "no stack 'nosuch'" in capsys.readouterr().err
+    (tmp_path / "stacks").mkdir()
+    (tmp_path / "stacks" / "Pulumi.lab.yaml").write_text(
+        f"config:\n  mailstack:domain: example.com\n  mailstack:ipv4: [{V4}]\n")
+    assert main(["verify", "lab", "--project", str(tmp_path), "--dkim-key", "v=DKIM1; p="]) == 2
+    assert "--dkim-key: p= is empty" in capsys.readouterr().err
