@@ -1,0 +1,264 @@
+"""`diff` and `touched`: what a change does to each stack, for review before `pulumi up`.
+
+`diff` renders a stack twice, each time with that tree's own renderer and
+templates: once at the git revision REF (exported with `git archive` into a
+temporary folder) and once in the working tree. It then prints a unified diff
+of every host file and of the zone file, grouped by stack. When nothing
+changes it prints nothing and exits 0. A change to shared code or templates
+shows up in every stack it affects.
+
+`touched` lists the stacks that a change since REF concerns: a stack file
+concerns its own stack; the program, its templates, its dependencies and the
+policy pack concern every stack. The pull-request workflow runs previews for
+exactly these stacks.
+
+Only the standard library is used here: `python -m components.diff touched`
+runs before the project's dependencies are installed, and each render runs
+in a subprocess (`python -m components render STACK --out DIR`) from the tree
+being rendered, so that each side uses its own code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import os
+import re
+import subprocess
+import sys
+import tarfile
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+# Paths whose change can alter every stack's deployment.
+SHARED_DIRS = ("components/", "templates/", "policy/")
+SHARED_FILES = re.compile(r"^(__main__\.py|Pulumi\.yaml|requirements[^/]*\.txt)$")
+STACK_FILE = re.compile(r"^stacks/Pulumi\.(?P<stack>[^/]+)\.yaml$")
+# A stack name as the workflows may pass it on: no shell or path syntax.
+STACK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class DiffError(RuntimeError):
+    """The diff cannot be made (bad revision, broken working tree); the message says why."""
+
+
+@dataclass(frozen=True)
+class Rendering:
+    """One side of a stack's diff: its files (path → text), or why there are none."""
+
+    files: dict[str, str]
+    note: str = ""  # non-empty when the side could not be rendered and counts as empty
+
+
+# --- git ------------------------------------------------------------------------------------
+
+
+def _git(project: Path, *args: str) -> str:
+    result = subprocess.run(["git", "-C", str(project), *args], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise DiffError(f"git {' '.join(args)}: {result.stderr.strip() or 'failed'}")
+    return result.stdout
+
+
+def resolve(project: Path, ref: str) -> str:
+    """The commit REF names, or DiffError."""
+    try:
+        return _git(project, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}").strip()
+    except DiffError:
+        raise DiffError(f"--base {ref!r} is not a commit in {project} (expected e.g. main or HEAD~1)") from None
+
+
+def export_tree(project: Path, commit: str, dest: Path) -> Path:
+    """The files of `commit` under `dest` (committed content only, as `git archive` gives it)."""
+    with subprocess.Popen(
+        ["git", "-C", str(project), "archive", "--format=tar", commit], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as proc:
+        assert proc.stdout is not None
+        with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
+            tar.extractall(dest, filter="data")
+        stderr = proc.stderr.read().decode() if proc.stderr else ""
+    if proc.returncode != 0:
+        raise DiffError(f"git archive {commit}: {stderr.strip() or 'failed'}")
+    return dest
+
+
+def changed_paths(project: Path, ref: str) -> list[str]:
+    """Paths that differ between REF and the working tree, untracked files included."""
+    commit = resolve(project, ref)
+    tracked = _git(project, "diff", "--name-only", "--no-renames", commit, "--").splitlines()
+    untracked = _git(project, "ls-files", "--others", "--exclude-standard").splitlines()
+    return sorted(set(tracked) | set(untracked))
+
+
+# --- stacks ---------------------------------------------------------------------------------
+
+
+def stacks_in(tree: Path) -> list[str]:
+    """The stacks a tree has: stacks/Pulumi.<stack>.yaml."""
+    return sorted(p.name[len("Pulumi.") : -len(".yaml")] for p in (tree / "stacks").glob("Pulumi.*.yaml"))
+
+
+def touched_stacks(paths: list[str], stacks: list[str]) -> list[str]:
+    """The stacks among `stacks` that a change to `paths` concerns (every stack for shared code)."""
+    if any(p.startswith(SHARED_DIRS) or SHARED_FILES.match(p) for p in paths):
+        return sorted(stacks)
+    named = {m["stack"] for p in paths if (m := STACK_FILE.match(p))}
+    return sorted(named & set(stacks))
+
+
+# --- rendering ------------------------------------------------------------------------------
+
+
+def render(tree: Path, stack: str, out: Path) -> Rendering:
+    """Render `stack` with the tree's own renderer into `out`; raise DiffError when that fails."""
+    if not (tree / "stacks" / f"Pulumi.{stack}.yaml").is_file():
+        return Rendering({}, f"no stacks/Pulumi.{stack}.yaml")
+    # Run from the tree, without --project: `-m components` then imports the tree's own
+    # code, whose default project folder is the tree itself (older renderers lack --project).
+    result = subprocess.run(
+        [sys.executable, "-m", "components", "render", stack, "--out", str(out)],
+        cwd=tree,
+        capture_output=True,
+        text=True,
+        env=_clean_env(),
+    )
+    if result.returncode != 0:
+        message = (result.stderr.strip() or result.stdout.strip() or f"exit {result.returncode}").splitlines()
+        raise DiffError(message[-1] if message else f"exit {result.returncode}")
+    return Rendering({str(p.relative_to(out)): p.read_text() for p in sorted(out.rglob("*")) if p.is_file()})
+
+
+def _clean_env() -> dict[str, str]:
+    # PYTHONPATH could put another checkout's `components` first.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return env
+
+
+def unified(stack: str, before: dict[str, str], after: dict[str, str]) -> list[str]:
+    """A unified diff of two renderings of one stack, file by file in path order."""
+    lines: list[str] = []
+    for path in sorted(set(before) | set(after)):
+        old, new = before.get(path), after.get(path)
+        if old == new:
+            continue
+        lines += difflib.unified_diff(
+            (old or "").splitlines(),
+            (new or "").splitlines(),
+            fromfile=f"a/{stack}/{path}" if old is not None else "/dev/null",
+            tofile=f"b/{stack}/{path}" if new is not None else "/dev/null",
+            lineterm="",
+        )
+    return lines
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def diff_stacks(project: Path, base: str, stacks: list[str] | None, warn: Callable[[str], None] = _stderr) -> str:
+    """The diff text for `stacks` (None: every stack at REF or in the working tree)."""
+    commit = resolve(project, base)
+    short = commit[:12]
+    with tempfile.TemporaryDirectory(prefix="mailstack-diff-") as tmp:
+        base_tree = export_tree(project, commit, Path(tmp) / "base")
+        names = sorted(set(stacks_in(base_tree)) | set(stacks_in(project))) if stacks is None else stacks
+        out: list[str] = []
+        for stack in names:
+            try:
+                before = render(base_tree, stack, Path(tmp) / "out" / stack / "base")
+            except DiffError as err:
+                # The revision may predate the renderer or hold a broken stack: then
+                # there is nothing to compare with, and every file shows as added.
+                before = Rendering({}, f"cannot render at {short}: {err}")
+            try:
+                after = render(project, stack, Path(tmp) / "out" / stack / "work")
+            except DiffError as err:
+                raise DiffError(f"{stack}: cannot render the working tree: {err}") from None
+            if not before.files and not after.files:
+                raise DiffError(f"no stack {stack!r} at {short} or in the working tree")
+            lines = unified(stack, before.files, after.files)
+            if not lines:
+                continue
+            if before.note:
+                warn(f"note: {stack}: {before.note}; every file shows as added")
+            if after.note:
+                warn(f"note: {stack}: {after.note} in the working tree; every file shows as removed")
+            count = sum(before.files.get(f) != after.files.get(f) for f in set(before.files) | set(after.files))
+            out.append(f"### {stack}: {count} file{'' if count == 1 else 's'} changed since {short}")
+            out += lines
+    return "\n".join(out) + ("\n" if out else "")
+
+
+# --- command line ---------------------------------------------------------------------------
+
+
+def add_parsers(commands: argparse._SubParsersAction) -> None:
+    """Add `diff` and `touched` to a `python -m components` command parser."""
+    diff = commands.add_parser(
+        "diff", help="unified diff of the rendered host files and zone file against a git revision"
+    )
+    diff.add_argument("stacks", nargs="*", metavar="STACK", help="stack names, e.g. example.com")
+    diff.add_argument("--all", action="store_true", help="every stack at REF or in the working tree")
+    diff.add_argument("--base", required=True, metavar="REF", help="git revision to compare with, e.g. main or HEAD~1")
+    diff.add_argument("--project", type=Path, default=PROJECT_DIR, help="the git checkout (default: this one)")
+    diff.set_defaults(run=run_diff)
+
+    touched = commands.add_parser("touched", help="the stacks a change since a git revision concerns")
+    start = touched.add_mutually_exclusive_group(required=True)
+    start.add_argument("--base", metavar="REF", help="git revision the change starts from")
+    start.add_argument("--all", action="store_true", help="every stack (when where the change starts is unknown)")
+    touched.add_argument("--project", type=Path, default=PROJECT_DIR, help="the git checkout (default: this one)")
+    touched.add_argument("--json", action="store_true", help="print a JSON list (for a workflow matrix)")
+    touched.set_defaults(run=run_touched)
+
+
+def run_diff(args: argparse.Namespace) -> int:
+    if bool(args.stacks) == bool(args.all):
+        print("error: name one or more stacks, or --all", file=sys.stderr)
+        return 2
+    bad = [s for s in args.stacks if not STACK_NAME.match(s)]
+    if bad:
+        print(f"error: not a stack name: {', '.join(map(repr, bad))} (expected e.g. example.com)", file=sys.stderr)
+        return 2
+    try:
+        text = diff_stacks(args.project, args.base, None if args.all else args.stacks)
+    except DiffError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    sys.stdout.write(text)
+    return 0
+
+
+def run_touched(args: argparse.Namespace) -> int:
+    stacks = stacks_in(args.project)
+    if not args.all:
+        try:
+            stacks = touched_stacks(changed_paths(args.project, args.base), stacks)
+        except DiffError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+    bad = [s for s in stacks if not STACK_NAME.match(s)]
+    if bad:
+        print(
+            f"error: stack names must be letters, digits, '.', '_' or '-': {', '.join(map(repr, bad))}", file=sys.stderr
+        )
+        return 2
+    print(json.dumps(stacks) if args.json else "\n".join(stacks))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m components.diff", description=__doc__.split("\n\n")[0])
+    add_parsers(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

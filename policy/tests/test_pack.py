@@ -1,0 +1,130 @@
+"""The pack as the engine runs it: `python -m pulumi.policy ENGINE DIR`, spoken to over gRPC.
+
+This is what `pulumi preview --policy-pack policy` starts (the CLI's
+pulumi-analyzer-policy-python shim runs exactly this command in policy/.venv),
+with the stack's config in PULUMI_CONFIG. The requests carry properties as the
+engine marshals them: a protobuf Struct, secrets wrapped, unknowns as sentinels.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import grpc
+import pytest
+from conftest import COMMAND, DNS_RECORD, POLICY_DIR, UNKNOWN, secret, urn
+from google.protobuf import empty_pb2, json_format, struct_pb2
+from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc
+
+HASH = "$y$j9T$abcdefghijklmnopqrstu.$0123456789abcdefghijklmnopqrstuvwxyzABCDE"
+CONFIG = {
+    "mailstack:domain": "example.com",
+    "mailstack:soft_bounce": "true",
+    "mailstack:users": json.dumps([{"name": "alice", "password_hash": HASH}]),
+    "cloudflare:apiToken": "cf-token-0123456789abcdefghijklmnop",
+}
+
+
+@pytest.fixture(scope="module")
+def analyzer():
+    env = {**os.environ, "PULUMI_CONFIG": json.dumps(CONFIG)}
+    # The engine address is only used to log; nothing listens there in this test.
+    proc = subprocess.Popen(
+        [sys.executable, "-u", "-m", "pulumi.policy", "127.0.0.1:1", str(POLICY_DIR)],
+        cwd=POLICY_DIR,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        port = proc.stdout.readline().strip()
+        assert port.isdigit(), (
+            f"the pack did not start: {port!r} {proc.stderr.read() if proc.poll() is not None else ''}"
+        )
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            yield analyzer_pb2_grpc.AnalyzerStub(channel)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def struct(props: dict) -> struct_pb2.Struct:
+    message = struct_pb2.Struct()
+    json_format.ParseDict(props, message)
+    return message
+
+
+def analyze(stub, type_: str, name: str, props: dict):
+    request = analyzer_pb2.AnalyzeRequest(type=type_, name=name, urn=urn(type_, name), properties=struct(props))
+    return stub.Analyze(request)
+
+
+def test_the_pack_declares_every_policy_mandatory(analyzer):
+    info = analyzer.GetAnalyzerInfo(empty_pb2.Empty())
+    assert info.name == "mailstack"
+    assert {p.name: p.enforcementLevel for p in info.policies} == {
+        name: analyzer_pb2.MANDATORY
+        for name in [
+            "mail-host-not-proxied",
+            "mx-target-in-stack",
+            "spf-ends-in-all",
+            "dkim-key-2048-bits",
+            "soft-bounce-only-while-testing",
+            "no-secret-on-command-line",
+        ]
+    }
+
+
+def test_a_proxied_mail_host_is_refused(analyzer):
+    props = {"name": "mail.example.com", "type": "A", "content": "192.0.2.10", "proxied": True, "ttl": 1}
+    response = analyze(analyzer, DNS_RECORD, "mail-dns-a-192-0-2-10", props)
+    assert [(d.policyName, d.enforcementLevel, d.urn) for d in response.diagnostics] == [
+        ("mail-host-not-proxied", analyzer_pb2.MANDATORY, urn(DNS_RECORD, "mail-dns-a-192-0-2-10"))
+    ]
+
+
+def test_the_stack_config_reaches_the_policies(analyzer):
+    """PULUMI_CONFIG: soft_bounce without mailstack:testing, and a password hash on a command line."""
+    connection = secret({"host": "192.0.2.10", "user": "root", "port": 22})
+    props = {"create": f"echo 'alice:{HASH}' | chpasswd -e", "stdin": "soft_bounce = yes\n", "connection": connection}
+    response = analyze(analyzer, COMMAND, "mail-host-postfix", props)
+    assert sorted(d.policyName for d in response.diagnostics) == [
+        "no-secret-on-command-line",
+        "soft-bounce-only-while-testing",
+    ]
+    [secret_found] = [d.message for d in response.diagnostics if d.policyName == "no-secret-on-command-line"]
+    assert "carries a crypt(3) password hash and the secret value of mailstack:users[0].password_hash" in secret_found
+    assert not any(HASH in d.message for d in response.diagnostics)
+
+
+def test_a_clean_unit_passes_and_secrets_on_stdin_are_fine(analyzer):
+    props = {"create": "bash -c 'read -r line'", "stdin": secret(f"alice\t{HASH}\n"), "logging": "none"}
+    assert list(analyze(analyzer, COMMAND, "mail-host-accounts", props).diagnostics) == []
+
+
+def test_an_unknown_dkim_key_is_not_applicable_in_preview(analyzer):
+    props = {"name": "mail._domainkey.example.com", "type": "TXT", "content": UNKNOWN, "ttl": 1}
+    response = analyze(analyzer, DNS_RECORD, "mail-dns-dkim", props)
+    assert list(response.diagnostics) == []
+    assert {n.policy_name for n in response.not_applicable} == {"spf-ends-in-all", "dkim-key-2048-bits"}
+
+
+def test_the_stack_policy_sees_every_record(analyzer):
+    def resource(name, props):
+        return analyzer_pb2.AnalyzerResource(
+            type=DNS_RECORD, name=name, urn=urn(DNS_RECORD, name), properties=struct(props)
+        )
+
+    a = resource("mail-dns-a", {"name": "mail.example.com", "type": "A", "content": "192.0.2.10"})
+    mx = resource("mail-dns-mx", {"name": "example.com", "type": "MX", "content": "mail.example.com", "priority": 10})
+    stray = resource("mail-dns-mx2", {"name": "example.com", "type": "MX", "content": "mx.example.org", "priority": 20})
+
+    assert list(analyzer.AnalyzeStack(analyzer_pb2.AnalyzeStackRequest(resources=[a, mx])).diagnostics) == []
+    response = analyzer.AnalyzeStack(analyzer_pb2.AnalyzeStackRequest(resources=[a, mx, stray]))
+    assert [(d.policyName, d.urn) for d in response.diagnostics] == [
+        ("mx-target-in-stack", urn(DNS_RECORD, "mail-dns-mx2"))
+    ]
