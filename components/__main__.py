@@ -1,4 +1,4 @@
-"""Offline commands: `python -m components render STACK --out DIR`."""
+"""Commands: `python -m components render STACK --out DIR`, `diff STACK --base REF`, `touched`, `verify STACK`."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from components import diff, verify_cli
 from components.config import ConfigError
 from components.offline import DKIM_KEY_PLACEHOLDER, render_stack
 from components.stackfile import PROJECT_DIR, load_stack
@@ -25,8 +26,16 @@ def main(argv: list[str] | None = None) -> int:
         default=DKIM_KEY_PLACEHOLDER,
         help="base64 DKIM public key to put in the zone file (default: a placeholder)",
     )
+    render.set_defaults(run=_render)
+    # `diff` and `touched`: rendered-config review against a git revision (components/diff.py).
+    diff.add_parsers(commands)
+    # `verify`: the live check of a deployed stack (components/verify.py).
+    verify_cli.add_parser(commands)
     args = parser.parse_args(argv)
+    return args.run(args)
 
+
+def _render(args: argparse.Namespace) -> int:
     try:
         cfg = load_stack(args.stack, args.project)
     except (FileNotFoundError, ConfigError) as err:

@@ -209,6 +209,10 @@ class MailConfig(BaseModel):
     smtpd_soft_error_limit: int = Field(default=1, ge=0, description="Errors before delaying")
     smtpd_hard_error_limit: int = Field(default=3, ge=1, description="Errors before disconnecting")
     soft_bounce: bool = Field(default=True, description="Turn 5xx into 4xx while testing; remove afterwards")
+    testing: bool = Field(
+        default=False,
+        description="The stack is being tested: the policy pack (policy/) allows soft_bounce only then",
+    )
     notify_classes: list[NotifyClass] = Field(
         default_factory=lambda: list(NOTIFY_CLASSES), description="What postmaster is told about"
     )

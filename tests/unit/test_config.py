@@ -27,6 +27,7 @@ def test_defaults_are_the_guides_values():
     assert cfg.message_size_limit == 25000000
     assert (cfg.smtpd_error_sleep_time, cfg.smtpd_soft_error_limit, cfg.smtpd_hard_error_limit) == ("8s", 1, 3)
     assert cfg.soft_bounce is True
+    assert cfg.testing is False  # the policy pack then refuses soft_bounce: a stack must choose
     assert cfg.notify_classes == ["bounce", "2bounce", "data", "delay", "policy", "protocol", "resource", "software"]
     assert cfg.policyd_spf_time_limit == 3600
     assert cfg.smtpd_tls_cert_file == "/etc/ssl/private/postfix.cacert.pem"
