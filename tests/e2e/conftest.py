@@ -77,6 +77,16 @@ def deployment(lab, world):
     return deployment
 
 
+def wait_for(probe, timeout: float = 30.0, every: float = 0.5):
+    """Call `probe` until it returns something true, or `timeout` seconds pass; its last result."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = probe()
+        if result or time.monotonic() > deadline:
+            return result
+        time.sleep(every)
+
+
 def run_client(lab, on: str, command: str, **args) -> dict:
     """Run tests/e2e/mailclient.py COMMAND in the lab host `on`; its JSON answer."""
     result = lab.run_python(on, [str(Path(__file__).parent / "mailclient.py"), command, json.dumps(args)],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from .conftest import run_client
+from .conftest import run_client, wait_for
 from .stack import USERS
 
 
@@ -21,7 +21,7 @@ def test_mail_from_peer_is_delivered_to_maildir_and_readable_over_imap_tls(lab, 
     sent = run_client(lab, "peer", "send", host=lab.mx.ipv4, helo="peer.example.net", mail_from="someone@example.net",
                       rcpt_to=["alice@example.com"], message=message(subject, "someone@example.net", "alice@example.com"))
     assert sent["ok"], sent
-    found = _wait_for(lambda: [m for m in imap(lab, "alice")["messages"] if subject in m])
+    found = wait_for(lambda: [m for m in imap(lab, "alice")["messages"] if subject in m])
     assert found, "the message did not reach alice's INBOX over IMAP (993)"
     # Delivered by Dovecot's LMTP into ~/Maildir (the guide's mail_location).
     listing = lab.ssh("ls /home/alice/Maildir/new /home/alice/Maildir/cur").stdout
@@ -37,17 +37,6 @@ def test_guides_sieve_script_files_postfix_error_reports_into_system(lab, deploy
                       mail_from="someone@example.net", rcpt_to=["alice@example.com"],
                       message=message(subject, "MAILER-DAEMON@mail.example.com", "alice@example.com"))
     assert sent["ok"], sent
-    found = _wait_for(lambda: [m for m in imap(lab, "alice", folder="System")["messages"] if subject in m])
+    found = wait_for(lambda: [m for m in imap(lab, "alice", folder="System")["messages"] if subject in m])
     assert found, "the Sieve script did not file the report into System"
     assert not [m for m in imap(lab, "alice")["messages"] if subject in m], "the report also stayed in INBOX"
-
-
-def _wait_for(probe, timeout: float = 30.0):
-    import time
-
-    deadline = time.monotonic() + timeout
-    while True:
-        result = probe()
-        if result or time.monotonic() > deadline:
-            return result
-        time.sleep(1)

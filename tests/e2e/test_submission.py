@@ -22,7 +22,7 @@ import uuid
 import dkim
 import pytest
 
-from .conftest import PEER_NAME, run_client
+from .conftest import PEER_NAME, run_client, wait_for
 from .stack import DOMAIN, HOSTNAME, USERS
 
 DKIM_UNIT = "command:remote:Command::mail-host-dkim"
@@ -123,15 +123,6 @@ def lab_dnsfunc(lab, asked: list[str]):
 def inbox(lab, user: str) -> list[str]:
     """The messages in the user's INBOX, over IMAPS from client."""
     return run_client(lab, "client", "imap", host=lab.mx.ipv4, user=user, password=USERS[user][0])["messages"]
-
-
-def wait_for(probe, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = probe()
-        if result or time.monotonic() > deadline:
-            return result
-        time.sleep(0.5)
 
 
 # A receiver's verdict, run on peer: there /etc/resolv.conf is the lab DNS, so
