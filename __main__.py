@@ -2,7 +2,10 @@
 
 import pulumi
 
-from components.domain import MailDomain, load_stack_config
+from components.quickimport import paused_collector
+
+with paused_collector():  # the provider SDKs are large: README, "Performance"
+    from components.domain import MailDomain, load_stack_config
 
 config = load_stack_config()
 mail = MailDomain("mail", {"config": config})

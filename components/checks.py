@@ -98,6 +98,13 @@ _USER_SIEVE = (
     "done )"
 )
 
+# Postfix reads a main.cf or master.cf changed less than two seconds ago again and
+# again, 0.3 s apart, until it is older, lest it read a file that an editor is still
+# writing (dict_load_file_xt, load_file: "pausing to let ... cool down"). Staged
+# files are written whole before any check reads them: dated two seconds back,
+# the first check does not wait (-c: never create a file the stage lacks).
+_POSTFIX_SETTLED = "touch -c -d '2 seconds ago' \"$STAGE/etc/postfix/main.cf\" \"$STAGE/etc/postfix/master.cf\""
+
 CONFIG_DIRS: dict[str, list[str]] = {
     # /etc/aliases (a file) is written into the stage with the rendered files.
     "postfix": ["/etc/postfix"],
@@ -112,6 +119,7 @@ CONFIG_DIRS: dict[str, list[str]] = {
 
 CHECKS: dict[str, list[str]] = {
     "postfix": [
+        _POSTFIX_SETTLED,
         _silent(f"postconf -c {_POSTFIX} -n"),
         _silent(f"postconf -c {_POSTFIX} -M"),
         _silent(f'postmap -c {_POSTFIX} hash:"$STAGE/etc/postfix/controlled_auth_senders"'),

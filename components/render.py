@@ -50,6 +50,9 @@ _ENV = jinja2.Environment(
     trim_blocks=True,
     lstrip_blocks=True,
     autoescape=False,  # config files, not HTML
+    # Templates do not change while a process renders: no stat of the file on
+    # every use (10,000 users' Sieve files are 10,000 uses of one template).
+    auto_reload=False,
 )
 # For the host scripts (templates/units): every config value reaches the shell through `q`.
 _ENV.filters["q"] = lambda value: shlex.quote(str(value))

@@ -1,0 +1,76 @@
+"""Run every benchmark and print each figure next to its target.
+
+    .venv/bin/python -m bench              # everything (~5 min); the lab part needs root
+    .venv/bin/python -m bench --no-lab     # evaluation, render and churn only (no root, ~3 min)
+
+See README.md, "Performance", for what is measured and how.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from bench import program
+from bench.report import as_json, table
+
+
+def _sizes(text: str) -> list[int | None]:
+    return [None if part == "example" else int(part) for part in text.split(",")]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--no-lab", action="store_true", help="skip host convergence in the e2e lab")
+    parser.add_argument("--lab-only", action="store_true", help="only host convergence in the e2e lab")
+    parser.add_argument("--sizes", type=_sizes, default=program.SIZES,
+                        help="stacks to evaluate: 'example' and numbers of mailboxes "
+                             "(default: example,10,100,1000,10000)")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="fresh processes per evaluation size (median; default 3)")
+    parser.add_argument("--json", type=Path, help="also write the rows and raw numbers to this file")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    args = parser.parse_args(argv)
+
+    def log(message: str) -> None:
+        if not args.quiet:
+            print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+    raw: dict = {}
+    rows = []
+    if not args.lab_only:
+        program.warm_up(log)
+        raw["evaluation"] = program.measure_evaluation(args.sizes, args.repeat, log)
+        raw["growth"] = program.measure_growth(log)
+        raw["render"] = program.measure_render(args.repeat, log)
+        raw["churn"] = program.measure_churn(args.sizes, log)
+        raw["whatif"] = program.measure_whatif(args.repeat, log)
+        rows += [*program.evaluation_rows(raw["evaluation"], raw["growth"]), *program.render_rows(raw["render"]),
+                 *program.churn_rows(raw["churn"]),
+                 *program.whatif_rows(raw["whatif"], raw["evaluation"].get("example"))]
+
+    if args.no_lab:
+        log("host convergence skipped (--no-lab)")
+    else:
+        from bench import convergence
+
+        reason = convergence.why_no_lab()
+        if reason:
+            log(f"host convergence skipped: {reason}")
+        else:
+            raw["lab"] = convergence.measure(log)
+            rows += convergence.rows(raw["lab"])
+
+    print(table(rows))
+    if args.json:
+        args.json.write_text(json.dumps({"rows": as_json(rows), "raw": raw, "cpus": os.cpu_count()}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
