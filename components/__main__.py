@@ -7,9 +7,8 @@ import sys
 from pathlib import Path
 
 from components import diff, verify_cli
-from components.config import ConfigError
 from components.offline import DKIM_KEY_PLACEHOLDER, render_stack
-from components.stackfile import PROJECT_DIR, load_stack
+from components.stackfile import PROJECT_DIR, load_stack_or_report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,10 +35,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _render(args: argparse.Namespace) -> int:
-    try:
-        cfg = load_stack(args.stack, args.project)
-    except (FileNotFoundError, ConfigError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    cfg = load_stack_or_report(args.stack, args.project)
+    if cfg is None:
         return 2
     for path in render_stack(cfg, args.out, args.dkim_key):
         print(path)

@@ -7,11 +7,12 @@ a secret).
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import yaml
 
-from components.config import MailConfig, load_config
+from components.config import ConfigError, MailConfig, load_config
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
@@ -28,3 +29,12 @@ def load_stack(stack: str, project_dir: Path = PROJECT_DIR) -> MailConfig:
         raise FileNotFoundError(f"no stack {stack!r}: {path} does not exist (stacks here: {', '.join(known) or 'none'})")
     data = yaml.safe_load(path.read_text()) or {}
     return load_config(data.get("config") or {})
+
+
+def load_stack_or_report(stack: str, project_dir: Path = PROJECT_DIR) -> MailConfig | None:
+    """For the commands: the stack's config, or None after printing why it can't be had."""
+    try:
+        return load_stack(stack, project_dir)
+    except (FileNotFoundError, ConfigError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return None

@@ -12,8 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from components.config import ConfigError
-from components.stackfile import PROJECT_DIR, load_stack
+from components.stackfile import PROJECT_DIR, load_stack_or_report
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -45,10 +44,8 @@ def main(args: argparse.Namespace) -> int:
     # Imported here: checkdmarc and friends take a second to load, which `render` need not pay.
     from components.verify import FAIL, Options, key_from_option, report, run_checks, table
 
-    try:
-        cfg = load_stack(args.stack, args.project)
-    except (FileNotFoundError, ConfigError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    cfg = load_stack_or_report(args.stack, args.project)
+    if cfg is None:
         return 2
     try:
         dkim_key = key_from_option(args.dkim_key) if args.dkim_key else None

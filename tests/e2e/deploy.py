@@ -21,7 +21,6 @@ whose inputs did not change is not touched on the next run (no command runs).
 
 from __future__ import annotations
 
-import json
 import subprocess
 import tempfile
 import threading
@@ -160,7 +159,3 @@ def _content(record: dict[str, Any]) -> str:
     if record["type"] == "MX":
         return f"{int(record['priority'])} {record['content']}"
     return record["content"]
-
-
-def evaluation_json(evaluation: Evaluation) -> str:
-    return json.dumps({r.urn: r.inputs for r in evaluation.registrations}, sort_keys=True)
