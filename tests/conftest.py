@@ -16,12 +16,14 @@ if str(ROOT) not in sys.path:
 
 from components.config import MailConfig, load_config  # noqa: E402
 
+# The tests' own stack files: never the ones a user keeps in stacks/.
+FIXTURE_STACKS = ROOT / "tests" / "fixtures" / "stacks"
 EXAMPLE_STACKS = ["example.com", "example.net"]
 
 
 def stack_values(stack_name: str) -> dict[str, Any]:
-    """The `config:` mapping of stacks/Pulumi.<stack_name>.yaml."""
-    return yaml.safe_load((ROOT / "stacks" / f"Pulumi.{stack_name}.yaml").read_text())["config"]
+    """The `config:` mapping of tests/fixtures/stacks/Pulumi.<stack_name>.yaml."""
+    return yaml.safe_load((FIXTURE_STACKS / f"Pulumi.{stack_name}.yaml").read_text())["config"]
 
 
 def stack_config(stack_name: str, **overrides: Any) -> MailConfig:

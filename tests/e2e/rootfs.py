@@ -7,6 +7,7 @@ cache (no mail packages installed) and leaves the cache untouched.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -114,8 +115,18 @@ def build_rootfs(log=print) -> Path:
     final = cached_rootfs()
     if (final / "usr/sbin/sshd").exists():
         return final
-    ensure_debootstrap()
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    # Two labs starting at once (MAILSTACK_LAB) build the cache once: the
+    # second waits for the first's lock, then finds the finished rootfs.
+    with open(CACHE_DIR / f"rootfs-{SUITE}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (final / "usr/sbin/sshd").exists():
+            return final
+        return _debootstrap(final, log)
+
+
+def _debootstrap(final: Path, log) -> Path:
+    ensure_debootstrap()
     partial = CACHE_DIR / f"rootfs-{SUITE}.partial"
     if partial.exists():
         remove_tree(partial)

@@ -44,7 +44,7 @@ class Mocks(pulumi.runtime.Mocks):
 
 
 def stack(name: str):
-    return load_config(yaml.safe_load((ROOT / "stacks" / f"Pulumi.{name}.yaml").read_text())["config"])
+    return load_config(yaml.safe_load((ROOT / "tests" / "fixtures" / "stacks" / f"Pulumi.{name}.yaml").read_text())["config"])
 
 
 def run(body, *, preview: bool = False) -> Mocks:

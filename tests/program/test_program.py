@@ -25,7 +25,7 @@ PASSWORD_HASH = "$y$j9T$abcdefghijklmnopqrstu.$0123456789abcdefghijklmnopqrstuvw
 
 
 def stack_values(stack: str) -> dict:
-    return yaml.safe_load((PROJECT_DIR / "stacks" / f"Pulumi.{stack}.yaml").read_text())["config"]
+    return yaml.safe_load((PROJECT_DIR / "tests" / "fixtures" / "stacks" / f"Pulumi.{stack}.yaml").read_text())["config"]
 
 
 def with_secrets(values: dict) -> dict:

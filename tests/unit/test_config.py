@@ -168,6 +168,6 @@ def test_readme_documents_every_key():
 
 @pytest.mark.parametrize("stack", ["example.com", "example.net"])
 def test_example_stacks_load(stack):
-    values = yaml.safe_load((PROJECT_DIR / "stacks" / f"Pulumi.{stack}.yaml").read_text())["config"]
+    values = yaml.safe_load((PROJECT_DIR / "tests" / "fixtures" / "stacks" / f"Pulumi.{stack}.yaml").read_text())["config"]
     cfg = load_config(values)
     assert cfg.domain == stack

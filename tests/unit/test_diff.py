@@ -12,7 +12,9 @@ import pytest
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 # What rendering needs; the copy's own code renders both sides.
-PROJECT_FILES = ["components", "templates", "stacks", "Pulumi.yaml", "__main__.py", "requirements.txt"]
+PROJECT_FILES = ["components", "templates", "Pulumi.yaml", "__main__.py", "requirements.txt"]
+# The stacks are the tests' own (never the ones a user keeps in stacks/).
+FIXTURE_STACKS = PROJECT_DIR / "tests" / "fixtures" / "stacks"
 
 
 def git(repo: Path, *args: str) -> str:
@@ -31,6 +33,7 @@ def repo(tmp_path: Path) -> Path:
             shutil.copytree(source, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(source, repo / name)
+    shutil.copytree(FIXTURE_STACKS, repo / "stacks")
     git(repo, "init", "-q", "-b", "main")
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "base")

@@ -18,7 +18,7 @@ from components import records as rec
 from components.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
-STACKS = sorted((ROOT / "stacks").glob("Pulumi.example.*.yaml"))
+STACKS = sorted((ROOT / "tests" / "fixtures" / "stacks").glob("Pulumi.example.*.yaml"))
 NAMED_CHECKZONE = shutil.which("named-checkzone")
 
 
