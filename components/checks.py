@@ -9,7 +9,7 @@ the checker's message on stderr when the config is bad; only then is nothing
 swapped in. Each command is a subshell, so it leaves no variables behind.
 
 What the checks need from the host besides the stage (true on the host once
-the earlier units have run, see DESIGN.md):
+the earlier units have run, see docs/design.md):
 
 * Postfix: the host owns the addresses in ``inet_interfaces`` (postfix, postmap
   and postalias refuse a main.cf naming an address no local interface has).

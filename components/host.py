@@ -2,7 +2,7 @@
 
 Thin by design: the scripts come from `components.units`, the files from
 `components.render`; this module only turns them into `remote.Command`
-resources, in the order DESIGN.md gives:
+resources, in the order docs/design.md describes:
 
     packages ─┬─ tls ───────────────┬─ dovecot ─┬─ postfix
               ├─ dkim ─ opendkim ───┤           └─ sieve (users' scripts)

@@ -1,6 +1,6 @@
 """Deploying again: no-op runs, one-setting changes, rejected configs and cut connections.
 
-The units' promise (DESIGN.md "Host units"): each is idempotent; a service
+The units' promise (docs/design.md, "Host units"): each is idempotent; a service
 unit stages its files, checks them with the daemon's own checker, swaps the
 changed ones atomically and reloads only that service; a config the checker
 rejects changes nothing on the host.
