@@ -172,11 +172,11 @@ def run_checks(cfg: MailConfig, stage: Path, scratch: Path, services: list[str] 
         proc = subprocess.run(["unshare", "-m", "-n", "bash", "-c", "\n".join(script)], capture_output=True, text=True)
         if not (results / "0.rc").exists():
             raise CheckError(f"could not give the checks the host's addresses and DKIM key:\n{proc.stderr.strip()}")
+        passed = [(results / f"{i}.rc").read_text().strip() == "0" for i in range(len(steps))]
+        messages = [(results / f"{i}.err").read_text() for i in range(len(steps))]
         return [
-            CheckResult(
-                service, name, ok=(results / f"{i}.rc").read_text().strip() == "0", output=(results / f"{i}.err").read_text()
-            )
-            for i, (service, name, _) in enumerate(steps)
+            CheckResult(service, name, ok, output)
+            for (service, name, _), ok, output in zip(steps, passed, messages, strict=True)
         ]
     finally:
         shutil.rmtree(results, ignore_errors=True)
