@@ -131,8 +131,11 @@ def build_stage(stage: Path, cfg: MailConfig, services: list[str] = SERVICES) ->
 
 def host_setup(cfg: MailConfig, scratch: Path) -> str:
     """Inside the namespaces: the host's addresses, its DKIM key, a private queue directory."""
+    q = shlex.quote
     lines = ["ip link set lo up"]
-    lines += [f"ip addr add {address}/{32 if '.' in address else 128} dev lo" for address in cfg.addresses]
+    for address in cfg.addresses:
+        prefix = 32 if "." in address else 128
+        lines.append(f"ip addr add {q(f'{address}/{prefix}')} dev lo")
     lines += [
         f"mount -t tmpfs mailstack-check {shlex.quote(str(scratch))}",
         f"cd {shlex.quote(str(scratch))}",
@@ -142,8 +145,8 @@ def host_setup(cfg: MailConfig, scratch: Path) -> str:
         "/var/spool/postfix",
         "cd /",
         "mkdir -p -m 700 /etc/opendkim",
-        f"[ -e /etc/opendkim/{cfg.dkim_selector}.private ] || opendkim-genkey -b 2048 -d {cfg.domain} "
-        f"-D /etc/opendkim -r -s {cfg.dkim_selector} 2>/dev/null",
+        f"[ -e {q(f'/etc/opendkim/{cfg.dkim_selector}.private')} ] || opendkim-genkey -b 2048 -d {q(cfg.domain)} "
+        f"-D /etc/opendkim -r -s {q(cfg.dkim_selector)} 2>/dev/null",
     ]
     return "\n".join(lines)
 
@@ -285,7 +288,8 @@ def main(args: argparse.Namespace) -> int:
     else:
         stacks = args.stacks
     if not stacks:
-        print("error: name a stack (e.g. check example.com), or give --all", file=sys.stderr)
+        where = args.project / "stacks"
+        print(f"error: no stack file in {where}" if args.all else "error: name a stack, or --all", file=sys.stderr)
         return 2
     configs = {stack: load_stack_or_report(stack, args.project) for stack in stacks}
     if any(cfg is None for cfg in configs.values()):

@@ -206,3 +206,9 @@ def test_a_missing_checker_names_its_debian_package(project, tmp_path):
     assert "postconf (Debian package postfix)" in result.stderr
     assert "opendkim (Debian package opendkim)" in result.stderr
     assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+def test_all_without_stack_files_exits_2(tmp_path):
+    (tmp_path / "stacks").mkdir()
+    result = run("--all", "--project", str(tmp_path))
+    assert result.returncode == 2 and "no stack file in" in result.stderr
