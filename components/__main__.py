@@ -1,4 +1,5 @@
-"""Commands: `python -m components render STACK --out DIR`, `diff STACK --base REF`, `touched`, `verify STACK`."""
+"""Commands: `python -m components render STACK --out DIR`, `check STACK`, `diff STACK --base REF`, `touched`,
+`verify STACK`."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from components import diff, verify_cli
+from components import check, diff, verify_cli
 from components.offline import DKIM_KEY_PLACEHOLDER, render_stack
 from components.stackfile import PROJECT_DIR, load_stack_or_report
 
@@ -26,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
         help="base64 DKIM public key to put in the zone file (default: a placeholder)",
     )
     render.set_defaults(run=_render)
+    # `check`: the daemons' own checkers on the rendered config (components/check.py).
+    check.add_parser(commands)
     # `diff` and `touched`: rendered-config review against a git revision (components/diff.py).
     diff.add_parsers(commands)
     # `verify`: the live check of a deployed stack (components/verify.py).

@@ -89,13 +89,17 @@ _DEFAULT_SIEVE = (
 
 # Users' scripts: $STAGE/home/<user>/.dovecot.sieve, compiled with the host's
 # Dovecot config (Dovecot's own unit comes later) into a throw-away directory.
+# sievec names a script only ".dovecot", so each message is prefixed with the
+# user it is about; every user's script is compiled, then the check fails if
+# any of them did not compile.
 _USER_SIEVE = (
-    '( out=$(mktemp -d); trap \'rm -rf "$out"\' EXIT; '
+    '( out=$(mktemp -d); trap \'rm -rf "$out"\' EXIT; failed=0; '
     'for script in "$STAGE"/home/*/.dovecot.sieve; do '
     '[ -e "$script" ] || continue; '
     'user=${script%/.dovecot.sieve}; user=${user##*/}; '
-    'sievec "$script" "$out/$user.svbin" || exit 1; '
-    "done )"
+    'if ! err=$(sievec "$script" "$out/$user.svbin" 2>&1); then failed=1; fi; '
+    '[ -z "$err" ] || printf "%s\\n" "$err" | sed "s/^/user $user: /" >&2; '
+    "done; exit $failed )"
 )
 
 # Postfix reads a main.cf or master.cf changed less than two seconds ago again and
@@ -117,27 +121,37 @@ CONFIG_DIRS: dict[str, list[str]] = {
     "sieve": [],
 }
 
-CHECKS: dict[str, list[str]] = {
+# Each check with the name `python -m components check` reports it under
+# (None: a preparation, not a check of its own).
+NAMED_CHECKS: dict[str, list[tuple[str | None, str]]] = {
     "postfix": [
-        _POSTFIX_SETTLED,
-        _silent(f"postconf -c {_POSTFIX} -n"),
-        _silent(f"postconf -c {_POSTFIX} -M"),
-        _silent(f'postmap -c {_POSTFIX} hash:"$STAGE/etc/postfix/controlled_auth_senders"'),
-        _silent(f'postmap -c {_POSTFIX} hash:"$STAGE/etc/postfix/virtual"'),
-        _silent(f'postalias -c {_POSTFIX} hash:"$STAGE/etc/aliases"'),
-        _POSTFIX_CHECK,
+        (None, _POSTFIX_SETTLED),
+        ("postconf -n", _silent(f"postconf -c {_POSTFIX} -n")),
+        ("postconf -M", _silent(f"postconf -c {_POSTFIX} -M")),
+        (
+            "postmap controlled_auth_senders",
+            _silent(f'postmap -c {_POSTFIX} hash:"$STAGE/etc/postfix/controlled_auth_senders"'),
+        ),
+        ("postmap virtual", _silent(f'postmap -c {_POSTFIX} hash:"$STAGE/etc/postfix/virtual"')),
+        ("postalias aliases", _silent(f'postalias -c {_POSTFIX} hash:"$STAGE/etc/aliases"')),
+        ("postfix check", _POSTFIX_CHECK),
     ],
     "dovecot": [
-        _silent('doveconf -c "$STAGE/etc/dovecot/dovecot.conf" -n'),
-        _DEFAULT_SIEVE,
+        ("doveconf -n", _silent('doveconf -c "$STAGE/etc/dovecot/dovecot.conf" -n')),
+        ("sievec default.sieve", _DEFAULT_SIEVE),
     ],
     "opendkim": [
-        'opendkim -n -x "$STAGE/etc/opendkim.conf"',
+        ("opendkim -n", 'opendkim -n -x "$STAGE/etc/opendkim.conf"'),
     ],
     "policyd-spf": [
-        _POLICYD_SPF_PARSE,
+        ("policyd-spf.conf read by policyd-spf", _POLICYD_SPF_PARSE),
     ],
     "sieve": [
-        _USER_SIEVE,
+        ("sievec users' ~/.dovecot.sieve", _USER_SIEVE),
     ],
+}
+
+# What the deploy script runs, service by service, in this order.
+CHECKS: dict[str, list[str]] = {
+    service: [command for _, command in checks] for service, checks in NAMED_CHECKS.items()
 }

@@ -1,7 +1,7 @@
 """`render`: every host file and the zone file of a stack, written to a folder.
 
 What `pulumi up` would put on the host, without a host: for review in pull
-requests and for the checker tests.
+requests, and the stage `check` runs the checkers on (components/check.py).
 """
 
 from __future__ import annotations
@@ -16,14 +16,22 @@ from components.render import render_host_files
 DKIM_KEY_PLACEHOLDER = "PUBLIC-KEY-GENERATED-ON-THE-HOST"
 
 
-def render_stack(cfg: MailConfig, out: Path, dkim_public_key: str = DKIM_KEY_PLACEHOLDER) -> list[Path]:
-    """Write each host file at its remote path under `out`, and `out/dns/<domain>.zone`."""
+def render_stack(
+    cfg: MailConfig, out: Path, dkim_public_key: str = DKIM_KEY_PLACEHOLDER, services: list[str] | None = None
+) -> list[Path]:
+    """Write each host file at its remote path under `out` (with its mode), and `out/dns/<domain>.zone`.
+
+    `services`: only those services' files (keys of render_host_files; default all).
+    """
     written = []
-    for files in render_host_files(cfg).values():
+    for service, files in render_host_files(cfg).items():
+        if services is not None and service not in services:
+            continue
         for file in files:
             target = out / file.path.lstrip("/")
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(file.content)
+            target.chmod(int(file.mode, 8))
             written.append(target)
     zone = out / "dns" / f"{cfg.zone_name}.zone"
     zone.parent.mkdir(parents=True, exist_ok=True)

@@ -58,6 +58,22 @@ def test_preview_comments_per_stack_and_runs_the_policy_pack():
     assert steps_using(job, "actions/github-script"), "the rendered-config diff is not commented"
 
 
+def test_preview_runs_the_checkers_before_the_preview():
+    job = workflow("preview.yml")["jobs"]["preview"]
+    runs = [step.get("run", "") for step in job["steps"]]
+    [check] = [i for i, run in enumerate(runs) if 'python -m components check "$STACK"' in run]
+    [pulumi] = steps_using(job, "pulumi/actions")
+    assert check < job["steps"].index(pulumi), "check runs after the preview"
+    # With Debian 12's checkers, as root in private namespaces, from requirements.txt alone.
+    assert "docker run" in runs[check] and "--privileged" in runs[check] and "debian:bookworm" in runs[check]
+    for package in ("postfix", "postfix-policyd-spf-python", "dovecot-core", "dovecot-sieve", "opendkim-tools",
+                    "bind9-utils", "iproute2"):
+        assert f" {package} " in runs[check], package
+    assert "pip install -q -r requirements.txt" in runs[check]
+    # A step fails on the first failing command (bash -e): a failed check stops the job.
+    assert "bash -euo pipefail" in runs[check]
+
+
 def test_deploy_runs_up_one_at_a_time_per_stack_then_verify():
     deploy = workflow("deploy.yml")
     assert deploy[True] == {"push": {"branches": ["main"]}}

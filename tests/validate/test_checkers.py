@@ -2,16 +2,17 @@
 
 Each test builds a stage in tmp_path exactly as the deploy script does (copy
 the machine's installed config dirs, write the rendered files over them) and
-runs the service's CHECKS with bash -euo pipefail and STAGE set.
+runs the service's CHECKS with bash -euo pipefail and STAGE set, through
+`python -m components check`'s own runner (components/check.py).
 
 The checks assume what is true on the mail host once the earlier units have
 run: it owns the stack's addresses (postfix refuses an inet_interfaces address
 no interface has) and holds the DKIM key /etc/opendkim/<selector>.private
-(opendkim -n opens it). Here the commands run in private mount and network
-namespaces (unshare -m -n) that give the host that shape without touching the
-machine: the stack's addresses on a private loopback, an overlay over /etc
-holding a freshly generated DKIM key, and one over /var/spool/postfix (postfix
-check creates missing queue directories).
+(opendkim -n opens it). The runner gives them that in private mount and
+network namespaces (unshare -m -n) without touching the machine: the stack's
+addresses on a private loopback, an overlay over /etc holding a freshly
+generated DKIM key, and one over /var/spool/postfix (postfix check creates
+missing queue directories).
 """
 
 from __future__ import annotations
@@ -24,95 +25,42 @@ from pathlib import Path
 
 import pytest
 
-from components.checks import CHECKS, CONFIG_DIRS
+from components import check
+from components.checks import CHECKS
 from components.config import MailConfig
-from components.render import HostFile, render_host_files
 from tests.conftest import EXAMPLE_STACKS, stack_config
 
-NEEDED = {
-    "postfix": ["postconf", "postmap", "postalias", "postfix", "script"],
-    "dovecot": ["doveconf", "sievec"],
-    "opendkim": ["opendkim", "opendkim-genkey"],
-    "policyd-spf": ["/usr/bin/python3"],
-    "sieve": ["sievec"],
-}
-SERVICES = list(NEEDED)
+SERVICES = check.SERVICES
 
 
 def need(service: str) -> None:
-    missing = [tool for tool in NEEDED[service] if shutil.which(tool) is None]
+    missing = check.missing_programs([service], zone=False)
     if missing:
         pytest.skip(f"{service} checker not installed: {', '.join(missing)}")
-    if service == "policyd-spf" and subprocess.run(["/usr/bin/python3", "-c", "import spf_engine"]).returncode:
-        pytest.skip("policyd-spf checker not installed: postfix-policyd-spf-python")
 
 
 @pytest.fixture(scope="session")
 def namespaces() -> None:
     if os.geteuid() != 0:
         pytest.skip("the checks run as root, as on the host")
-    for tool in ("unshare", "ip", "mount"):
+    for tool in check.NAMESPACES:
         if shutil.which(tool) is None:
             pytest.skip(f"{tool} is needed to give the checks the host's addresses and DKIM key")
-    probe = subprocess.run(["unshare", "-m", "-n", "true"], capture_output=True, text=True)
-    if probe.returncode:
-        pytest.skip(f"cannot create mount/network namespaces: {probe.stderr.strip()}")
-
-
-def build_stage(root: Path, service: str, rendered: list[HostFile]) -> Path:
-    """What the deploy script does: copy the live config dirs, write the files over them."""
-    stage = root / "stage"
-    stage.mkdir(mode=0o700)
-    for directory in CONFIG_DIRS[service]:
-        target = stage / directory.lstrip("/")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["cp", "-a", directory, str(target)], check=True)
-    for f in rendered:
-        target = stage / f.path.lstrip("/")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(f.content)
-        target.chmod(int(f.mode, 8))
-    return stage
-
-
-def host_setup(cfg: MailConfig, scratch: Path) -> str:
-    """Inside the namespaces: the host's addresses, its DKIM key, a private queue directory."""
-    lines = ["ip link set lo up"]
-    lines += [f"ip addr add {address}/{32 if '.' in address else 128} dev lo" for address in cfg.addresses]
-    lines += [
-        f"mount -t tmpfs mailstack-test {shlex.quote(str(scratch))}",
-        f"cd {shlex.quote(str(scratch))}",
-        "mkdir etc etc-work spool spool-work",
-        "mount -t overlay overlay -o lowerdir=/etc,upperdir=$PWD/etc,workdir=$PWD/etc-work /etc",
-        "mount -t overlay overlay -o lowerdir=/var/spool/postfix,upperdir=$PWD/spool,workdir=$PWD/spool-work "
-        "/var/spool/postfix",
-        "cd /",
-        "mkdir -p -m 700 /etc/opendkim",
-        f"[ -e /etc/opendkim/{cfg.dkim_selector}.private ] || opendkim-genkey -b 2048 -d {cfg.domain} "
-        f"-D /etc/opendkim -r -s {cfg.dkim_selector} 2>/dev/null",
-    ]
-    return "\n".join(lines)
+    problem = check.namespaces_problem()
+    if problem:
+        pytest.skip(problem)
 
 
 def run_checks(tmp_path: Path, cfg: MailConfig, service: str, stage: Path) -> subprocess.CompletedProcess:
-    scratch = tmp_path / "host"
-    scratch.mkdir()
-    script = "\n".join([
-        "set -euo pipefail",
-        host_setup(cfg, scratch),
-        f"STAGE={shlex.quote(str(stage))}",
-        "echo mailstack-checks-start >&2",
-        *CHECKS[service],
-    ])
-    result = subprocess.run(["unshare", "-m", "-n", "bash", "-c", script], capture_output=True, text=True)
-    assert "mailstack-checks-start" in result.stderr, f"test setup failed:\n{result.stderr}"
-    result.stderr = result.stderr.split("mailstack-checks-start\n", 1)[1]
-    return result
+    """The service's checks on `stage`: exit 1 if any failed, their messages on stderr."""
+    results = check.run_checks(cfg, stage, tmp_path / "host", [service])
+    failed = not all(r.ok for r in results)
+    return subprocess.CompletedProcess(service, int(failed), "", "".join(r.output for r in results))
 
 
 def staged(tmp_path: Path, cfg: MailConfig, service: str) -> Path:
     need(service)
-    return build_stage(tmp_path, service, render_host_files(cfg)[service])
+    return check.build_stage(tmp_path / "stage", cfg, [service])
 
 
 # --- every example stack passes every check -------------------------------------------------

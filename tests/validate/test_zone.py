@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from components import records as rec
+from components.check import checkzone_command
 from components.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,14 +45,11 @@ def test_named_checkzone_accepts(stack, dkim_key, tmp_path):
     path = tmp_path / f"{cfg.zone_name}.zone"
     # As the offline render writes it: PTRs (outside the zone) become comments.
     path.write_text(rec.zone_file(cfg, rec.mail_records(cfg, dkim_key) + rec.ptr_records(cfg)))
-    # -i full: MX and NS targets inside the zone must have addresses.
-    # -k/-m/-n fail: bad names, MX/NS pointing at CNAMEs or addresses are errors, not warnings.
-    result = subprocess.run(
-        [NAMED_CHECKZONE, "-i", "full", "-k", "fail", "-m", "fail", "-n", "fail", cfg.zone_name, str(path)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    # As `python -m components check` runs it: -i full (MX and NS targets inside the zone must
+    # have addresses); -k/-m/-n fail (bad names, MX/NS pointing at CNAMEs or addresses are errors).
+    command = checkzone_command(cfg.zone_name, path)
+    assert command[:9] == ["named-checkzone", "-i", "full", "-k", "fail", "-m", "fail", "-n", "fail"]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
     assert result.returncode == 0, f"{result.stdout}{result.stderr}\n{path.read_text()}"
     assert result.stdout.rstrip().endswith("OK"), result.stdout
 

@@ -1,0 +1,317 @@
+"""`check`: every daemon's own checker on a stack's rendered config, without a host.
+
+    python -m components check STACK [STACK ...] [--all] [--project DIR]
+
+The stack is rendered into a stage the way the deploy script stages it on the
+host (components/checks.py): the machine's installed config folders are
+copied, the rendered files written over them. Then each service's CHECKS run
+there, and `named-checkzone` on the zone file. One line per check:
+
+    ok   postfix: postconf -n
+    FAIL sieve: sievec users' ~/.dovecot.sieve
+         mailstack:users[1].sieve line 3: unknown command 'fileinto' (...)
+
+The checkers come from the same Debian packages as on the host, and need what
+the host has once the earlier units ran: the stack's addresses on an
+interface (postfix refuses an inet_interfaces address no interface has) and
+the DKIM key (opendkim -n opens it). Nothing on this machine is changed for
+that: the checks run as root in private mount and network namespaces
+(unshare -m -n) holding the stack's addresses on their own loopback, a
+throw-away DKIM key in an overlay over /etc, and an overlay over
+/var/spool/postfix (postfix check creates missing queue directories).
+
+Exit status: 0 when every check passes, 1 when one fails, 2 when a stack
+cannot be loaded or a checker cannot run (not root, a program missing: the
+message names its Debian package).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from components.checks import CONFIG_DIRS, NAMED_CHECKS
+from components.config import MailConfig
+from components.offline import render_stack
+from components.render import render_template
+from components.stackfile import PROJECT_DIR, load_stack_or_report
+
+# The programs each service's checks run (and the namespaces need), with the
+# Debian package that provides each one.
+PACKAGES = {
+    "postconf": "postfix",
+    "postmap": "postfix",
+    "postalias": "postfix",
+    "postfix": "postfix",
+    "script": "bsdutils",
+    "doveconf": "dovecot-core",
+    "sievec": "dovecot-sieve",
+    "opendkim": "opendkim",
+    "opendkim-genkey": "opendkim-tools",
+    "named-checkzone": "bind9-utils",
+    "unshare": "util-linux",
+    "mount": "mount",
+    "ip": "iproute2",
+}
+NEEDED = {
+    "postfix": ["postconf", "postmap", "postalias", "postfix", "script"],
+    "dovecot": ["doveconf", "sievec"],
+    "opendkim": ["opendkim", "opendkim-genkey"],
+    "policyd-spf": [],  # a Python module, see missing_programs
+    "sieve": ["sievec"],
+}
+NAMESPACES = ["unshare", "mount", "ip"]
+SERVICES = list(NAMED_CHECKS)
+
+
+class CheckError(RuntimeError):
+    """The checks cannot run here (not root, no namespaces); the message says why."""
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    service: str
+    name: str | None  # None: a preparation step (reported only when it fails)
+    ok: bool
+    output: str  # what the checker printed on stderr
+
+
+# --- what this machine needs ----------------------------------------------------------------
+
+
+def missing_programs(services: list[str], zone: bool = True) -> list[str]:
+    """'sievec (Debian package dovecot-sieve)' for each checker this machine lacks."""
+    programs = [p for service in services for p in NEEDED[service]] + NAMESPACES
+    if zone:
+        programs.append("named-checkzone")
+    missing = [f"{p} (Debian package {PACKAGES[p]})" for p in dict.fromkeys(programs) if shutil.which(p) is None]
+    # policyd-spf's own reader, in the system Python (as on the host).
+    if "policyd-spf" in services and (
+        not Path("/usr/bin/python3").exists()
+        or subprocess.run(["/usr/bin/python3", "-c", "import spf_engine"], capture_output=True).returncode
+    ):
+        missing.append("policyd-spf's spf_engine for /usr/bin/python3 (Debian package postfix-policyd-spf-python)")
+    return missing
+
+
+def namespaces_problem() -> str | None:
+    """Why the checks cannot get private namespaces here, or None."""
+    if os.geteuid() != 0:
+        return "the checkers run as root, as on the host (private namespaces, postfix check): run check with sudo"
+    probe = subprocess.run(["unshare", "-m", "-n", "true"], capture_output=True, text=True)
+    if probe.returncode:
+        return f"cannot create mount and network namespaces: {probe.stderr.strip()}"
+    return None
+
+
+# --- the stage and the host's shape ---------------------------------------------------------
+
+
+def build_stage(stage: Path, cfg: MailConfig, services: list[str] = SERVICES) -> Path:
+    """What the deploy script does: copy the live config folders, write the rendered files over them.
+
+    The zone file is rendered too, at `stage`/dns/<zone>.zone (as `render` writes it).
+    """
+    stage.mkdir(mode=0o700, parents=True)
+    for directory in dict.fromkeys(d for service in services for d in CONFIG_DIRS[service]):
+        target = stage / directory.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["cp", "-a", directory, str(target)], check=True)
+    render_stack(cfg, stage, services=services)
+    return stage
+
+
+def host_setup(cfg: MailConfig, scratch: Path) -> str:
+    """Inside the namespaces: the host's addresses, its DKIM key, a private queue directory."""
+    q = shlex.quote
+    lines = ["ip link set lo up"]
+    for address in cfg.addresses:
+        prefix = 32 if "." in address else 128
+        lines.append(f"ip addr add {q(f'{address}/{prefix}')} dev lo")
+    lines += [
+        f"mount -t tmpfs mailstack-check {shlex.quote(str(scratch))}",
+        f"cd {shlex.quote(str(scratch))}",
+        "mkdir etc etc-work spool spool-work",
+        "mount -t overlay overlay -o lowerdir=/etc,upperdir=$PWD/etc,workdir=$PWD/etc-work /etc",
+        "mount -t overlay overlay -o lowerdir=/var/spool/postfix,upperdir=$PWD/spool,workdir=$PWD/spool-work "
+        "/var/spool/postfix",
+        "cd /",
+        "mkdir -p -m 700 /etc/opendkim",
+        f"[ -e {q(f'/etc/opendkim/{cfg.dkim_selector}.private')} ] || opendkim-genkey -b 2048 -d {q(cfg.domain)} "
+        f"-D /etc/opendkim -r -s {q(cfg.dkim_selector)} 2>/dev/null",
+    ]
+    return "\n".join(lines)
+
+
+def run_checks(cfg: MailConfig, stage: Path, scratch: Path, services: list[str] = SERVICES) -> list[CheckResult]:
+    """Every check of `services` on `stage`, each in its own subshell, all of them even after a failure.
+
+    `scratch`: a folder outside the stage, made here (a tmpfs is mounted on it).
+    Each check runs as the deploy script runs it (bash, set -euo pipefail,
+    STAGE set); what it prints on stderr is its message.
+    """
+    steps = [(service, name, command) for service in services for name, command in NAMED_CHECKS[service]]
+    scratch.mkdir()
+    results = scratch.parent / f"{scratch.name}-results"
+    results.mkdir()
+    script = [
+        "set -euo pipefail",
+        host_setup(cfg, scratch),
+        f"STAGE={shlex.quote(str(stage))}",
+        f"RESULTS={shlex.quote(str(results))}",
+        "set +e",
+    ]
+    for i, (_, _, command) in enumerate(steps):
+        script.append(f'( set -euo pipefail\n{command}\n) >/dev/null 2>"$RESULTS/{i}.err"; echo $? >"$RESULTS/{i}.rc"')
+    try:
+        proc = subprocess.run(["unshare", "-m", "-n", "bash", "-c", "\n".join(script)], capture_output=True, text=True)
+        if not (results / "0.rc").exists():
+            raise CheckError(f"could not give the checks the host's addresses and DKIM key:\n{proc.stderr.strip()}")
+        passed = [(results / f"{i}.rc").read_text().strip() == "0" for i in range(len(steps))]
+        messages = [(results / f"{i}.err").read_text() for i in range(len(steps))]
+        return [
+            CheckResult(service, name, ok, output)
+            for (service, name, _), ok, output in zip(steps, passed, messages, strict=True)
+        ]
+    finally:
+        shutil.rmtree(results, ignore_errors=True)
+
+
+def checkzone_command(zone_name: str, path: Path) -> list[str]:
+    """BIND's named-checkzone, strict: bad names and MX/NS pointing at CNAMEs or addresses are errors."""
+    # -i full: MX and NS targets inside the zone must have addresses.
+    return ["named-checkzone", "-i", "full", "-k", "fail", "-m", "fail", "-n", "fail", zone_name, str(path)]
+
+
+def check_zone(cfg: MailConfig, path: Path) -> CheckResult:
+    result = subprocess.run(checkzone_command(cfg.zone_name, path), capture_output=True, text=True)
+    ok = result.returncode == 0 and result.stdout.rstrip().endswith("OK")
+    return CheckResult("dns", f"named-checkzone {cfg.zone_name}", ok, "" if ok else result.stdout + result.stderr)
+
+
+# --- users' Sieve scripts: messages about their own lines -----------------------------------
+
+# A line of the users' Sieve check (components/checks.py prefixes "user NAME: "),
+# e.g. "user alice: .dovecot: line 4: error: unknown command 'fileinto' (...)".
+_SIEVEC_LINE = re.compile(r"^user (?P<user>[^:]+): (?:[^:]*: )?line (?P<line>\d+): (?:error: )?(?P<message>.*)$")
+_SIEVEC_SUMMARY = re.compile(r"^user (?P<user>[^:]+): (?:[^:]*: error: (?:validation|parse) failed\.|sievec: Fatal: )")
+_MARKER = "mailstack-user-script-starts-here"
+
+
+def script_first_line(cfg: MailConfig, index: int) -> int:
+    """The line of the rendered ~/.dovecot.sieve where users[index]'s own script begins.
+
+    Found by rendering the template with a marker for the script, so the
+    header lines the template puts first are counted from the template itself.
+    """
+    user = cfg.users[index].model_copy(update={"sieve": _MARKER + "\n"})
+    lines = render_template("sieve/user.sieve.j2", user=user).splitlines()
+    return next(n for n, line in enumerate(lines, 1) if _MARKER in line)
+
+
+def explain_user_sieve(cfg: MailConfig, output: str) -> str:
+    """sievec's messages about rendered lines, as `mailstack:users[i].sieve line N: ...` of the stack's lines."""
+    index = {user.name: i for i, user in enumerate(cfg.users)}
+    lines = output.splitlines()
+    located = {m["user"] for m in map(_SIEVEC_LINE.match, lines) if m and m["user"] in index}
+    explained = []
+    for line in lines:
+        m = _SIEVEC_LINE.match(line)
+        if m and m["user"] in index:
+            i = index[m["user"]]
+            n = int(m["line"]) - script_first_line(cfg, i) + 1
+            where = f"mailstack:users[{i}].sieve line {n}" if n >= 1 else f"mailstack:users[{i}].sieve"
+            explained.append(f"{where}: {m['message']}")
+            continue
+        summary = _SIEVEC_SUMMARY.match(line)
+        if summary and summary["user"] in located:
+            continue  # "validation failed", "failed to compile": said better by the lines above
+        user = line.split(":", 1)[0].removeprefix("user ")
+        if user in index:
+            line = f"mailstack:users[{index[user]}].sieve: {line.split(': ', 1)[1]}"
+        explained.append(line)
+    return "\n".join(explained) + ("\n" if explained else "")
+
+
+# --- the command ----------------------------------------------------------------------------
+
+
+def check_stack(cfg: MailConfig, workdir: Path) -> list[CheckResult]:
+    """Render `cfg` into `workdir`/stage and run every checker on it."""
+    stage = build_stage(workdir / "stage", cfg)
+    results = run_checks(cfg, stage, workdir / "host")
+    results = [
+        CheckResult(r.service, r.name, r.ok, explain_user_sieve(cfg, r.output)) if r.service == "sieve" else r
+        for r in results
+    ]
+    return [*results, check_zone(cfg, stage / "dns" / f"{cfg.zone_name}.zone")]
+
+
+def report(results: list[CheckResult]) -> str:
+    lines = []
+    for r in results:
+        if r.ok and r.name is None:
+            continue
+        lines.append(f"{'ok  ' if r.ok else 'FAIL'} {r.service}: {r.name or 'preparing the stage'}")
+        if not r.ok:
+            message = r.output.strip() or "failed without a message"
+            lines += ["     " + line for line in message.splitlines()]
+    return "\n".join(lines) + "\n"
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    check = commands.add_parser(
+        "check", help="run every daemon's own checker on a stack's rendered config (as root; no host needed)",
+        description="Render a stack and run the checkers the host runs before it swaps a config in: postconf, "
+                    "postmap/postalias, postfix check, doveconf, sievec, opendkim -n, policyd-spf's reader, and "
+                    "named-checkzone on the zone file. Exit status 1 when a check fails, 2 when the stack is bad "
+                    "or a checker cannot run.")
+    check.add_argument("stacks", nargs="*", metavar="STACK", help="stack names, e.g. example.com")
+    check.add_argument("--all", action="store_true", help="every stack in stacks/")
+    check.add_argument("--project", type=Path, default=PROJECT_DIR,
+                       help="project folder holding stacks/ (default: this checkout)")
+    check.set_defaults(run=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    """0 when every check passes, 1 when one fails, 2 for a bad stack or a checker that cannot run."""
+    if args.all:
+        stacks = sorted(p.name[len("Pulumi."):-len(".yaml")] for p in (args.project / "stacks").glob("Pulumi.*.yaml"))
+    else:
+        stacks = args.stacks
+    if not stacks:
+        where = args.project / "stacks"
+        print(f"error: no stack file in {where}" if args.all else "error: name a stack, or --all", file=sys.stderr)
+        return 2
+    configs = {stack: load_stack_or_report(stack, args.project) for stack in stacks}
+    if any(cfg is None for cfg in configs.values()):
+        return 2
+    missing = missing_programs(SERVICES)
+    if missing:
+        print("error: checkers missing here (install them as on the host):\n  " + "\n  ".join(missing), file=sys.stderr)
+        return 2
+    problem = namespaces_problem()
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    failed = False
+    for stack, cfg in configs.items():
+        if len(configs) > 1:
+            print(f"{stack}:")
+        with tempfile.TemporaryDirectory(prefix="mailstack-check-") as tmp:
+            try:
+                results = check_stack(cfg, Path(tmp))
+            except CheckError as err:
+                print(f"error: {stack}: {err}", file=sys.stderr)
+                return 2
+        print(report(results), end="")
+        failed |= not all(r.ok for r in results)
+    return 1 if failed else 0
