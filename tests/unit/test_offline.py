@@ -9,6 +9,8 @@ from pathlib import Path
 import yaml
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
+# A project folder whose stacks/ holds the tests' own stack files.
+FIXTURES = PROJECT_DIR / "tests" / "fixtures"
 
 
 def run(*args: str, cwd: Path = PROJECT_DIR) -> subprocess.CompletedProcess:
@@ -16,7 +18,7 @@ def run(*args: str, cwd: Path = PROJECT_DIR) -> subprocess.CompletedProcess:
 
 
 def test_render_writes_every_host_file_and_the_zone(tmp_path):
-    result = run("render", "example.com", "--out", str(tmp_path))
+    result = run("render", "example.com", "--out", str(tmp_path), "--project", str(FIXTURES))
     assert result.returncode == 0, result.stderr
     for path in [
         "etc/postfix/main.cf",
@@ -46,7 +48,7 @@ def test_render_writes_every_host_file_and_the_zone(tmp_path):
 
 def test_render_takes_a_real_dkim_key(tmp_path):
     key = "MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA" + "A" * 300
-    assert run("render", "example.net", "--out", str(tmp_path), "--dkim-key", key).returncode == 0
+    assert run("render", "example.net", "--out", str(tmp_path), "--dkim-key", key, "--project", str(FIXTURES)).returncode == 0
     assert key[:200] in (tmp_path / "dns/example.net.zone").read_text()
 
 
@@ -62,6 +64,6 @@ def test_bad_stack_file_exits_2_with_the_config_error(tmp_path):
 
 
 def test_unknown_stack_names_the_stacks_there(tmp_path):
-    result = run("render", "example.org", "--out", str(tmp_path))
+    result = run("render", "example.org", "--out", str(tmp_path), "--project", str(FIXTURES))
     assert result.returncode == 2
     assert "no stack 'example.org'" in result.stderr and "example.com, example.net" in result.stderr
