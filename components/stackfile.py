@@ -66,11 +66,15 @@ def _kind(value: Any) -> str:
 def read_stack_values(path: Path, name: str) -> dict[str, Any]:
     """The `config:` mapping of a stack file; StackFileError saying what is wrong with it."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise StackFileError([f"{name}: is not UTF-8 text (byte {err.start}: {err.reason})"]) from None
+        data_bytes = path.read_bytes()
     except OSError as err:
         raise StackFileError([f"{name}: cannot be read ({err.strerror})"]) from None
+    try:
+        text = data_bytes.decode("utf-8")
+    except UnicodeDecodeError as err:
+        before = data_bytes[: err.start]
+        line, column = before.count(b"\n") + 1, err.start - (before.rfind(b"\n") + 1) + 1
+        raise StackFileError([f"{name} line {line} column {column}: is not UTF-8 text ({err.reason})"]) from None
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
     except yaml.MarkedYAMLError as err:
