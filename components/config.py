@@ -116,7 +116,9 @@ _SAFE_PATH = re.compile(r"(?:/[A-Za-z0-9._-]+)+")
 _POSTFIX_TIME = re.compile(r"([0-9]{1,10})([smhdw]?)")
 _TIME_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 # A Postfix parameter reference in main.cf: $name, ${name} or $(name).
-_PARAMETER_REF = re.compile(r"\$(?:[A-Za-z0-9_]+|\{[A-Za-z0-9_]+\}|\([A-Za-z0-9_]+\))")
+_PARAMETER_REF = re.compile(r"\$(?:([A-Za-z0-9_]+)|\{([A-Za-z0-9_]+)\}|\(([A-Za-z0-9_]+)\))")
+# The parameters a banner may show: who we are, and the software's name (never its version).
+BANNER_PARAMETERS = ("myhostname", "mydomain", "myorigin", "mail_name")
 _SSH_PUBLIC_KEY = re.compile(r"[a-z0-9@.-]+ [A-Za-z0-9+/]+={0,3}(?: [ -~]*)?")
 
 
@@ -518,8 +520,15 @@ class MailConfig(BaseModel):
                 f"{shown(value)} has a '$' that is not a Postfix parameter (expected $name or ${{name}}, "
                 "e.g. $myhostname ESMTP $mail_name)"
             )
-        if "mail_version" in value:
-            raise ValueError(f"{shown(value)} shows Postfix's version (the guide: the banner shows no version)")
+        for match in _PARAMETER_REF.finditer(value):
+            name = next(group for group in match.groups() if group)
+            if name == "mail_version":
+                raise ValueError(f"{shown(value)} shows Postfix's version (the guide: the banner shows no version)")
+            if name not in BANNER_PARAMETERS:
+                raise ValueError(
+                    f"{shown(value)} refers to ${name}, which a banner does not show (expected some of: "
+                    f"{', '.join('$' + p for p in BANNER_PARAMETERS)})"
+                )
         if len(value) > 200:
             raise ValueError(f"{shown(value)} is longer than 200 characters (expected a short greeting)")
         return value
@@ -607,6 +616,8 @@ class MailConfig(BaseModel):
                     problems.append(
                         (f"users[{i}].addresses[{j}]", f"{address!r} already belongs to {owner_of[address]!r} (each address has one owner)")
                     )
+                elif address in owner_of:
+                    problems.append((f"users[{i}].addresses[{j}]", f"{address!r} is listed twice (each address once)"))
                 owner_of.setdefault(address, user.name)
         if self.postmaster is not None and self.postmaster not in seen_users:
             problems.append(
