@@ -131,6 +131,7 @@ KEYS: list[tuple[tuple[Any, ...], list[tuple[str, Any]]]] = [
     for key, value in BASE.items()
     if isinstance(value, str) and (key,) not in SECRET_PATHS
 ]
+KEYS += [(("inet_interfaces", 1), _around(BASE["inet_interfaces"][1]))]
 KEYS += [((key, 0), _around(BASE[key][0])) for key in ("ipv4", "ipv6", "inet_interfaces", "reverse_zones",
                                                         "notify_classes", "opendkim_nameservers", "dmarc_rua")]
 KEYS += [((key,), [("inside", lambda h, b=BASE[key]: b.replace(SECRET, SECRET + h))]) for (key,) in
