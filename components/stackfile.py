@@ -3,12 +3,18 @@
 For the offline commands, which run without the Pulumi CLI: `secure:` values
 cannot be decrypted here, so they count as not set (no offline command needs
 a secret).
+
+Every command loads a stack through here, so a stack file that cannot be read
+gets one kind of message everywhere, e.g. ``stacks/Pulumi.example.com.yaml
+line 7 column 3: mapping values are not allowed here``, and exit status 2.
 """
 
 from __future__ import annotations
 
+import difflib
 import sys
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -17,18 +23,100 @@ from components.config import ConfigError, MailConfig, load_config
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 
+class StackFileError(ConfigError):
+    """The stack file itself is unusable (not YAML, no `config:` mapping, ...)."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML keeps the last of two equal keys; Pulumi refuses the file. So do we."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, yaml.Mark] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                first = seen[key]
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"{key!s} is given twice (first at line {first.line + 1})", key_node.start_mark
+                )
+            if isinstance(key, (str, int, float, bool)):
+                seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
+
+
 def stack_file(stack: str, project_dir: Path = PROJECT_DIR) -> Path:
     return project_dir / "stacks" / f"Pulumi.{stack}.yaml"
 
 
+def _shown_path(path: Path, project_dir: Path) -> str:
+    try:
+        return str(path.relative_to(project_dir))
+    except ValueError:
+        return str(path)
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return "a text value"
+    return "a single value"
+
+
+def read_stack_values(path: Path, name: str) -> dict[str, Any]:
+    """The `config:` mapping of a stack file; StackFileError saying what is wrong with it."""
+    try:
+        data_bytes = path.read_bytes()
+    except OSError as err:
+        raise StackFileError([f"{name}: cannot be read ({err.strerror})"]) from None
+    try:
+        text = data_bytes.decode("utf-8")
+    except UnicodeDecodeError as err:
+        before = data_bytes[: err.start]
+        line, column = before.count(b"\n") + 1, err.start - (before.rfind(b"\n") + 1) + 1
+        raise StackFileError([f"{name} line {line} column {column}: is not UTF-8 text ({err.reason})"]) from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        what = err.problem or err.context or "not valid YAML"
+        if err.context and err.problem:
+            what = f"{err.problem} ({err.context})"
+        if "<block" in what:
+            what += "; check this line's indentation"
+        where = f"{name} line {mark.line + 1} column {mark.column + 1}" if mark else name
+        raise StackFileError([f"{where}: {what}"]) from None
+    except yaml.YAMLError as err:
+        raise StackFileError([f"{name}: is not valid YAML ({err})"]) from None
+    example = "(expected a top-level config: holding mailstack:<key>: value lines, e.g. config: {mailstack:domain: example.com})"
+    if data is None:
+        raise StackFileError([f"{name}: is empty {example}"])
+    if not isinstance(data, dict):
+        raise StackFileError([f"{name}: is {_kind(data)}, not a mapping {example}"])
+    if "config" not in data:
+        typo = next((str(k) for k in data if difflib.get_close_matches(str(k), ["config"], n=1, cutoff=0.6)), None)
+        if typo:
+            hint = f" ({typo}: looks like a misspelt config:)"
+        elif any(str(k).startswith("mailstack:") for k in data):
+            hint = " (the mailstack: keys are at the top level: indent them under config:)"
+        else:
+            hint = ""
+        raise StackFileError([f"{name}: has no top-level config:{hint} {example}"])
+    config = data["config"]
+    if config is None:
+        return {}
+    if not isinstance(config, dict):
+        raise StackFileError([f"{name}: config: is {_kind(config)}, not a mapping {example}"])
+    return config
+
+
 def load_stack(stack: str, project_dir: Path = PROJECT_DIR) -> MailConfig:
-    """The stack's config model; FileNotFoundError or ConfigError when it can't be had."""
+    """The stack's config model; FileNotFoundError or ConfigError (StackFileError) when it can't be had."""
     path = stack_file(stack, project_dir)
     if not path.is_file():
         known = sorted(p.name[len("Pulumi.") : -len(".yaml")] for p in path.parent.glob("Pulumi.*.yaml"))
         raise FileNotFoundError(f"no stack {stack!r}: {path} does not exist (stacks here: {', '.join(known) or 'none'})")
-    data = yaml.safe_load(path.read_text()) or {}
-    return load_config(data.get("config") or {})
+    return load_config(read_stack_values(path, _shown_path(path, project_dir)))
 
 
 def load_stack_or_report(stack: str, project_dir: Path = PROJECT_DIR) -> MailConfig | None:
