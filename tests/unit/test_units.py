@@ -120,7 +120,7 @@ def test_config_values_reach_the_shell_quoted():
 # --- files travel in here-documents that no content can end ---------------------------------------
 
 HOSTILE = [
-    "a\nMAILSTACK_EOF\nrm -rf /\n",  # the first delimiter, as a line
+    "a\nMAILSTACK_EOF\ntouch MARKER\n",  # the first delimiter, as a line (then what would run)
     "MAILSTACK_EOF\nMAILSTACK_EOF_1\nMAILSTACK_EOF_2\n",  # and the next ones
     "$(touch MARKER)\n`touch MARKER`\n${HOME} $HOME \\$(touch MARKER)\n",  # expansions
     "dos\r\nMAILSTACK_EOF\r\nMAILSTACK_EOF\n",  # carriage returns, then the delimiter after all
