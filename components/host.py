@@ -4,10 +4,18 @@ Thin by design: the scripts come from `components.units`, the files from
 `components.render`; this module only turns them into `remote.Command`
 resources, in the order docs/design.md describes:
 
-    packages ─┬─ tls ───────────────┬─ dovecot ─┬─ postfix
-              ├─ dkim ─ opendkim ───┤           └─ sieve (users' scripts)
-              ├─ accounts ──────────┴───────────────┘
-              └─ policyd-spf ───────┘
+    packages ─┬─ tls ────────────────────────┬─ dovecot ─┬─ postfix
+              ├─ accounts ─┬─ sieve (users') ─┤           │
+              │            └──────────────────┘           │
+              ├─ dkim ─ opendkim ────────────────────────┤
+              └─ policyd-spf ────────────────────────────┘
+
+The packages unit runs first and claims the host for this stack (project and
+stack name, in /etc/mailstack/owner); every unit checks that claim before it
+changes anything, so a second stack aimed at the same host fails at once.
+Users' Sieve scripts are checked (and installed) before Dovecot and Postfix
+are touched: a script that `sievec` refuses fails the `up` while both daemons
+still run on their old config.
 
 A unit runs again only when its inputs change, so a `pulumi up` with nothing
 changed runs no command at all. A unit has no delete command: destroying the
@@ -40,6 +48,8 @@ class MailHost(pulumi.ComponentResource):
     def __init__(self, name: str, args: MailHostArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("mailstack:index:MailHost", name, None, opts)
         cfg = args["config"]
+        # Who converges this host: recorded on it by the first unit, checked by every unit.
+        owner = f"{pulumi.get_project()}/{pulumi.get_stack()}"
         connection = _connection(cfg)
         files = render_host_files(cfg)
 
@@ -53,13 +63,13 @@ class MailHost(pulumi.ComponentResource):
                 **extra,
             )
 
-        packages = command("packages", units.packages_unit(cfg), [])
-        tls = command("tls", units.tls_unit(cfg), [packages])
-        dkim = command("dkim", units.dkim_unit(cfg), [packages])
+        packages = command("packages", units.packages_unit(cfg, owner), [])
+        tls = command("tls", units.tls_unit(cfg, owner), [packages])
+        dkim = command("dkim", units.dkim_unit(cfg, owner), [packages])
         accounts = remote.Command(
             f"{name}-accounts",
             connection=connection,
-            create=units.accounts_command(cfg),
+            create=units.accounts_command(cfg, owner),
             # The password hashes: secret in state, never in a command line or log.
             stdin=pulumi.Output.secret(units.accounts_stdin(cfg)),
             logging=remote.Logging.NONE,
@@ -67,17 +77,18 @@ class MailHost(pulumi.ComponentResource):
         )
 
         def service(unit: str, after: list[pulumi.Resource]) -> remote.Command:
-            return command(unit, units.service_unit(cfg, unit, files[unit]), after)
+            return command(unit, units.service_unit(cfg, owner, unit, files[unit]), after)
 
+        # Users' scripts first: no daemon is reloaded in an `up` that a script will fail.
+        sieve = service("sieve", [packages, accounts])
         opendkim = service("opendkim", [packages, dkim])
         policyd_spf = service("policyd-spf", [packages])
-        dovecot = service("dovecot", [packages, tls, accounts])
-        postfix = service("postfix", [packages, tls, accounts, opendkim, policyd_spf, dovecot])
-        sieve = service("sieve", [packages, accounts, dovecot])
+        dovecot = service("dovecot", [packages, tls, accounts, sieve])
+        postfix = service("postfix", [packages, tls, accounts, sieve, opendkim, policyd_spf, dovecot])
 
         self.dkim_public_key = dkim.stdout
         self.tls_fingerprint = tls.stdout.apply(str.strip)
-        self.units = [packages, tls, dkim, accounts, opendkim, policyd_spf, dovecot, postfix, sieve]
+        self.units = [packages, tls, dkim, accounts, sieve, opendkim, policyd_spf, dovecot, postfix]
         self.register_outputs(
             {
                 "hostname": cfg.host_name,

@@ -54,9 +54,42 @@ _ENV = jinja2.Environment(
     # every use (10,000 users' Sieve files are 10,000 uses of one template).
     auto_reload=False,
 )
-# For the host scripts (templates/units): every config value reaches the shell through `q`.
+
+
+# --- for the host scripts (templates/units) ------------------------------------------------
+
+# The first here-document delimiter tried; then MAILSTACK_EOF_1, MAILSTACK_EOF_2, ...
+HEREDOC_MARK = "MAILSTACK_EOF"
+
+
+def here_document(text: str) -> str:
+    """`text` as a quoted here-document: `'DELIM'`, a newline, the text, DELIM.
+
+    Written after `<<` in a script, it carries `text` byte for byte: the quoted
+    delimiter turns off every expansion ($, backticks, backslashes), and the
+    delimiter is the first of MAILSTACK_EOF, MAILSTACK_EOF_1, ... that is not
+    a line of `text`, so no content can end it early. The same text always
+    gets the same delimiter: previews of an unchanged file stay unchanged.
+
+    A here-document always ends with a newline; when `text` does not, one is
+    added here, and the script must cut it off again (see stage-files.sh.j2).
+    Bash drops NUL bytes from a script, so text holding one is refused.
+    """
+    if "\0" in text:
+        raise ValueError("contains a NUL byte, which no shell script can carry")
+    body = text if text.endswith("\n") else text + "\n"
+    lines = set(body.split("\n")[:-1])
+    delimiter, n = HEREDOC_MARK, 0
+    while delimiter in lines:
+        n += 1
+        delimiter = f"{HEREDOC_MARK}_{n}"
+    return f"'{delimiter}'\n{body}{delimiter}"
+
+
+# Every config value reaches the shell through `q`, or inside `heredoc`.
 _ENV.filters["q"] = lambda value: shlex.quote(str(value))
 _ENV.filters["dirname"] = posixpath.dirname
+_ENV.filters["heredoc"] = here_document
 
 
 def _template_line(err: BaseException) -> int | None:
@@ -113,6 +146,11 @@ def _senders(cfg: MailConfig) -> list[tuple[str, str]]:
     return [(address, user.name) for user in cfg.users for address in cfg.addresses_of(user)]
 
 
+def _recipients(cfg: MailConfig) -> list[str]:
+    """Every address the stack's users receive at: Postfix accepts these (and the aliases) alone."""
+    return [address for address, _ in _senders(cfg)]
+
+
 def _virtual_aliases(cfg: MailConfig) -> list[tuple[str, str]]:
     """Addresses whose local part is not the owner's login name need a virtual alias."""
     return [(address, user) for address, user in _senders(cfg) if address.rpartition("@")[0] != user]
@@ -122,12 +160,18 @@ def _virtual_aliases(cfg: MailConfig) -> list[tuple[str, str]]:
 
 
 def render_postfix(cfg: MailConfig) -> list[HostFile]:
-    """main.cf, master.cf, controlled_auth_senders, virtual and /etc/aliases."""
+    """main.cf, master.cf, controlled_auth_senders, recipients, virtual and /etc/aliases.
+
+    The lookup tables come before main.cf: on a host that lacks one, its
+    database is built before the main.cf that names it is swapped in
+    (templates/units/before-postfix.sh.j2).
+    """
     return [
+        _file(f"{POSTFIX_DIR}/controlled_auth_senders", "postfix/controlled_auth_senders.j2", senders=_senders(cfg)),
+        _file(f"{POSTFIX_DIR}/recipients", "postfix/recipients.j2", recipients=_recipients(cfg)),
+        _file(f"{POSTFIX_DIR}/virtual", "postfix/virtual.j2", aliases=_virtual_aliases(cfg)),
         _file(f"{POSTFIX_DIR}/main.cf", "postfix/main.cf.j2", cfg=cfg, mynetworks=_mynetworks(cfg)),
         _file(f"{POSTFIX_DIR}/master.cf", "postfix/master.cf.j2", cfg=cfg),
-        _file(f"{POSTFIX_DIR}/controlled_auth_senders", "postfix/controlled_auth_senders.j2", senders=_senders(cfg)),
-        _file(f"{POSTFIX_DIR}/virtual", "postfix/virtual.j2", aliases=_virtual_aliases(cfg)),
         _file("/etc/aliases", "postfix/aliases.j2", postmaster=cfg.postmaster_user),
     ]
 

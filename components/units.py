@@ -7,8 +7,14 @@ nothing of the script shows in the host's process list. The accounts unit
 is the exception: its stdin holds the password hashes, which are secret, so
 its script (which holds none) is the command itself.
 
+Every script starts with the same check (templates/units/owner.sh.j2): the
+host belongs to this stack (`owner`, "project/stack"), or to no stack yet and
+is claimed for it. A host converged by another stack is refused before
+anything changes.
+
 Every value from the stack config reaches the shell through `q`
-(shlex.quote) or inside a quoted here-document, never bare.
+(shlex.quote) or inside a quoted here-document (`heredoc`, whose delimiter
+no content can hold), never bare.
 """
 
 from __future__ import annotations
@@ -34,9 +40,6 @@ PACKAGES = (
     "ca-certificates",
 )
 
-# The here-document delimiter around every file; no file may contain it as a line.
-EOF_MARK = "MAILSTACK_EOF"
-
 
 @dataclass(frozen=True)
 class Unit:
@@ -51,34 +54,42 @@ def _runner(cfg: MailConfig) -> str:
     return render_template("units/run-stdin.sh", sudo=sudo)
 
 
-def _script_unit(cfg: MailConfig, script: str) -> Unit:
-    return Unit(command=_runner(cfg), stdin=script)
+def _owned(cfg: MailConfig, owner: str, script: str) -> str:
+    """`script`, behind the check that the host is this stack's (`owner`: "project/stack")."""
+    return render_template("units/owner.sh.j2", host_name=cfg.host_name, owner=owner) + script
 
 
-def packages_unit(cfg: MailConfig) -> Unit:
+def _script_unit(cfg: MailConfig, owner: str, script: str) -> Unit:
+    return Unit(command=_runner(cfg), stdin=_owned(cfg, owner, script))
+
+
+def packages_unit(cfg: MailConfig, owner: str) -> Unit:
+    """The first unit: it claims the host for `owner` (every unit checks the claim)."""
     script = render_template("units/packages.sh.j2", host_name=cfg.host_name, packages=PACKAGES)
-    return _script_unit(cfg, script)
+    return _script_unit(cfg, owner, script)
 
 
-def tls_unit(cfg: MailConfig) -> Unit:
-    script = render_template("units/tls.sh.j2", 
-        host_name=cfg.host_name, cert_file=cfg.smtpd_tls_cert_file, key_file=cfg.smtpd_tls_key_file
+def tls_unit(cfg: MailConfig, owner: str) -> Unit:
+    script = render_template(
+        "units/tls.sh.j2", host_name=cfg.host_name, cert_file=cfg.smtpd_tls_cert_file, key_file=cfg.smtpd_tls_key_file
     )
-    return _script_unit(cfg, script)
+    return _script_unit(cfg, owner, script)
 
 
-def dkim_unit(cfg: MailConfig) -> Unit:
-    script = render_template("units/dkim.sh.j2", 
-        domain=cfg.domain, selector=cfg.dkim_selector, bits=cfg.dkim_bits
-    )
-    return _script_unit(cfg, script)
+def dkim_unit(cfg: MailConfig, owner: str) -> Unit:
+    script = render_template("units/dkim.sh.j2", domain=cfg.domain, selector=cfg.dkim_selector, bits=cfg.dkim_bits)
+    return _script_unit(cfg, owner, script)
 
 
-def accounts_command(cfg: MailConfig) -> str:
+def accounts_script() -> str:
+    """The accounts unit's own work (without the owner check): reads `accounts_stdin`."""
+    return render_template("units/accounts.sh.j2")
+
+
+def accounts_command(cfg: MailConfig, owner: str) -> str:
     """The accounts script as a command line; it reads `accounts_stdin` on stdin."""
-    script = render_template("units/accounts.sh")
     sudo = "" if cfg.ssh_user == "root" else "sudo -n "
-    return f"{sudo}bash -c {shlex.quote(script)}"
+    return f"{sudo}bash -c {shlex.quote(_owned(cfg, owner, accounts_script()))}"
 
 
 def accounts_stdin(cfg: MailConfig) -> str:
@@ -90,26 +101,32 @@ def accounts_stdin(cfg: MailConfig) -> str:
     return "".join(lines)
 
 
-def service_unit(cfg: MailConfig, service: str, files: list[HostFile]) -> Unit:
-    """Stage `files`, check them with CHECKS[service], swap the changed ones, apply."""
+def staging_script(files: list[HostFile]) -> str:
+    """The part of a service unit that writes `files` under "$STAGE" (byte for byte)."""
     for file in files:
-        if not file.content.endswith("\n"):
-            raise ValueError(f"{file.path}: rendered text must end with a newline")
-        if f"\n{EOF_MARK}\n" in f"\n{file.content}":
-            raise ValueError(f"{file.path}: contains the line {EOF_MARK}, which the deploy script reserves")
-    before = _optional(f"before-{service}.sh.j2", cfg)
-    script = render_template(
+        if "\0" in file.content:
+            raise ValueError(f"{file.path}: contains a NUL byte, which no shell script can carry")
+    return render_template("units/stage-files.sh.j2", files=files)
+
+
+def service_script(cfg: MailConfig, service: str, files: list[HostFile]) -> str:
+    """Stage `files`, check them with CHECKS[service], swap the changed ones, apply."""
+    return render_template(
         "units/service.sh.j2",
         service=service,
         host_name=cfg.host_name,
         config_dirs=CONFIG_DIRS.get(service, []),
+        staging=staging_script(files),
         files=files,
-        eof=EOF_MARK,
         checks=CHECKS.get(service, []),
-        before=before,
+        before=_optional(f"before-{service}.sh.j2", cfg),
         apply=_optional(f"apply-{service}.sh.j2", cfg),
     )
-    return _script_unit(cfg, script)
+
+
+def service_unit(cfg: MailConfig, owner: str, service: str, files: list[HostFile]) -> Unit:
+    """The service's unit: `service_script`, behind the owner check."""
+    return _script_unit(cfg, owner, service_script(cfg, service, files))
 
 
 def _optional(template: str, cfg: MailConfig) -> str:

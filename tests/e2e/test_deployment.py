@@ -426,7 +426,10 @@ def test_cut_in_the_middle_of_the_postfix_unit_then_deploying_again_converges(la
         with pytest.raises(DeploymentFailed) as failure:
             deploy(deployment, lab, message_size_limit=new_size)
         assert cutter.done.wait(10) and cutter.cut, "the unit was never cut"
-        assert f"{POSTFIX_UNIT}: exit 255" in str(failure.value), failure.value
+        # The run failed in the postfix unit. With what status is a race: ssh's own 255 when the
+        # session dies first, or the script's 137 (SIGKILL) when ssh learns of that first.
+        exit_status = re.match(rf"{POSTFIX_UNIT}: exit (-?\d+)", str(failure.value))
+        assert exit_status and int(exit_status[1]) != 0, failure.value
         # A failed create is not recorded: the next deployment runs the unit again.
         assert deployment.state[POSTFIX_KEY] == recorded
 

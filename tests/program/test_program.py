@@ -140,7 +140,28 @@ def test_units_run_in_the_order_of_the_design(example):
     assert {urn["tls"], urn["opendkim"], urn["policyd-spf"], urn["dovecot"], urn["accounts"]} <= deps["postfix"]
     assert urn["dkim"] in deps["opendkim"]
     assert {urn["tls"], urn["accounts"]} <= deps["dovecot"]
-    assert {urn["accounts"], urn["dovecot"]} <= deps["sieve"]
+    assert urn["accounts"] in deps["sieve"]
+
+
+def test_users_sieve_scripts_are_checked_before_dovecot_or_postfix_change(example):
+    """No unit applies a change that a later unit of the same `up` refuses: a broken script fails first."""
+    urn = {u: example.named(f"mail-host-{u}").urn for u in UNITS}
+    deps = {u: set(example.named(f"mail-host-{u}").dependencies) for u in UNITS}
+    assert urn["sieve"] in deps["dovecot"], "dovecot must wait for the users' Sieve scripts to pass sievec"
+    assert urn["sieve"] in deps["postfix"], "postfix must wait for the users' Sieve scripts to pass sievec"
+    assert not {urn["dovecot"], urn["postfix"]} & deps["sieve"]
+    assert "sievec" in example.named("mail-host-sieve").inputs["stdin"]
+
+
+def test_every_unit_checks_that_the_host_is_this_stacks(example, dkim_key):
+    check = 'owner=mailstack/example.com\nif [ -e /etc/mailstack/owner ]; then'
+    for unit in UNITS:
+        inputs = example.named(f"mail-host-{unit}").inputs
+        script = inputs["create"] if unit == "accounts" else inputs["stdin"]
+        assert check in script, f"{unit} does not check the host's owner"
+    # Another stack of the project, aimed at the same host, carries its own name.
+    net = evaluate(with_secrets(stack_values("example.com")), SECRET_KEYS, MailMocks(dkim_key), stack="staging")
+    assert "owner=mailstack/staging\n" in net.named("mail-host-packages").inputs["stdin"]
 
 
 def test_service_units_carry_their_config_text_in_plain_sight(example):

@@ -105,6 +105,8 @@ GUIDE_MAIN_CF = {
     "alias_maps": "hash:/etc/aliases",
     "alias_database": "hash:/etc/aliases",
     "virtual_alias_maps": "hash:/etc/postfix/virtual",
+    # The stack's addresses and the aliases only, not every account on the host.
+    "local_recipient_maps": "hash:/etc/postfix/recipients $alias_maps",
     "smtpd_sasl_type": "dovecot",
     "smtpd_sasl_path": "private/auth",
     "smtpd_sasl_auth_enable": "no",
@@ -243,6 +245,18 @@ def test_tables(stack, senders, virtual, aliases):
     assert table(content(cfg, "/etc/postfix/controlled_auth_senders")) == senders
     assert table(content(cfg, "/etc/postfix/virtual")) == virtual
     assert table(content(cfg, "/etc/aliases")) == aliases
+    # Postfix accepts mail for exactly the addresses users may send as (and the aliases).
+    assert table(content(cfg, "/etc/postfix/recipients")) == [(address, "OK") for address, _ in senders]
+
+
+def test_a_user_removed_from_the_stack_is_no_recipient_any_more():
+    both = stack_config("example.net")
+    assert "dave@example.net" in content(both, "/etc/postfix/recipients")
+    fewer = stack_config("example.net", users=[{"name": "carol", "addresses": ["carol@example.net"]}])
+    assert table(content(fewer, "/etc/postfix/recipients")) == [("carol@example.net", "OK")]
+    # Not Postfix's default (every account on the host, dave's included): the table, then the aliases.
+    main = parse_main_cf(content(fewer, "/etc/postfix/main.cf"))
+    assert main["local_recipient_maps"] == "hash:/etc/postfix/recipients $alias_maps"
 
 
 def test_aliases_without_users_keep_debians_default():
@@ -250,6 +264,7 @@ def test_aliases_without_users_keep_debians_default():
     assert table(content(cfg, "/etc/aliases")) == [("postmaster:", "root")]
     assert table(content(cfg, "/etc/postfix/controlled_auth_senders")) == []
     assert table(content(cfg, "/etc/postfix/virtual")) == []
+    assert table(content(cfg, "/etc/postfix/recipients")) == []
     assert render.render_user_sieve(cfg) == []
 
 
@@ -409,10 +424,12 @@ def test_users_flow_through():
 
 EXPECTED_FILES = {
     "postfix": [
+        # Tables before main.cf: a new table's database is in place before main.cf names it.
+        "/etc/postfix/controlled_auth_senders",
+        "/etc/postfix/recipients",
+        "/etc/postfix/virtual",
         "/etc/postfix/main.cf",
         "/etc/postfix/master.cf",
-        "/etc/postfix/controlled_auth_senders",
-        "/etc/postfix/virtual",
         "/etc/aliases",
     ],
     "opendkim": ["/etc/opendkim.conf"],
