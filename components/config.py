@@ -84,10 +84,6 @@ SYSTEM_ACCOUNT_PREFIXES = ("systemd-", "_")
 # mailstack:postmaster, and MAILER-DAEMON is the name Postfix sends bounces as.
 ROLE_NAMES = frozenset({"postmaster", "mailer-daemon"})
 
-# The deploy script writes each file through a here-document ending at this
-# line (components/units.py EOF_MARK); a Sieve script may not contain it.
-HEREDOC_MARK = "MAILSTACK_EOF"
-
 # Dovecot Pigeonhole's default sieve_max_script_size.
 MAX_SIEVE_BYTES = 1024 * 1024
 
@@ -164,8 +160,6 @@ def _script(value: str) -> str:
             if unicodedata.category(char) in ("Cc", "Cs") and char != "\t":
                 what = "a CR not followed by LF" if char == "\r" else _describe(char)
                 raise ValueError(f"line {number} contains {what} (expected text: only tabs and line breaks)")
-        if text == HEREDOC_MARK:
-            raise ValueError(f"line {number} is {HEREDOC_MARK}, which the deploy script reserves")
     size = len(value.encode("utf-8"))
     if size > MAX_SIEVE_BYTES:
         raise ValueError(f"is {size} bytes (expected at most {MAX_SIEVE_BYTES}, Dovecot's sieve_max_script_size)")
@@ -324,7 +318,7 @@ class User(BaseModel):
     name: Line = Field(description="Login name of the system user (and IMAP/SMTP AUTH user)")
     password_hash: SecretStr | None = Field(
         default=None,
-        description="crypt(3) hash for /etc/shadow (e.g. from `mkpasswd -m yescrypt`); a secret. "
+        description="crypt(3) hash for /etc/shadow (e.g. from `openssl passwd -6`); a secret. "
         "Without one the account is locked: mail is delivered but nobody can log in.",
     )
     addresses: list[MailAddress] = Field(
@@ -347,7 +341,7 @@ class User(BaseModel):
     def _hash(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and not _CRYPT_HASH.fullmatch(value.get_secret_value()):
             # Never echo the value: it is a secret.
-            raise ValueError("is not a crypt(3) password hash (expected e.g. the output of `mkpasswd -m yescrypt`)")
+            raise ValueError("is not a crypt(3) password hash (expected e.g. the output of `openssl passwd -6`)")
         return value
 
 
@@ -739,7 +733,7 @@ FORMS: dict[str, tuple[str, str]] = {
     "users": ("a list of users", "[{name: alice}]"),
     "users[]": ("a user", "{name: alice, addresses: [alice@example.com]}"),
     "users[].name": ("a user name", "alice"),
-    "users[].password_hash": ("a crypt(3) password hash", "the output of `mkpasswd -m yescrypt`"),
+    "users[].password_hash": ("a crypt(3) password hash", "the output of `openssl passwd -6`"),
     "users[].addresses": ("a list of e-mail addresses", "[alice@example.com]"),
     "users[].addresses[]": ("an e-mail address", "alice@example.com"),
     "users[].sieve": ("a Sieve script", "'keep;'"),

@@ -14,7 +14,6 @@ import yaml
 
 from components.config import (
     FORMS,
-    HEREDOC_MARK,
     SYSTEM_ACCOUNTS,
     ConfigError,
     MailConfig,
@@ -151,8 +150,8 @@ BAD = [
     ({"frobnicate": 1}, "mailstack:frobnicate: is not a known key (see the config table in README.md)"),
     ({"users": [{"name": "Alice"}]}, "mailstack:users[0].name: 'Alice' is not a valid user name (expected lower-case letters, digits, '_' or '-', starting with a letter, at most 32 characters, e.g. alice)"),
     ({"users": [{"name": "alice\n"}]}, "mailstack:users[0].name: 'alice\\n' contains the control character U+000A (expected printable ASCII on one line)"),
-    ({"users": [{"name": "alice", "password_hash": "hunter2"}]}, "mailstack:users[0].password_hash: is not a crypt(3) password hash (expected e.g. the output of `mkpasswd -m yescrypt`)"),
-    ({"users": [{"name": "alice", "password_hash": "$6$salt$hash\n"}]}, "mailstack:users[0].password_hash: is not a crypt(3) password hash (expected e.g. the output of `mkpasswd -m yescrypt`)"),
+    ({"users": [{"name": "alice", "password_hash": "hunter2"}]}, "mailstack:users[0].password_hash: is not a crypt(3) password hash (expected e.g. the output of `openssl passwd -6`)"),
+    ({"users": [{"name": "alice", "password_hash": "$6$salt$hash\n"}]}, "mailstack:users[0].password_hash: is not a crypt(3) password hash (expected e.g. the output of `openssl passwd -6`)"),
     ({"users": [{"name": "alice", "addresses": ["alice@example.org"]}]}, "mailstack:users[0].addresses[0]: 'alice@example.org' is outside example.com (expected e.g. alice@example.com)"),
     ({"users": [{"name": "alice", "addresses": ["alice"]}]}, "mailstack:users[0].addresses[0]: 'alice' is not an e-mail address (expected e.g. alice@example.com)"),
     ({"users": [{"name": "alice", "addresses": ["carol.x\n@example.com"]}]}, "mailstack:users[0].addresses[0]: 'carol.x\\n@example.com' contains the control character U+000A (expected printable ASCII on one line)"),
@@ -171,7 +170,6 @@ BAD = [
     ({"users": [{"name": "alice", "sieve": "keep;\x00\n"}]}, "mailstack:users[0].sieve: line 1 contains the control character U+0000 (expected text: only tabs and line breaks)"),
     ({"users": [{"name": "alice", "sieve": "keep;\n\x1b[31m\n"}]}, "mailstack:users[0].sieve: line 2 contains the control character U+001B (expected text: only tabs and line breaks)"),
     ({"users": [{"name": "alice", "sieve": "keep;\rdiscard;\n"}]}, "mailstack:users[0].sieve: line 1 contains a CR not followed by LF (expected text: only tabs and line breaks)"),
-    ({"users": [{"name": "alice", "sieve": "keep;\nMAILSTACK_EOF\nrm -rf /\n"}]}, "mailstack:users[0].sieve: line 2 is MAILSTACK_EOF, which the deploy script reserves"),
     ({"users": [{"name": "alice", "sieve": "#" * (1024 * 1024 + 1)}]}, "mailstack:users[0].sieve: is 1048577 bytes (expected at most 1048576, Dovecot's sieve_max_script_size)"),
     ({"users": [{"name": "alice", "sieve": ["keep;"]}]}, "mailstack:users[0].sieve: expected a Sieve script like 'keep;', got a list"),
     ({"users": [{"name": "alice"}, {"name": "alice"}]}, "mailstack:users[1].name: 'alice' is a duplicate user (each user is listed once)"),
@@ -306,10 +304,10 @@ SHAPES = [
     ({"users": [[{"name": "alice", "password_hash": HASH}]]}, "mailstack:users[0]: expected a user like {name: alice, addresses: [alice@example.com]}, got a list"),
     ({"users": [f"alice {HASH}"]}, "mailstack:users[0]: expected a user like {name: alice, addresses: [alice@example.com]}, got a text value"),
     ({"users": [{"name": {"alice": HASH}}]}, "mailstack:users[0].name: expected a user name like alice, got a mapping"),
-    ({"users": [{"name": "alice", "password_hash": [HASH]}]}, "mailstack:users[0].password_hash: expected a crypt(3) password hash like the output of `mkpasswd -m yescrypt`, got a list"),
-    ({"users": [{"name": "alice", "password_hash": {"hash": HASH}}]}, "mailstack:users[0].password_hash: expected a crypt(3) password hash like the output of `mkpasswd -m yescrypt`, got a mapping"),
+    ({"users": [{"name": "alice", "password_hash": [HASH]}]}, "mailstack:users[0].password_hash: expected a crypt(3) password hash like the output of `openssl passwd -6`, got a list"),
+    ({"users": [{"name": "alice", "password_hash": {"hash": HASH}}]}, "mailstack:users[0].password_hash: expected a crypt(3) password hash like the output of `openssl passwd -6`, got a mapping"),
     ({"users": [{"name": "alice", "addresses": {"alice@example.com": HASH}}]}, "mailstack:users[0].addresses: expected a list of e-mail addresses like [alice@example.com], got a mapping"),
-    ({"users": [{"name": "alice", "password_hash": HASH + " x"}]}, "mailstack:users[0].password_hash: is not a crypt(3) password hash (expected e.g. the output of `mkpasswd -m yescrypt`)"),
+    ({"users": [{"name": "alice", "password_hash": HASH + " x"}]}, "mailstack:users[0].password_hash: is not a crypt(3) password hash (expected e.g. the output of `openssl passwd -6`)"),
     ({"ssh_private_key": [HASH]}, "mailstack:ssh_private_key: expected a private key in PEM form like the contents of ~/.ssh/id_ed25519, got a list"),
     ({"ssh_private_key": HASH}, "mailstack:ssh_private_key: is not a private key in PEM form (expected the whole file, from -----BEGIN OPENSSH PRIVATE KEY----- to the END line, e.g. `pulumi config set --secret ssh_private_key < ~/.ssh/id_ed25519`)"),
     ({"ssh_host_key": {"key": HASH}}, "mailstack:ssh_host_key: expected an SSH public key like ssh-ed25519 AAAAC3Nza..., got a mapping"),
@@ -363,12 +361,6 @@ def test_no_message_uses_pydantic_words():
         text = str(err.value)
         assert "Input should" not in text and "valid integer" not in text and "datetime" not in text, text
         assert text.startswith(f"mailstack:{next(iter(overrides))}"), text
-
-
-def test_the_heredoc_mark_is_the_deploy_scripts():
-    from components.units import EOF_MARK
-
-    assert HEREDOC_MARK == EOF_MARK
 
 
 # --- keys outside the mailstack: namespace ----------------------------------------------------

@@ -331,4 +331,4 @@ def _carried_inert(cfg: MailConfig, path, placement, value, hostile, baseline, t
     from components import units
 
     for service, rendered in files.items():
-        units.service_unit(cfg, service, rendered)
+        units.service_unit(cfg, "mailstack/hostile", service, rendered)
