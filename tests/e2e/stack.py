@@ -8,7 +8,11 @@ inputs are the same on every run.
 
 from __future__ import annotations
 
+import re
 import subprocess
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from functools import cache
 from typing import Any
 
@@ -74,3 +78,37 @@ def e2e_config(lab: Lab, **overrides: Any) -> dict[str, Any]:
     }
     values.update({f"mailstack:{k}": v for k, v in overrides.items()})
     return values
+
+
+@contextmanager
+def main_cf_rewritten(rewrite: Callable[[str], str]) -> Iterator[None]:
+    """Inside the block, the program renders main.cf through `rewrite`.
+
+    The config model refuses every stack value known to break Postfix or to go
+    against the guide, so a main.cf that a checker refuses, or a banner that
+    shows the version, can only reach the host through a wrong rendering (as a
+    template change could make one). The e2e deployer runs the program in this
+    process, so patching the renderer that `MailHost` calls is enough.
+    """
+    from components import host
+
+    original = host.render_host_files
+
+    def rendered(cfg):
+        files = original(cfg)
+        files["postfix"] = [
+            replace(f, content=rewrite(f.content)) if f.path == "/etc/postfix/main.cf" else f
+            for f in files["postfix"]
+        ]
+        return files
+
+    host.render_host_files = rendered
+    try:
+        yield
+    finally:
+        host.render_host_files = original
+
+
+def banner_rewrite(banner: str) -> Callable[[str], str]:
+    """A `main_cf_rewritten` rewrite that sets smtpd_banner to `banner`, whatever the config says."""
+    return lambda text: re.sub(r"(?m)^smtpd_banner = .*$", lambda _: f"smtpd_banner = {banner}", text)

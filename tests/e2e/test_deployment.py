@@ -35,7 +35,7 @@ from . import netns
 from .conftest import run_client
 from .deploy import DeploymentFailed
 from .lab import LAB_NAME, REPO
-from .stack import SECRET_KEYS, USERS, e2e_config
+from .stack import SECRET_KEYS, USERS, banner_rewrite, e2e_config, main_cf_rewritten
 
 COMMAND = "command:remote:Command"
 POSTFIX_UNIT = "mail-host-postfix"
@@ -257,14 +257,15 @@ def test_invalid_sieve_script_fails_with_sievec_message_and_keeps_the_live_scrip
 
 
 def test_setting_postconf_rejects_fails_with_postconf_message_and_postfix_keeps_serving(lab, deployment):
-    # smtpd_banner is free text to the config model (one line, starting with
-    # $myhostname); a truncated ${...} macro is a fatal error to Postfix.
+    # A truncated ${...} macro is a fatal error to Postfix. The config model
+    # refuses it in smtpd_banner, so it comes from a broken rendering here:
+    # the checker on the host is the last line of defence.
     bad_banner = "$myhostname ESMTP ${mail_name"
     main_cf = "/etc/postfix/main.cf"
     before_sum, before_mtime, daemons = sha256(lab, main_cf), mtimes(lab)[main_cf], pids(lab)
     try:
-        with pytest.raises(DeploymentFailed) as failure:
-            deploy(deployment, lab, smtpd_banner=bad_banner)
+        with pytest.raises(DeploymentFailed) as failure, main_cf_rewritten(banner_rewrite(bad_banner)):
+            deploy(deployment, lab)
         message_text = str(failure.value)
         assert message_text.startswith(f"{POSTFIX_UNIT}: exit 1"), message_text
         assert "postconf: fatal: macro processing error" in message_text, message_text
