@@ -392,11 +392,19 @@ def _deploy_world(lab: Lab) -> dict:
     from .world import PEER_NAME, make_world, sink_dir
 
     make_world(lab, detached=True)  # runs until `down` stops the processes in the lab's namespaces
-    deployment = Deployment(lab)
+    deployer = _deployer_for_up()
+    if deployer == "engine":
+        from .engine.deployer import EngineDeployment
+
+        deployment = EngineDeployment(lab)
+    else:
+        deployment = Deployment(lab)
     started = time.monotonic()
     deployment.up(e2e_config(lab), SECRET_KEYS)
     return {
         "lab": LAB_NAME,
+        "deployer": deployer,
+        **({"engine": deployment.engine.by_hand()} if deployer == "engine" else {}),
         "domain": lab.domain,
         "mx_hostname": lab.mx_hostname,
         "hosts": {name: asdict(h) for name, h in lab.hosts.items()},
@@ -407,6 +415,20 @@ def _deploy_world(lab: Lab) -> dict:
         "deployment": {"seconds": round(time.monotonic() - started, 1), "ssh_sessions": deployment.ssh_sessions,
                        "runs": {run.name: round(run.seconds, 1) for run in deployment.runs}},
     }
+
+
+def _deployer_for_up() -> str:
+    """`engine` (a real `pulumi up`) when the CLI is built, else `mock`; MAILSTACK_LAB_DEPLOYER chooses."""
+    from .engine.deployer import deployer_choice
+
+    deployer = deployer_choice(default="auto")
+    if deployer == "mock":
+        why = ("MAILSTACK_LAB_DEPLOYER=mock" if os.environ.get("MAILSTACK_LAB_DEPLOYER")
+               else "no Pulumi CLI is built (scripts/setup builds one)")
+        print(f"deploying with the mock deployer (tests/e2e/deploy.py): {why}", file=sys.stderr)
+    else:
+        print("deploying with the real `pulumi up` (tests/e2e/engine/)", file=sys.stderr)
+    return deployer
 
 
 def main(argv: list[str]) -> int:
