@@ -417,6 +417,27 @@ def _deploy_world(lab: Lab) -> dict:
     }
 
 
+def _how_to_reach(lab: Lab, summary: dict) -> str:
+    """What to try once the lab is up: mail in, mail out over IMAP, pulumi by hand."""
+    name = "" if LAB_NAME == "msl" else f"MAILSTACK_LAB={LAB_NAME} "
+    user = summary["users"][0]
+    py = f"{REPO}/.venv/bin/python {E2E_DIR}/mailclient.py"
+    send = json.dumps({"host": lab.mx.ipv4, "mail_from": "someone@example.net", "rcpt_to": [user["addresses"][0]],
+                       "message": "Subject: hello\r\n\r\nHello from the peer.\r\n"})
+    imap = json.dumps({"host": lab.mx.ipv4, "user": user["name"], "password": user["password"]})
+    lines = [
+        f"lab {LAB_NAME!r} is up, deployed by the {summary['deployer']} deployer; state in {STATE_FILE}",
+        f"  a shell on mx:        {name}python -m tests.e2e.lab ssh",
+        f"  send mail from peer:  ip netns exec {lab.hosts['peer'].netns} {py} send '{send}'",
+        f"  read it over IMAP:    ip netns exec {lab.hosts['client'].netns} {py} imap '{imap}'",
+    ]
+    if summary.get("engine"):
+        lines.append(f"  pulumi by hand:       {summary['engine']['shell']}")
+        lines.append("                        pulumi preview --diff    # then: pulumi up, pulumi stack output")
+    lines.append(f"  take it down:         {name}python -m tests.e2e.lab down")
+    return "\n".join(lines)
+
+
 def _deployer_for_up() -> str:
     """`engine` (a real `pulumi up`) when the CLI is built, else `mock`; MAILSTACK_LAB_DEPLOYER chooses."""
     from .engine.deployer import deployer_choice
@@ -446,10 +467,7 @@ def main(argv: list[str]) -> int:
             raise
         STATE_FILE.write_text(json.dumps({**lab.state(), **summary}, indent=2) + "\n")  # 0600 (write_state)
         print(json.dumps(summary, indent=2))
-        name = "" if LAB_NAME == "msl" else f"MAILSTACK_LAB={LAB_NAME} "
-        print(f"lab {LAB_NAME!r} is up and deployed; state in {STATE_FILE}\n"
-              f"try: {name}python -m tests.e2e.lab ssh hostname -f\n"
-              f"remove it with: {name}python -m tests.e2e.lab down")
+        print(_how_to_reach(lab, summary))
     elif command == "down":
         lab = Lab.from_state() if STATE_FILE.exists() else Lab()
         lab.down()

@@ -186,14 +186,15 @@ class Engine:
                 known[short] = value
             elif short == "users":
                 users = []
-                old_users = current.get(key) or []
+                old_users = current.get(key) if isinstance(current.get(key), list) else []
                 for i, user in enumerate(value):
                     entry = {k: v for k, v in user.items() if k not in USER_SECRET_FIELDS}
                     for secret_field in USER_SECRET_FIELDS:
                         if user.get(secret_field) is None:
                             continue
                         path = f"users[{i}].{secret_field}"
-                        old = old_users[i].get(secret_field) if i < len(old_users) else None
+                        old = old_users[i].get(secret_field) if i < len(old_users) and isinstance(
+                            old_users[i], dict) else None
                         if known.get(path) == user[secret_field] and isinstance(old, dict):
                             entry[secret_field] = old
                         else:

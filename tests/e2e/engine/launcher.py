@@ -35,6 +35,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from concurrent import futures
 from importlib import metadata
 from pathlib import Path
@@ -48,6 +49,8 @@ from pulumi.runtime.proto import (
     language_pb2_grpc,
     plugin_pb2,
 )
+
+from .standin import process_age, record_timing
 
 MAX_MESSAGE = 400 * 1024 * 1024  # the engine's own limit for plugin messages
 
@@ -93,7 +96,11 @@ class ProgramServer(LanguageServer):
         forwarded.CopyFrom(request)
         del forwarded.args[:]
         forwarded.args.append(self.engine_address)
-        return super().Run(forwarded, context)
+        started = time.monotonic()
+        try:
+            return super().Run(forwarded, context)
+        finally:
+            record_timing(plugin="program", dry_run=request.dryRun, seconds=round(time.monotonic() - started, 3))
 
     def GetRequiredPlugins(self, request, context):
         return language_pb2.GetRequiredPluginsResponse(
@@ -259,6 +266,7 @@ def main(argv: list[str]) -> int:
     server.start()
     sys.stdout.write(f"{port}\n")
     sys.stdout.flush()
+    record_timing(plugin="language", startup_seconds=round(process_age(), 3))
     stopped = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopped.set())

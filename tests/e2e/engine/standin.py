@@ -232,6 +232,25 @@ def diff_response(olds: dict[str, Any], news: dict[str, Any], replace_on: tuple[
                                      hasDetailedDiff=True, deleteBeforeReplace=False)
 
 
+def process_age() -> float:
+    """Seconds since this process started (interpreter start and imports included)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    with open("/proc/self/stat") as stat:
+        started = int(stat.read().rpartition(")")[2].split()[19]) / ticks
+    with open("/proc/uptime") as uptime:
+        return float(uptime.read().split()[0]) - started
+
+
+def record_timing(**entry: Any) -> None:
+    """One JSON line in $MAILSTACK_STANDIN_TIMINGS, when set (bench/engine.py reads them)."""
+    path = os.environ.get("MAILSTACK_STANDIN_TIMINGS")
+    if path:
+        import json
+
+        with open(path, "a") as out:
+            out.write(json.dumps(entry) + "\n")
+
+
 def serve(provider_class: type[StandInProvider], argv: list[str]) -> int:
     positional = [a for a in argv if not a.startswith("-")]
     provider = provider_class(positional[-1] if positional else "")
@@ -243,6 +262,7 @@ def serve(provider_class: type[StandInProvider], argv: list[str]) -> int:
     server.start()
     sys.stdout.write(f"{port}\n")
     sys.stdout.flush()
+    record_timing(plugin=provider_class.name, startup_seconds=round(process_age(), 3))
     stopped = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopped.set())
