@@ -20,3 +20,16 @@ def test_example_stacks_evaluate_with_pulumi_yaml_defaults_as_the_engine_sends_t
     assert config_for_pulumi(values)["mailstack:dkim_bits"] == "2048"  # the text the engine sends
     evaluation = evaluate(values, ["mailstack:ssh_private_key", "mailstack:ssh_host_key"], stack=stack)
     assert evaluation.named("mail-host-postfix") and evaluation.of_type("cloudflare:index/dnsRecord:DnsRecord")
+
+
+def test_no_key_pulumi_yaml_declares_secret_has_a_default():
+    # The CLI demands that a key declared `secret: true` be encrypted in the stack
+    # ("must be encrypted as it's secret"), defaults included: a plaintext default
+    # refuses every stack that leaves the key unset (it did, for ssh_host_key).
+    import yaml
+
+    from tests.program.harness import PROJECT_DIR
+
+    declared = yaml.safe_load((PROJECT_DIR / "Pulumi.yaml").read_text())["config"]
+    both = [key for key, spec in declared.items() if spec.get("secret") and "default" in spec]
+    assert both == [], f"declared secret with a plaintext default: {both}"
