@@ -146,7 +146,7 @@ class CommandProvider(StandInProvider):
             result = ssh(connection, script, plain(inputs.get("stdin")) or "")
         except ProviderError as err:
             context.abort(grpc.StatusCode.UNKNOWN, str(err))
-        _record_run(urn, script, result, time.monotonic() - started)
+        _record_run(urn, result, time.monotonic() - started, logged=logging != "none")
         streams = [(result.stdout, "stdout"), (result.stderr, "stderr")]
         for text, stream in streams:
             if logging in ("stdoutAndStderr", stream):
@@ -218,12 +218,13 @@ def _go_quote(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
-def _record_run(urn: str, script: str, result: subprocess.CompletedProcess, seconds: float) -> None:
+def _record_run(urn: str, result: subprocess.CompletedProcess, seconds: float, logged: bool) -> None:
+    """One line per command run; its output only when the resource lets it be logged."""
     path = os.environ.get("MAILSTACK_STANDIN_RUNS")
     if not path:
         return
     entry = {"name": urn.split("::")[-1], "exit": result.returncode, "seconds": round(seconds, 2),
-             "stdout": result.stdout, "stderr": result.stderr}
+             "stdout": result.stdout if logged else "", "stderr": result.stderr if logged else ""}
     with open(path, "a") as out:
         out.write(json.dumps(entry) + "\n")
 
