@@ -258,7 +258,8 @@ class Engine:
         env = self.env()
         keys = ("PATH", "PULUMI_HOME", "PULUMI_BACKEND_URL", "PULUMI_CONFIG_PASSPHRASE_FILE",
                 "PULUMI_SKIP_UPDATE_CHECK", "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION", "MAILSTACK_LAB")
-        exports = " ".join(f"{k}={_sh(env[k])}" for k in keys)
+        exports = " ".join(f"{k}={_sh(env[k])}" for k in keys if k != "PATH")
+        exports = f'PATH={_sh(str(self.pulumi.parent))}:{_sh(str(LAUNCHER_DIR))}:"$PATH" {exports}'
         return {
             "pulumi": str(self.pulumi),
             "project": str(self.project),
