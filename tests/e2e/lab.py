@@ -21,6 +21,9 @@ or from a shell (the lab stays up until `down`):
 
     python -m tests.e2e.lab up      # also deploys the e2e stack and starts the peer;
                                     # prints and writes .lab/lab.json (hosts, users)
+                                    # deployed by a real `pulumi up` when the CLI is built
+                                    # (tests/e2e/engine/), else by the mock deployer;
+                                    # MAILSTACK_LAB_DEPLOYER=engine|mock chooses
     python -m tests.e2e.lab down
 """
 

@@ -78,7 +78,8 @@ class CloudflareProvider(StandInProvider):
         if isinstance(ttl, (int, float)) and ttl != 1 and not 30 <= ttl <= 86400:
             failures.append(provider_pb2.CheckFailure(property="ttl", reason="ttl must be 1 (automatic) or 30..86400"))
         if isinstance(values.get("type"), str) and values["type"] != UNKNOWN and values["type"] not in TYPES:
-            failures.append(provider_pb2.CheckFailure(property="type", reason=f"unknown record type {values['type']!r}"))
+            failures.append(provider_pb2.CheckFailure(property="type",
+                                                      reason=f"unknown record type {values['type']!r}"))
         return provider_pb2.CheckResponse(inputs=request.news, failures=failures)
 
     def Diff(self, request, context):
@@ -93,7 +94,8 @@ class CloudflareProvider(StandInProvider):
             return provider_pb2.CreateResponse(id="", properties=to_struct(outputs))
         self._publish(context, plain(inputs))
         outputs = {**inputs, "createdOn": now, "modifiedOn": now, "proxiable": False}
-        return provider_pb2.CreateResponse(id=secrets.token_hex(16), properties=to_struct(keep_secrets(inputs, outputs)))
+        return provider_pb2.CreateResponse(id=secrets.token_hex(16),
+                                           properties=to_struct(keep_secrets(inputs, outputs)))
 
     def Update(self, request, context):
         news, olds = to_dict(request.news), to_dict(request.olds)

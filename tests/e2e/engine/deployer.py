@@ -23,7 +23,6 @@ import json
 import os
 import shutil
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -358,7 +357,3 @@ def deployer_choice(default: str = "mock") -> str:
     if wanted not in ("engine", "mock"):
         raise ValueError(f"MAILSTACK_LAB_DEPLOYER={wanted!r}: expected engine, mock or auto")
     return wanted
-
-
-def seconds_since(start: float) -> float:
-    return round(time.monotonic() - start, 1)
