@@ -284,3 +284,88 @@ def test_records_output_is_what_dns_serves_and_destroy_removes_records_but_not_m
     assert lab.ssh("test -s /etc/opendkim/mail.private && test -s /etc/ssl/private/postfix.privkey.pem "
                    "&& getent passwd alice carol >/dev/null", check=False).returncode == 0
     assert engine.resources() == {} or all(not k.startswith((COMMAND, RECORD)) for k in engine.resources())
+
+
+# --- the stand-ins follow the real providers' rules (no lab needed) ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def stand_in():
+    """Start a stand-in provider as the CLI does; a gRPC stub to it."""
+    import subprocess
+    import sys
+
+    import grpc
+    from pulumi.runtime.proto import provider_pb2_grpc
+
+    started = []
+
+    def start(module: str):
+        proc = subprocess.Popen([sys.executable, "-m", f"tests.e2e.engine.{module}", "127.0.0.1:1"],
+                                cwd=REPO, stdout=subprocess.PIPE, text=True)
+        started.append(proc)
+        port = int(proc.stdout.readline())
+        return provider_pb2_grpc.ResourceProviderStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
+
+    yield start
+    for proc in started:
+        proc.terminate()
+        proc.wait()
+
+
+def _struct(values):
+    from tests.e2e.engine.standin import to_struct
+
+    return to_struct(values)
+
+
+def test_stand_in_command_checks_inputs_against_the_sdk_schema_and_diffs_as_pulumi_command(stand_in):
+    from pulumi.runtime.proto import provider_pb2
+
+    command = stand_in("command_provider")
+    urn = f"urn:pulumi:e2e::mailstack::{COMMAND}::unit"
+    good = {"connection": {"host": "198.51.100.10", "port": 22, "user": "root"}, "create": "true"}
+    assert list(command.Check(provider_pb2.CheckRequest(urn=urn, type=COMMAND, news=_struct(good))).failures) == []
+    bad = {**good, "connection": {**good["connection"], "hostKeyAlgo": "x"}, "script": "true"}
+    failures = {f.property for f in command.Check(provider_pb2.CheckRequest(urn=urn, type=COMMAND,
+                                                                           news=_struct(bad))).failures}
+    assert failures == {"script", "connection.hostKeyAlgo"}
+    missing = command.Check(provider_pb2.CheckRequest(urn=urn, type=COMMAND, news=_struct({"create": "true"})))
+    assert [f.property for f in missing.failures] == ["connection"]
+
+    def diff(old, new):
+        return command.Diff(provider_pb2.DiffRequest(urn=urn, type=COMMAND, olds=_struct(old), news=_struct(new),
+                                                     old_inputs=_struct(old)))
+
+    update = diff(good, {**good, "stdin": "new"})
+    assert update.changes == provider_pb2.DiffResponse.DIFF_SOME and list(update.replaces) == []
+    replace = diff({**good, "triggers": ["a"]}, {**good, "triggers": ["b"]})
+    assert list(replace.replaces) == ["triggers"]
+    assert diff(good, dict(good)).changes == provider_pb2.DiffResponse.DIFF_NONE
+    # A preview runs nothing: stdout is unknown until the command has run.
+    preview = command.Create(provider_pb2.CreateRequest(urn=urn, type=COMMAND, properties=_struct(good), preview=True))
+    from tests.e2e.engine.standin import UNKNOWN, to_dict
+
+    assert to_dict(preview.properties)["stdout"] == UNKNOWN
+
+
+def test_stand_in_cloudflare_replaces_a_record_on_zone_name_or_type_only(stand_in):
+    from pulumi.runtime.proto import provider_pb2
+
+    cloudflare = stand_in("cloudflare_provider")
+    urn = f"urn:pulumi:e2e::mailstack::{RECORD}::mail-dns-mx"
+    record = {"zoneId": "example.com", "name": "example.com", "type": "MX", "content": "mail.example.com",
+              "priority": 10, "ttl": 1, "proxied": False}
+    assert list(cloudflare.Check(provider_pb2.CheckRequest(urn=urn, type=RECORD, news=_struct(record))).failures) == []
+    unknown = cloudflare.Check(provider_pb2.CheckRequest(urn=urn, type=RECORD, news=_struct({**record, "value": "x"})))
+    assert [f.property for f in unknown.failures] == ["value"]
+
+    def replaces(**change):
+        return list(cloudflare.Diff(provider_pb2.DiffRequest(urn=urn, type=RECORD, olds=_struct(record),
+                                                             news=_struct({**record, **change}),
+                                                             old_inputs=_struct(record))).replaces)
+
+    assert replaces(name="mx.example.com") == ["name"]
+    assert replaces(type="TXT") == ["type"]
+    assert replaces(zoneId="example.net") == ["zoneId"]
+    assert replaces(priority=20) == [] and replaces(content="mx2.example.com") == []
