@@ -1,6 +1,7 @@
 """Run every benchmark and print each figure next to its target.
 
-    .venv/bin/python -m bench              # everything (~5 min); the lab part needs root
+    .venv/bin/python -m bench              # everything (~8 min); the lab parts need root
+    .venv/bin/python -m bench --lab-only --no-engine   # host convergence only
     .venv/bin/python -m bench --no-lab     # evaluation, render and churn only (no root, ~3 min)
 
 See README.md, "Performance", for what is measured and how.
@@ -27,7 +28,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--no-lab", action="store_true", help="skip host convergence in the e2e lab")
-    parser.add_argument("--lab-only", action="store_true", help="only host convergence in the e2e lab")
+    parser.add_argument("--lab-only", action="store_true",
+                        help="only the lab's figures: host convergence and the real engine")
+    parser.add_argument("--no-engine", action="store_true",
+                        help="skip the real `pulumi` CLI's preview and up against the lab")
     parser.add_argument("--sizes", type=_sizes, default=program.SIZES,
                         help="stacks to evaluate: 'example' and numbers of mailboxes "
                              "(default: example,10,100,1000,10000)")
@@ -65,6 +69,18 @@ def main(argv: list[str] | None = None) -> int:
         else:
             raw["lab"] = convergence.measure(log)
             rows += convergence.rows(raw["lab"])
+
+    if args.no_lab or args.no_engine:
+        log("the real engine skipped" + (" (--no-lab)" if args.no_lab else " (--no-engine)"))
+    else:
+        from bench import engine
+
+        reason = engine.why_not()
+        if reason:
+            log(f"the real engine skipped: {reason}")
+        else:
+            raw["engine"] = engine.measure(log)
+            rows += engine.rows(raw["engine"], raw.get("evaluation"))
 
     print(table(rows))
     if args.json:

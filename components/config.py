@@ -425,6 +425,12 @@ class MailConfig(BaseModel):
 
     # ---- single values
 
+    @field_validator("dkim_bits", mode="before")
+    @classmethod
+    def _dkim_bits_from_text(cls, value: Any) -> Any:
+        # Pulumi hands every config value, Pulumi.yaml's defaults included, to the program as text.
+        return int(value) if isinstance(value, str) and value.strip().isdigit() else value
+
     @field_validator("domain")
     @classmethod
     def _domain(cls, value: str) -> str:

@@ -66,11 +66,13 @@ def world(lab):
 
 @pytest.fixture(scope="session")
 def deployment(lab, world):
-    """The e2e stack deployed to mx by the program itself (tests/e2e/deploy.py)."""
+    """The e2e stack deployed to mx by the program itself (tests/e2e/deploy.py), or by the real
+    `pulumi up` with MAILSTACK_LAB_DEPLOYER=engine (tests/e2e/engine/deployer.py)."""
     from .deploy import Deployment
+    from .engine.deployer import EngineDeployment, deployer_choice
     from .stack import SECRET_KEYS, e2e_config
 
-    deployment = Deployment(lab)
+    deployment = EngineDeployment(lab) if deployer_choice() == "engine" else Deployment(lab)
     started = time.monotonic()
     deployment.up(e2e_config(lab), SECRET_KEYS)
     deployment.first_seconds = time.monotonic() - started
@@ -97,5 +99,7 @@ def run_client(lab, on: str, command: str, **args) -> dict:
 
 
 def pytest_collection_modifyitems(items):
-    """The lab's smoke tests run first, on the bare lab: they check what a deployment changes."""
-    items.sort(key=lambda item: 0 if item.nodeid.startswith("tests/e2e/test_lab_smoke.py") else 1)
+    """The lab's smoke tests run first, on the bare lab: they check what a deployment changes.
+    Then the engine's tests (test_engine.py), whose `pulumi up` starts from a bare mx."""
+    first = ("tests/e2e/test_lab_smoke.py", "tests/e2e/test_engine.py")
+    items.sort(key=lambda item: next((i for i, f in enumerate(first) if item.nodeid.startswith(f)), len(first)))

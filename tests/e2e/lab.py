@@ -21,6 +21,9 @@ or from a shell (the lab stays up until `down`):
 
     python -m tests.e2e.lab up      # also deploys the e2e stack and starts the peer;
                                     # prints and writes .lab/lab.json (hosts, users)
+                                    # deployed by a real `pulumi up` when the CLI is built
+                                    # (tests/e2e/engine/), else by the mock deployer;
+                                    # MAILSTACK_LAB_DEPLOYER=engine|mock chooses
     python -m tests.e2e.lab down
 """
 
@@ -392,11 +395,19 @@ def _deploy_world(lab: Lab) -> dict:
     from .world import PEER_NAME, make_world, sink_dir
 
     make_world(lab, detached=True)  # runs until `down` stops the processes in the lab's namespaces
-    deployment = Deployment(lab)
+    deployer = _deployer_for_up()
+    if deployer == "engine":
+        from .engine.deployer import EngineDeployment
+
+        deployment = EngineDeployment(lab)
+    else:
+        deployment = Deployment(lab)
     started = time.monotonic()
     deployment.up(e2e_config(lab), SECRET_KEYS)
     return {
         "lab": LAB_NAME,
+        "deployer": deployer,
+        **({"engine": deployment.engine.by_hand()} if deployer == "engine" else {}),
         "domain": lab.domain,
         "mx_hostname": lab.mx_hostname,
         "hosts": {name: asdict(h) for name, h in lab.hosts.items()},
@@ -407,6 +418,41 @@ def _deploy_world(lab: Lab) -> dict:
         "deployment": {"seconds": round(time.monotonic() - started, 1), "ssh_sessions": deployment.ssh_sessions,
                        "runs": {run.name: round(run.seconds, 1) for run in deployment.runs}},
     }
+
+
+def _how_to_reach(lab: Lab, summary: dict) -> str:
+    """What to try once the lab is up: mail in, mail out over IMAP, pulumi by hand."""
+    name = "" if LAB_NAME == "msl" else f"MAILSTACK_LAB={LAB_NAME} "
+    user = summary["users"][0]
+    py = f"{REPO}/.venv/bin/python {E2E_DIR}/mailclient.py"
+    send = json.dumps({"host": lab.mx.ipv4, "mail_from": "someone@example.net", "rcpt_to": [user["addresses"][0]],
+                       "message": "Subject: hello\r\n\r\nHello from the peer.\r\n"})
+    imap = json.dumps({"host": lab.mx.ipv4, "user": user["name"], "password": user["password"]})
+    lines = [
+        f"lab {LAB_NAME!r} is up, deployed by the {summary['deployer']} deployer; state in {STATE_FILE}",
+        f"  a shell on mx:        {name}python -m tests.e2e.lab ssh",
+        f"  send mail from peer:  ip netns exec {lab.hosts['peer'].netns} {py} send '{send}'",
+        f"  read it over IMAP:    ip netns exec {lab.hosts['client'].netns} {py} imap '{imap}'",
+    ]
+    if summary.get("engine"):
+        lines.append(f"  pulumi by hand:       {summary['engine']['shell']}")
+        lines.append("                        pulumi preview --diff    # then: pulumi up, pulumi stack output")
+    lines.append(f"  take it down:         {name}python -m tests.e2e.lab down")
+    return "\n".join(lines)
+
+
+def _deployer_for_up() -> str:
+    """`engine` (a real `pulumi up`) when the CLI is built, else `mock`; MAILSTACK_LAB_DEPLOYER chooses."""
+    from .engine.deployer import deployer_choice
+
+    deployer = deployer_choice(default="auto")
+    if deployer == "mock":
+        why = ("MAILSTACK_LAB_DEPLOYER=mock" if os.environ.get("MAILSTACK_LAB_DEPLOYER")
+               else "no Pulumi CLI is built (scripts/setup builds one)")
+        print(f"deploying with the mock deployer (tests/e2e/deploy.py): {why}", file=sys.stderr)
+    else:
+        print("deploying with the real `pulumi up` (tests/e2e/engine/)", file=sys.stderr)
+    return deployer
 
 
 def main(argv: list[str]) -> int:
@@ -424,10 +470,7 @@ def main(argv: list[str]) -> int:
             raise
         STATE_FILE.write_text(json.dumps({**lab.state(), **summary}, indent=2) + "\n")  # 0600 (write_state)
         print(json.dumps(summary, indent=2))
-        name = "" if LAB_NAME == "msl" else f"MAILSTACK_LAB={LAB_NAME} "
-        print(f"lab {LAB_NAME!r} is up and deployed; state in {STATE_FILE}\n"
-              f"try: {name}python -m tests.e2e.lab ssh hostname -f\n"
-              f"remove it with: {name}python -m tests.e2e.lab down")
+        print(_how_to_reach(lab, summary))
     elif command == "down":
         lab = Lab.from_state() if STATE_FILE.exists() else Lab()
         lab.down()

@@ -156,3 +156,22 @@ def evaluate(
 
     run()
     return Evaluation(monitor.registrations, exports)
+
+
+def with_project_defaults(values: dict[str, Any]) -> dict[str, Any]:
+    """`values` plus every default Pulumi.yaml declares for a key they lack, as the engine adds them.
+
+    The real engine hands the program each declared default as text too
+    ("2048", "true", "[]", ""), so a value the config model reads only in its
+    typed form fails there, not under plain mocks (found with the real CLI:
+    README, "What the real engine found"). Use with `evaluate`.
+    """
+    import yaml
+
+    declared = yaml.safe_load((PROJECT_DIR / "Pulumi.yaml").read_text()).get("config") or {}
+    project = yaml.safe_load((PROJECT_DIR / "Pulumi.yaml").read_text())["name"]
+    out = dict(values)
+    for key, spec in declared.items():
+        if isinstance(spec, dict) and "default" in spec:
+            out.setdefault(f"{project}:{key}", spec["default"])
+    return out

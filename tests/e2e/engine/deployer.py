@@ -1,0 +1,359 @@
+"""Deploy a stack into the lab with the real `pulumi` CLI.
+
+`Engine` is one project + backend + PULUMI_HOME in a folder: it runs
+`pulumi` there with everything it needs in its environment and nothing
+downloaded. `EngineDeployment` has the mock deployer's interface
+(tests/e2e/deploy.py: `up(config, secret_keys)`, `state`, `runs`,
+`ssh_sessions`) so that the e2e tests can run against a host deployed by
+`pulumi up` (MAILSTACK_LAB_DEPLOYER=engine).
+
+The project is a folder of links to the checkout's Pulumi.yaml, __main__.py,
+components/ and templates/, with a `stacks/` of its own: Pulumi.yaml is never
+edited, and the lab's stack file never lands among the users' stacks.
+
+The stack's config is written as a person would: the plain values in the
+stack file (as `stacks/Pulumi.example.com.yaml` shows them), the secrets with
+the README's quick-start commands (`pulumi config set --secret ...`, values
+on stdin).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[3]
+LAUNCHER_DIR = Path(__file__).resolve().parent / "bin"
+PULUMI_VERSION = os.environ.get("MAILSTACK_PULUMI_VERSION", "v3.274.1")
+ENGINE_CACHE = Path(os.environ.get("MAILSTACK_ENGINE_CACHE", "/var/cache/mailstack-engine"))
+PROJECT_FILES = ("Pulumi.yaml", "__main__.py", "components", "templates", "requirements.txt", ".venv")
+# The stand-in providers, at the versions the program's SDKs ask for (pulumi-plugin.json).
+STAND_INS = {"command": "tests.e2e.engine.command_provider", "cloudflare": "tests.e2e.engine.cloudflare_provider"}
+# Secret keys and how the README's quick start sets them.
+SECRET_FILE_KEYS = ("ssh_private_key",)  # `pulumi config set --secret KEY < FILE`
+SECRET_VALUE_KEYS = ("ssh_host_key",)  # `pulumi config set --secret KEY "VALUE"`
+USER_SECRET_FIELDS = ("password_hash",)  # `pulumi config set --secret --path 'users[i].FIELD' "VALUE"`
+
+
+class EngineMissing(RuntimeError):
+    pass
+
+
+def find_pulumi() -> Path | None:
+    """The CLI: $MAILSTACK_PULUMI, the one scripts/build-pulumi built, or a 3.x `pulumi` on PATH."""
+    if os.environ.get("MAILSTACK_PULUMI"):
+        path = Path(os.environ["MAILSTACK_PULUMI"])
+        return path if path.is_file() else None
+    built = ENGINE_CACHE / PULUMI_VERSION / "bin" / "pulumi"
+    if built.is_file():
+        return built
+    on_path = shutil.which("pulumi")
+    if on_path:
+        version = subprocess.run([on_path, "version"], capture_output=True, text=True).stdout.strip()
+        if version.lstrip("v").startswith("3."):
+            return Path(on_path)
+    return None
+
+
+def installed_sdk_versions() -> dict[str, str]:
+    from .launcher import required_plugins
+
+    return dict(required_plugins())
+
+
+@dataclass
+class Engine:
+    """`pulumi` in one folder: project, file backend, PULUMI_HOME, passphrase file."""
+
+    workdir: Path
+    stack: str = "e2e"
+    pulumi: Path | None = None
+    lab_name: str = field(default_factory=lambda: os.environ.get("MAILSTACK_LAB", "msl"))
+
+    def __post_init__(self):
+        self.pulumi = self.pulumi or find_pulumi()
+        if self.pulumi is None:
+            raise EngineMissing("no Pulumi CLI: run scripts/setup (it builds one with scripts/build-pulumi)")
+        self.project = self.workdir / "project"
+        self.backend = self.workdir / "state"
+        self.home = self.workdir / "pulumi-home"
+        self.passphrase_file = self.workdir / "passphrase"
+        self.runs_file = self.workdir / "stand-in-runs.jsonl"
+
+    # --- setting up ---------------------------------------------------------------------------------
+
+    def prepare(self) -> "Engine":
+        """Project links, backend, passphrase, and the stand-in providers installed in PULUMI_HOME."""
+        for folder in (self.project / "stacks", self.backend, self.home):
+            folder.mkdir(parents=True, exist_ok=True)
+        for name in PROJECT_FILES:
+            link = self.project / name
+            if not link.exists() and (REPO / name).exists():
+                link.symlink_to(REPO / name)
+        if not self.passphrase_file.exists():
+            self.passphrase_file.write_text(os.urandom(24).hex() + "\n")
+            self.passphrase_file.chmod(0o600)
+        self.install_stand_ins()
+        return self
+
+    def install_stand_ins(self) -> None:
+        versions = installed_sdk_versions()
+        wrappers = self.workdir / "stand-ins"
+        wrappers.mkdir(exist_ok=True)
+        for name, module in STAND_INS.items():
+            version = versions[name]
+            if (self.home / "plugins" / f"resource-{name}-v{version}").is_dir():
+                continue
+            wrapper = wrappers / f"pulumi-resource-{name}"
+            wrapper.write_text(
+                "#!/bin/sh\n"
+                f"# STAND-IN for the {name} provider {version} (test infrastructure: {module.replace('.', '/')}.py)\n"
+                f"PYTHONPATH={REPO} exec {REPO}/.venv/bin/python -m {module} \"$@\"\n"
+            )
+            wrapper.chmod(0o755)
+            self.run(["plugin", "install", "resource", name, version, "--file", str(wrapper)], cwd=self.workdir)
+
+    def env(self) -> dict[str, str]:
+        path = f"{self.pulumi.parent}:{LAUNCHER_DIR}:{os.environ.get('PATH', '/usr/bin:/bin')}"
+        return {
+            **{k: v for k, v in os.environ.items() if not k.startswith("PULUMI_")},
+            "PATH": path,
+            "PULUMI_HOME": str(self.home),
+            "PULUMI_BACKEND_URL": f"file://{self.backend}",
+            "PULUMI_CONFIG_PASSPHRASE_FILE": str(self.passphrase_file),
+            "PULUMI_SKIP_UPDATE_CHECK": "true",
+            "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
+            "PULUMI_SKIP_CONFIRMATIONS": "true",
+            "MAILSTACK_LAB": self.lab_name,
+            "MAILSTACK_STANDIN_RUNS": str(self.runs_file),
+            "NO_COLOR": "1",
+        }
+
+    def run(self, args: list[str], input: str | None = None, check: bool = True, cwd: Path | None = None,
+            timeout: float = 3600) -> subprocess.CompletedProcess:
+        """`pulumi ARGS` in the project folder; raises PulumiFailed (with its output) when check and it fails."""
+        result = subprocess.run([str(self.pulumi), *args], input=input if input is not None else "",
+                                capture_output=True, text=True, cwd=cwd or self.project, env=self.env(),
+                                timeout=timeout)
+        if check and result.returncode != 0:
+            raise PulumiFailed(args, result)
+        return result
+
+    # --- stacks and config ------------------------------------------------------------------------------
+
+    @property
+    def stack_file(self) -> Path:
+        return self.project / "stacks" / f"Pulumi.{self.stack}.yaml"
+
+    def stack_exists(self) -> bool:
+        return self.run(["stack", "select", self.stack], check=False).returncode == 0
+
+    def init_stack(self) -> None:
+        if not self.stack_exists():
+            self.run(["stack", "init", self.stack])
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        """The stack's config: plain values in the stack file, secrets with the quick start's commands.
+
+        config: `mailstack:key` -> value, secrets in clear (tests/e2e/stack.py's e2e_config).
+        A secret whose value is already in the stack file is not set again.
+        """
+        self.init_stack()
+        current = self._stack_yaml().get("config") or {}
+        known = self._secrets_set()
+        plain_values: dict[str, Any] = {}
+        commands: list[tuple[list[str], str]] = []
+        for key, value in config.items():
+            short = key.split(":", 1)[1]
+            if short in SECRET_FILE_KEYS + SECRET_VALUE_KEYS:
+                if value in (None, ""):
+                    continue
+                if known.get(short) == value and key in current:
+                    plain_values[key] = current[key]
+                    continue
+                if short in SECRET_FILE_KEYS:  # pulumi config set --secret ssh_private_key < KEYFILE
+                    commands.append((["config", "set", "--secret", short], value))
+                else:  # pulumi config set --secret ssh_host_key "ssh-ed25519 AAAA..."
+                    commands.append((["config", "set", "--secret", short, value], ""))
+                known[short] = value
+            elif short == "users":
+                users = []
+                old_users = current.get(key) if isinstance(current.get(key), list) else []
+                for i, user in enumerate(value):
+                    entry = {k: v for k, v in user.items() if k not in USER_SECRET_FIELDS}
+                    for secret_field in USER_SECRET_FIELDS:
+                        if user.get(secret_field) is None:
+                            continue
+                        path = f"users[{i}].{secret_field}"
+                        old = old_users[i].get(secret_field) if i < len(old_users) and isinstance(
+                            old_users[i], dict) else None
+                        if known.get(path) == user[secret_field] and isinstance(old, dict):
+                            entry[secret_field] = old
+                        else:
+                            # pulumi config set --secret --path 'users[0].password_hash' "$(openssl passwd -6)"
+                            # (the value on stdin here, so that it is never on a command line)
+                            commands.append((["config", "set", "--secret", "--path", path], user[secret_field]))
+                            known[path] = user[secret_field]
+                    users.append(entry)
+                plain_values[key] = users
+            else:
+                plain_values[key] = value
+        document = self._stack_yaml()
+        document["config"] = plain_values
+        self.stack_file.write_text(
+            "# The lab's stack (tests/e2e/engine/deployer.py): plain values here, secrets set with\n"
+            "# `pulumi config set --secret ...` as the README's quick start does.\n"
+            + yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
+        )
+        for args, stdin in commands:
+            self.run(args, input=stdin)
+        (self.workdir / ".secrets-set.json").write_text(json.dumps(known))
+        (self.workdir / ".secrets-set.json").chmod(0o600)
+
+    def _stack_yaml(self) -> dict[str, Any]:
+        if not self.stack_file.exists():
+            return {}
+        return yaml.safe_load(self.stack_file.read_text()) or {}
+
+    def _secrets_set(self) -> dict[str, str]:
+        try:
+            return json.loads((self.workdir / ".secrets-set.json").read_text())
+        except (OSError, ValueError):
+            return {}
+
+    # --- state ----------------------------------------------------------------------------------------
+
+    def export(self) -> dict[str, Any]:
+        """The stack's checkpoint with secrets decrypted (`pulumi stack export --show-secrets`)."""
+        return json.loads(self.run(["stack", "export", "--show-secrets"]).stdout)
+
+    def resources(self) -> dict[str, dict[str, Any]]:
+        """"type::name" -> {"inputs", "outputs"} (secrets in clear) of every resource in the state."""
+        out = {}
+        for resource in self.export().get("deployment", {}).get("resources") or []:
+            name = resource["urn"].split("::")[-1]
+            out[f"{resource['type']}::{name}"] = {"inputs": reveal(resource.get("inputs") or {}),
+                                                  "outputs": reveal(resource.get("outputs") or {})}
+        return out
+
+    def take_runs(self) -> list[dict[str, Any]]:
+        """The commands the stand-in ran on the host since the last call (one dict per command)."""
+        try:
+            lines = self.runs_file.read_text().splitlines()
+        except OSError:
+            return []
+        self.runs_file.unlink()
+        return [json.loads(line) for line in lines if line.strip()]
+
+    def by_hand(self) -> dict[str, Any]:
+        """What a person needs to run `pulumi` against this stack by hand."""
+        env = self.env()
+        keys = ("PATH", "PULUMI_HOME", "PULUMI_BACKEND_URL", "PULUMI_CONFIG_PASSPHRASE_FILE",
+                "PULUMI_SKIP_UPDATE_CHECK", "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION", "MAILSTACK_LAB")
+        exports = " ".join(f"{k}={_sh(env[k])}" for k in keys if k != "PATH")
+        exports = f'PATH={_sh(str(self.pulumi.parent))}:{_sh(str(LAUNCHER_DIR))}:"$PATH" {exports}'
+        return {
+            "pulumi": str(self.pulumi),
+            "project": str(self.project),
+            "backend_url": env["PULUMI_BACKEND_URL"],
+            "stack": self.stack,
+            "passphrase_variable": "PULUMI_CONFIG_PASSPHRASE_FILE",
+            "passphrase_file": str(self.passphrase_file),
+            "pulumi_home": str(self.home),
+            "path": env["PATH"],
+            "env": {k: env[k] for k in keys},
+            "shell": f"cd {_sh(str(self.project))} && export {exports}",
+        }
+
+
+class PulumiFailed(RuntimeError):
+    def __init__(self, args: list[str], result: subprocess.CompletedProcess):
+        self.args_, self.result = args, result
+        super().__init__(f"`pulumi {' '.join(args[:3])}...` failed (exit {result.returncode}):\n"
+                         f"{result.stdout[-6000:]}\n{result.stderr[-3000:]}")
+
+
+def reveal(value: Any) -> Any:
+    """A checkpoint value with `--show-secrets` wrappers ({sig, plaintext}) replaced by their values."""
+    from .standin import SECRET_SIG
+
+    if isinstance(value, dict):
+        if SECRET_SIG in value and "plaintext" in value:
+            return reveal(json.loads(value["plaintext"]))
+        return {k: reveal(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [reveal(v) for v in value]
+    return value
+
+
+def _sh(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text)
+
+
+# --- the mock deployer's interface ----------------------------------------------------------------------
+
+
+@dataclass
+class CommandRun:
+    name: str
+    seconds: float
+    stdout: str
+    stderr: str
+
+
+@dataclass
+class EngineDeployment:
+    """Like tests/e2e/deploy.py's Deployment, with `pulumi up` doing the work."""
+
+    lab: Any
+    engine: Engine | None = None
+    state: dict[str, dict[str, Any]] = field(default_factory=dict)
+    runs: list[CommandRun] = field(default_factory=list)
+    ssh_sessions: int = 0
+    first_seconds: float = 0.0
+    last_output: str = ""
+
+    def __post_init__(self):
+        if self.engine is None:
+            self.engine = Engine(Path(self.lab.run_dir) / "engine").prepare()
+
+    def up(self, config: dict[str, Any], secret_keys: list[str] | None = None, stack: str = "e2e"):
+        """`pulumi up --yes --skip-preview` with this config; DeploymentFailed with pulumi's output on failure."""
+        from tests.e2e.deploy import DeploymentFailed
+
+        self.engine.stack = stack
+        self.engine.write_config(config)
+        self.engine.take_runs()
+        result = self.engine.run(["up", "--yes", "--skip-preview", "--diff"], check=False)
+        self.last_output = result.stdout + result.stderr
+        self.runs = [CommandRun(r["name"], r["seconds"], r["stdout"], r["stderr"]) for r in self.engine.take_runs()]
+        self.ssh_sessions = len(self.runs)
+        self.state = self.engine.resources()
+        if result.returncode != 0:
+            raise DeploymentFailed(f"pulumi up failed (exit {result.returncode}):\n{_error_part(self.last_output)}")
+        return self.state
+
+
+def _error_part(output: str) -> str:
+    """The diagnostics of a failed `pulumi up` (the part a person reads)."""
+    start = output.find("Diagnostics:")
+    return (output[start:] if start >= 0 else output)[-8000:]
+
+
+def deployer_choice(default: str = "mock") -> str:
+    """`engine` or `mock`: MAILSTACK_LAB_DEPLOYER when set, else `default` (`auto`: the engine when built)."""
+    wanted = os.environ.get("MAILSTACK_LAB_DEPLOYER", "").strip().lower() or default
+    if wanted == "auto":
+        return "engine" if find_pulumi() else "mock"
+    if wanted not in ("engine", "mock"):
+        raise ValueError(f"MAILSTACK_LAB_DEPLOYER={wanted!r}: expected engine, mock or auto")
+    return wanted
