@@ -59,6 +59,10 @@ class MailHost(pulumi.ComponentResource):
                 connection=connection,
                 create=spec.command,
                 stdin=spec.stdin,
+                # The provider would hand the previous run's output over as environment
+                # variables, which Debian's sshd refuses (no AcceptEnv for them): a
+                # warning on every update, for values no unit reads.
+                add_previous_output_in_env=False,
                 opts=pulumi.ResourceOptions(parent=self, depends_on=after),
                 **extra,
             )
@@ -73,6 +77,7 @@ class MailHost(pulumi.ComponentResource):
             # The password hashes: secret in state, never in a command line or log.
             stdin=pulumi.Output.secret(units.accounts_stdin(cfg)),
             logging=remote.Logging.NONE,
+            add_previous_output_in_env=False,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[packages]),
         )
 

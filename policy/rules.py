@@ -32,8 +32,8 @@ COMMANDS = ("command:remote:Command", "command:local:Command")
 # RFC 8301 3.2: signers MUST use at least 1024 bits and SHOULD use 2048; the guide uses 2048.
 DKIM_MIN_BITS = 2048
 
-# The stack config keys that hold secrets (Pulumi.yaml: `secret: true`; users[].password_hash
-# and the Cloudflare token are set with `pulumi config set --secret`).
+# The stack config keys that hold secrets, all set with `pulumi config set --secret` (Pulumi.yaml
+# cannot declare them `secret: true`: the CLI then refuses a stack that leaves one unset).
 SECRET_CONFIG_KEYS = ("mailstack:ssh_private_key", "mailstack:ssh_host_key", "cloudflare:apiToken")
 # Shorter values could match by chance (and no real secret is this short).
 MIN_SECRET_LENGTH = 8

@@ -39,7 +39,7 @@ STAND_INS = {"command": "tests.e2e.engine.command_provider", "cloudflare": "test
 # Secret keys and how the README's quick start sets them.
 SECRET_FILE_KEYS = ("ssh_private_key",)  # `pulumi config set --secret KEY < FILE`
 SECRET_VALUE_KEYS = ("ssh_host_key",)  # `pulumi config set --secret KEY "VALUE"`
-USER_SECRET_FIELDS = ("password_hash",)  # `pulumi config set --secret --path 'users[i].FIELD' "VALUE"`
+USER_SECRET_FIELDS = ("password_hash",)  # `... | pulumi config set --secret --path 'users[i].FIELD'`
 
 
 class EngineMissing(RuntimeError):
@@ -197,8 +197,7 @@ class Engine:
                         if known.get(path) == user[secret_field] and isinstance(old, dict):
                             entry[secret_field] = old
                         else:
-                            # pulumi config set --secret --path 'users[0].password_hash' "$(openssl passwd -6)"
-                            # (the value on stdin here, so that it is never on a command line)
+                            # openssl passwd -6 | pulumi config set --secret --path 'users[0].password_hash'
                             commands.append((["config", "set", "--secret", "--path", path], user[secret_field]))
                             known[path] = user[secret_field]
                     users.append(entry)
