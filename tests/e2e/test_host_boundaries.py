@@ -151,6 +151,12 @@ def test_a_removed_user_cannot_log_in_or_receive_keeps_the_maildir_and_comes_bac
         # Her account and her mail stay.
         assert lab.ssh(f"grep -rlF {token!r} /home/carol/Maildir/new /home/carol/Maildir/cur",
                        check=False).stdout.strip(), "carol's Maildir lost the message"
+        # With soft_bounce on (the guide's setting while testing) the same refusal is temporary.
+        deploy(deployment, lab, users=[u for u in stack_users(lab) if u["name"] != "carol"], soft_bounce=True)
+        refused = mail_from_peer(lab, "carol@example.com", f"carol-soft-{uuid.uuid4()}")
+        assert not refused["ok"] and refused["stage"] == "rcpt", refused
+        assert refused["code"] == 450 and "4.1.1" in refused["error"], refused
+        deploy(deployment, lab, users=[u for u in stack_users(lab) if u["name"] != "carol"])
     finally:
         deploy(deployment, lab)
 
