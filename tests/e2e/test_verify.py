@@ -208,6 +208,7 @@ def deployed_variant(lab, deployment, **overrides) -> Iterator[None]:
         deployment.up(e2e_config(lab), SECRET_KEYS)
 
 
+@pytest.mark.patches_program
 def test_banner_showing_the_version_fails_the_banner_check(lab, deployment, project, cfg):
     # The config model refuses $mail_version in the banner (the guide: no
     # version), so the variant is a rendering that puts it there.
@@ -221,6 +222,7 @@ def test_banner_showing_the_version_fails_the_banner_check(lab, deployment, proj
     assert all("ESMTP Postfix 3." in c["reason"] for c in with_status(report, "fail").values())
 
 
+@pytest.mark.patches_program
 def test_open_relay_fails_the_relay_check(lab, deployment, project, cfg, monkeypatch):
     # The config model has no key for this, rightly: the variant is a program whose Postfix
     # trusts every address (mynetworks = 0.0.0.0/0 [::]/0, the classic open relay: the guide's
