@@ -143,7 +143,8 @@ def evaluate(
     monitor = monitor or RecordingMonitor(mocks)
     ROOT.set(None)  # a fresh stack resource for each evaluation
     pulumi.runtime.set_mocks(mocks, project="mailstack", stack=stack, preview=False, monitor=monitor)
-    pulumi.runtime.set_all_config(config_for_pulumi(config), secret_keys or [])
+    # As the engine does: every default Pulumi.yaml declares, as text, beside the stack's values.
+    pulumi.runtime.set_all_config(config_for_pulumi(with_project_defaults(config)), secret_keys or [])
 
     exports: dict[str, Any] = {}
 
@@ -164,7 +165,7 @@ def with_project_defaults(values: dict[str, Any]) -> dict[str, Any]:
     The real engine hands the program each declared default as text too
     ("2048", "true", "[]", ""), so a value the config model reads only in its
     typed form fails there, not under plain mocks (found with the real CLI:
-    README, "What the real engine found"). Use with `evaluate`.
+    README, "What the real engine found"). `evaluate` always applies it.
     """
     import yaml
 
