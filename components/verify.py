@@ -41,6 +41,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from components import paths
 from components.config import MailConfig
 from components.records import (
     MX_PRIORITY,
@@ -498,7 +499,7 @@ def check_dkim_key(cfg: MailConfig, record: DkimKey | None, host_key: str | None
         ours = None
     if ours is None:
         return failed(name, f"the host's key ({source}) is not a base64 DER RSA public key: {host_key[:24]!r}...",
-                      f"check /etc/opendkim/{cfg.dkim_selector}.private on the host")
+                      f"check {paths.dkim_key(cfg.dkim_selector)} on the host")
     if _public_numbers(record.der) != ours:
         return failed(name, f"{where} publishes a different key than the host signs with ({source}): "
                             "every signature fails", _dkim_fix(cfg, host_key))
@@ -769,7 +770,7 @@ def _dkim_checks(cfg: MailConfig, lookups: Dns, options: Options) -> list[Result
     if options.ssh:
         try:
             host_key = read_host_dkim_key(cfg, options.timeout)
-            source = f"/etc/opendkim/{cfg.dkim_selector}.private, read over SSH"
+            source = f"{paths.dkim_key(cfg.dkim_selector)}, read over SSH"
         except HostKeyUnavailable as err:
             unavailable = f"the host's key could not be read over SSH ({err}) and no --dkim-key was given"
     else:
