@@ -9,8 +9,9 @@ Each service module (postfix, dovecot, opendkim, policyd_spf, sieve) says:
 - CONFIG_DIRS: the live folders copied into the stage before the check;
 - CHECKS: the daemon's own checkers on the staged files, each with the name
   `python -m components check` reports it under;
-- BEFORE, APPLY: the templates of what runs before the swap and after it
-  (reload, restart; templates/<service>/before.sh.j2, apply.sh.j2).
+- APPLY: the template of how it takes a change (reload, restart), run after
+  the swap; BEFORE, when it has one: what runs between the check and the swap
+  (templates/<service>/apply.sh.j2, before.sh.j2).
 
 tls and accounts are the host's other units, with their scripts alone.
 

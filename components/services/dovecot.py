@@ -19,23 +19,18 @@ PACKAGES = ("dovecot-core", "dovecot-imapd", "dovecot-lmtpd", "dovecot-sieve")
 # Includes are relative to dovecot.conf, so the staged conf.d is what is read.
 CONFIG_DIRS = [paths.DOVECOT_DIR]
 
-BEFORE = None
 # Compiles the default script, then starts or reloads Dovecot.
 APPLY = "dovecot/apply.sh.j2"
 
 _CONF_D = ["10-master.conf", "10-mail.conf", "20-lmtp.conf", "10-auth.conf", "90-sieve.conf", "10-ssl.conf"]
 
 
-def host_files(cfg: MailConfig) -> list[HostFile]:
-    """The conf.d files mailstack owns, plus the default Sieve script."""
+def files(cfg: MailConfig) -> list[HostFile]:
+    """The conf.d files mailstack owns, plus the default Sieve script: all host level."""
     return [
         *(host_file(f"{paths.DOVECOT_CONF_D}/{name}", f"dovecot/{name}.j2", cfg=cfg) for name in _CONF_D),
         host_file(paths.DEFAULT_SIEVE, "dovecot/default.sieve.j2", cfg=cfg),
     ]
-
-
-def files(cfg: MailConfig) -> list[HostFile]:
-    return host_files(cfg)
 
 
 # The default script (sieve_default) is compiled next to itself, in the stage.

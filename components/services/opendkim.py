@@ -20,7 +20,6 @@ PACKAGES = ("opendkim", "opendkim-tools")
 # Its config is the single file /etc/opendkim.conf; the keys stay where they are.
 CONFIG_DIRS: list[str] = []
 
-BEFORE = None
 # Makes the socket's directory inside Postfix's chroot, then starts or restarts OpenDKIM.
 APPLY = "opendkim/apply.sh.j2"
 
@@ -28,13 +27,9 @@ APPLY = "opendkim/apply.sh.j2"
 # --- host level -----------------------------------------------------------------------------
 
 
-def host_files(cfg: MailConfig) -> list[HostFile]:
-    return [host_file(paths.OPENDKIM_CONF, "opendkim/opendkim.conf.j2", cfg=cfg)]
-
-
 def files(cfg: MailConfig) -> list[HostFile]:
-    """Every file of the unit (the key has its own unit: `dkim_key_script`)."""
-    return host_files(cfg)
+    """Every file of the unit: all host level (the domain's key has its own unit, below)."""
+    return [host_file(paths.OPENDKIM_CONF, "opendkim/opendkim.conf.j2", cfg=cfg)]
 
 
 # --- domain level ---------------------------------------------------------------------------

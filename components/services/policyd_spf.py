@@ -16,17 +16,13 @@ NAME = "policyd-spf"
 PACKAGES = ("postfix-policyd-spf-python",)
 CONFIG_DIRS = [paths.POLICYD_SPF_DIR]
 
-BEFORE = None
 # Nothing to reload (see the template).
 APPLY = "policyd-spf/apply.sh.j2"
 
 
-def host_files(cfg: MailConfig) -> list[HostFile]:
-    return [host_file(paths.POLICYD_SPF_CONF, "policyd-spf/policyd-spf.conf.j2", cfg=cfg)]
-
-
 def files(cfg: MailConfig) -> list[HostFile]:
-    return host_files(cfg)
+    """Every file of the unit: all host level."""
+    return [host_file(paths.POLICYD_SPF_CONF, "policyd-spf/policyd-spf.conf.j2", cfg=cfg)]
 
 
 # policyd-spf has no checker: read the file with its own reader

@@ -17,24 +17,19 @@ PACKAGES: tuple[str, ...] = ()  # sievec comes with Dovecot (dovecot-sieve)
 # Users' scripts live in their homes: only the rendered scripts are staged.
 CONFIG_DIRS: list[str] = []
 
-BEFORE = None
 # Nothing to reload (see the template).
 APPLY = "sieve/apply.sh.j2"
 
 TEMPLATE = "sieve/domain/user.sieve.j2"
 
 
-def user_scripts(cfg: MailConfig) -> list[HostFile]:
+def files(cfg: MailConfig) -> list[HostFile]:
     """~/.dovecot.sieve of each user with a script, private to that user."""
     return [
         host_file(paths.user_sieve(user.name), TEMPLATE, mode="0600", owner=user.name, group=user.name, user=user)
         for user in cfg.users
         if user.sieve is not None
     ]
-
-
-def files(cfg: MailConfig) -> list[HostFile]:
-    return user_scripts(cfg)
 
 
 # Users' scripts: $STAGE/home/<user>/.dovecot.sieve, compiled with the host's

@@ -267,7 +267,7 @@ def test_aliases_without_users_keep_debians_default():
     assert table(content(cfg, "/etc/postfix/controlled_auth_senders")) == []
     assert table(content(cfg, "/etc/postfix/virtual")) == []
     assert table(content(cfg, "/etc/postfix/recipients")) == []
-    assert sieve_service.user_scripts(cfg) == []
+    assert sieve_service.files(cfg) == []
 
 
 def test_postmaster_key_picks_the_user():
@@ -415,7 +415,7 @@ def test_users_flow_through():
     ]
     assert table(content(cfg, "/etc/postfix/virtual")) == [("sales@example.com", "erin")]
     assert table(content(cfg, "/etc/aliases")) == [("postmaster:", "erin"), ("root:", "erin")]
-    sieve = sieve_service.user_scripts(cfg)
+    sieve = sieve_service.files(cfg)
     assert [(f.path, f.mode, f.owner, f.group) for f in sieve] == [
         ("/home/erin/.dovecot.sieve", "0600", "erin", "erin")
     ]
@@ -465,7 +465,7 @@ def test_files_paths_modes_owners(stack):
 
 def test_user_sieve_keeps_the_users_script():
     cfg = stack_config("example.com")
-    [alice] = sieve_service.user_scripts(cfg)
+    [alice] = sieve_service.files(cfg)
     assert alice.content.endswith(cfg.users[0].sieve)
 
 
