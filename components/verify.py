@@ -742,7 +742,7 @@ def check_submission_auth(probe: SmtpProbe) -> Result:
     if probe.auth_after_tls is None:
         return failed(name, "AUTH not offered after STARTTLS: users cannot log in to send mail",
                       "master.cf submission: -o smtpd_sasl_auth_enable=yes; main.cf: smtpd_sasl_type = dovecot, "
-                      "smtpd_sasl_path = private/auth (Dovecot's auth listener)")
+                      f"smtpd_sasl_path = {paths.DOVECOT_AUTH_SOCKET.postfix} (Dovecot's auth listener)")
     return passed(name, f"AUTH {probe.auth_after_tls} only after STARTTLS")
 
 
