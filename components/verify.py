@@ -2,8 +2,9 @@
 
 `python -m components verify STACK` reads what should be true from the list of
 records that `components/records.py` builds and `MailDns` publishes (`published`
-below: the very list, not a copy of its rules) and checks what is true, like a receiving mail server would: DNS, reverse DNS,
-SPF, DKIM, DMARC, and the SMTP, submission and IMAP services at every address.
+below: the very list, not a copy of its rules) and checks what is true, like a
+receiving mail server would: DNS, reverse DNS, SPF, DKIM, DMARC, and the SMTP,
+submission and IMAP services at every address.
 
 Every check is a `Result`: a name, pass/warn/fail, one line of reason and, when
 something is wrong, the fix (the record to publish, the setting to change).

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from components.config import MailConfig
 from components.render import HostFile
-from components.services import accounts, dovecot, opendkim, policyd_spf, postfix, sieve, tls
+from components.services import dovecot, opendkim, policyd_spf, postfix, sieve, tls
 
 # The services whose units stage, check, swap and apply files, in the order of their files.
 SERVICES = {service.NAME: service for service in (postfix, opendkim, policyd_spf, dovecot, sieve)}
