@@ -3,7 +3,7 @@
     python -m components check STACK [STACK ...] [--all] [--project DIR]
 
 The stack is rendered into a stage the way the deploy script stages it on the
-host (components/checks.py): the machine's installed config folders are
+host (components/checks.py, components/services/): the machine's installed config folders are
 copied, the rendered files written over them. Then each service's CHECKS run
 there, and `named-checkzone` on the zone file. One line per check:
 
@@ -38,10 +38,11 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from components.checks import CONFIG_DIRS, NAMED_CHECKS
 from components.config import MailConfig
 from components.offline import render_stack
+from components import paths
 from components.render import render_template
+from components.services import CONFIG_DIRS, NAMED_CHECKS, sieve
 from components.stackfile import PROJECT_DIR, load_stack_or_report
 
 # The programs each service's checks run (and the namespaces need), with the
@@ -141,12 +142,12 @@ def host_setup(cfg: MailConfig, scratch: Path) -> str:
         f"cd {shlex.quote(str(scratch))}",
         "mkdir etc etc-work spool spool-work",
         "mount -t overlay overlay -o lowerdir=/etc,upperdir=$PWD/etc,workdir=$PWD/etc-work /etc",
-        "mount -t overlay overlay -o lowerdir=/var/spool/postfix,upperdir=$PWD/spool,workdir=$PWD/spool-work "
-        "/var/spool/postfix",
+        f"mount -t overlay overlay -o lowerdir={paths.POSTFIX_CHROOT},upperdir=$PWD/spool,workdir=$PWD/spool-work "
+        f"{paths.POSTFIX_CHROOT}",
         "cd /",
-        "mkdir -p -m 700 /etc/opendkim",
-        f"[ -e {q(f'/etc/opendkim/{cfg.dkim_selector}.private')} ] || opendkim-genkey -b 2048 -d {q(cfg.domain)} "
-        f"-D /etc/opendkim -r -s {q(cfg.dkim_selector)} 2>/dev/null",
+        f"mkdir -p -m 700 {paths.DKIM_KEY_DIR}",
+        f"[ -e {q(paths.dkim_key(cfg.dkim_selector))} ] || opendkim-genkey -b 2048 -d {q(cfg.domain)} "
+        f"-D {paths.DKIM_KEY_DIR} -r -s {q(cfg.dkim_selector)} 2>/dev/null",
     ]
     return "\n".join(lines)
 
@@ -199,7 +200,7 @@ def check_zone(cfg: MailConfig, path: Path) -> CheckResult:
 
 # --- users' Sieve scripts: messages about their own lines -----------------------------------
 
-# A line of the users' Sieve check (components/checks.py prefixes "user NAME: "),
+# A line of the users' Sieve check (components/services/sieve.py prefixes "user NAME: "),
 # e.g. "user alice: .dovecot: line 4: error: unknown command 'fileinto' (...)".
 _SIEVEC_LINE = re.compile(r"^user (?P<user>[^:]+): (?:[^:]*: )?line (?P<line>\d+): (?:error: )?(?P<message>.*)$")
 _SIEVEC_SUMMARY = re.compile(r"^user (?P<user>[^:]+): (?:[^:]*: error: (?:validation|parse) failed\.|sievec: Fatal: )")
@@ -213,7 +214,7 @@ def script_first_line(cfg: MailConfig, index: int) -> int:
     header lines the template puts first are counted from the template itself.
     """
     user = cfg.users[index].model_copy(update={"sieve": _MARKER + "\n"})
-    lines = render_template("sieve/user.sieve.j2", user=user).splitlines()
+    lines = render_template(sieve.TEMPLATE, user=user).splitlines()
     return next(n for n, line in enumerate(lines, 1) if _MARKER in line)
 
 

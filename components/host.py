@@ -1,7 +1,7 @@
 """MailHost: everything on the mail server, as a few SSH commands.
 
 Thin by design: the scripts come from `components.units`, the files from
-`components.render`; this module only turns them into `remote.Command`
+`components.services`; this module only turns them into `remote.Command`
 resources, in the order docs/design.md describes:
 
     packages ─┬─ tls ────────────────────────┬─ dovecot ─┬─ postfix
@@ -31,7 +31,7 @@ from pulumi_command import remote
 
 from components import units
 from components.config import MailConfig
-from components.render import render_host_files
+from components.services import render_host_files
 
 
 class MailHostArgs(TypedDict):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from components.config import MailConfig
 from components.records import mail_records, ptr_records, zone_file
-from components.render import render_host_files
+from components.services import render_host_files
 
 # Offline there is no host to generate the DKIM key; the record shows where it goes.
 DKIM_KEY_PLACEHOLDER = "PUBLIC-KEY-GENERATED-ON-THE-HOST"

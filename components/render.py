@@ -1,10 +1,13 @@
-"""Turn a stack's `MailConfig` into the files each service needs on the host.
+"""How a template becomes text: the Jinja2 environment every service renders with.
 
 Pure: no Pulumi import, no I/O beyond loading the templates in `templates/`.
-Templates hold the text (and the guide's one-line reasons); this module only
-picks templates, computes a few small values and says where each file goes,
-with which mode and owner. Uploading, validating (components/checks.py) and
-reloading are someone else's job.
+Templates hold the text (and the guide's one-line reasons). Which files a
+service has, where each goes and with which mode and owner is the service's
+own business (components/services/<service>.py); uploading, checking and
+reloading are its unit's (components/units.py).
+
+Every template sees `paths` (components/paths.py): the paths that several
+files share are spelled there once, never in a template.
 """
 
 from __future__ import annotations
@@ -17,15 +20,9 @@ from typing import Any
 
 import jinja2
 
-from components.config import MailConfig
+from components import paths
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
-
-POSTFIX_DIR = "/etc/postfix"
-DOVECOT_CONF_D = "/etc/dovecot/conf.d"
-DEFAULT_SIEVE = "/etc/dovecot/sieve/default.sieve"
-OPENDKIM_CONF = "/etc/opendkim.conf"
-POLICYD_SPF_CONF = "/etc/postfix-policyd-spf-python/policyd-spf.conf"
 
 
 @dataclass(frozen=True)
@@ -54,9 +51,11 @@ _ENV = jinja2.Environment(
     # every use (10,000 users' Sieve files are 10,000 uses of one template).
     auto_reload=False,
 )
+# The shared paths, by name, in every template: {{ paths.OPENDKIM_SOCKET.host }}.
+_ENV.globals["paths"] = paths
 
 
-# --- for the host scripts (templates/units) ------------------------------------------------
+# --- for the host scripts (the units' templates) ------------------------------------------------
 
 # The first here-document delimiter tried; then MAILSTACK_EOF_1, MAILSTACK_EOF_2, ...
 HEREDOC_MARK = "MAILSTACK_EOF"
@@ -72,7 +71,7 @@ def here_document(text: str) -> str:
     gets the same delimiter: previews of an unchanged file stay unchanged.
 
     A here-document always ends with a newline; when `text` does not, one is
-    added here, and the script must cut it off again (see stage-files.sh.j2).
+    added here, and the script must cut it off again (see templates/units/stage-files.sh.j2).
     Bash drops NUL bytes from a script, so text holding one is refused.
     """
     if "\0" in text:
@@ -120,103 +119,8 @@ def render_template(name: str, **values: Any) -> str:
         raise TemplateError(f"{where}: {err}") from err
 
 
-def _file(
+def host_file(
     path: str, template: str, mode: str = "0644", owner: str = "root", group: str = "root", **values: Any
 ) -> HostFile:
+    """The file at `path`, rendered from templates/<template> with `values`."""
     return HostFile(path=path, content=render_template(template, **values), mode=mode, owner=owner, group=group)
-
-
-# --- small derived values --------------------------------------------------------------------
-
-
-def _mynetworks(cfg: MailConfig) -> str:
-    """Loopback only, for the protocols Postfix uses (Debian's stock value when both)."""
-    nets = []
-    if cfg.inet_protocols in ("all", "ipv4"):
-        nets.append("127.0.0.0/8")
-    if cfg.inet_protocols == "all":
-        nets.append("[::ffff:127.0.0.0]/104")
-    if cfg.inet_protocols in ("all", "ipv6"):
-        nets.append("[::1]/128")
-    return " ".join(nets)
-
-
-def _senders(cfg: MailConfig) -> list[tuple[str, str]]:
-    """controlled_auth_senders: every address a user may send as -> the user."""
-    return [(address, user.name) for user in cfg.users for address in cfg.addresses_of(user)]
-
-
-def _recipients(cfg: MailConfig) -> list[str]:
-    """Every address the stack's users receive at: Postfix accepts these (and the aliases) alone."""
-    return [address for address, _ in _senders(cfg)]
-
-
-def _virtual_aliases(cfg: MailConfig) -> list[tuple[str, str]]:
-    """Addresses whose local part is not the owner's login name need a virtual alias."""
-    return [(address, user) for address, user in _senders(cfg) if address.rpartition("@")[0] != user]
-
-
-# --- per service ----------------------------------------------------------------------------
-
-
-def render_postfix(cfg: MailConfig) -> list[HostFile]:
-    """main.cf, master.cf, controlled_auth_senders, recipients, virtual and /etc/aliases.
-
-    The lookup tables come before main.cf: on a host that lacks one, its
-    database is built before the main.cf that names it is swapped in
-    (templates/units/before-postfix.sh.j2).
-    """
-    return [
-        _file(f"{POSTFIX_DIR}/controlled_auth_senders", "postfix/controlled_auth_senders.j2", senders=_senders(cfg)),
-        _file(f"{POSTFIX_DIR}/recipients", "postfix/recipients.j2", recipients=_recipients(cfg)),
-        _file(f"{POSTFIX_DIR}/virtual", "postfix/virtual.j2", aliases=_virtual_aliases(cfg)),
-        _file(f"{POSTFIX_DIR}/main.cf", "postfix/main.cf.j2", cfg=cfg, mynetworks=_mynetworks(cfg)),
-        _file(f"{POSTFIX_DIR}/master.cf", "postfix/master.cf.j2", cfg=cfg),
-        _file("/etc/aliases", "postfix/aliases.j2", postmaster=cfg.postmaster_user),
-    ]
-
-
-def render_opendkim(cfg: MailConfig) -> list[HostFile]:
-    """/etc/opendkim.conf."""
-    return [_file(OPENDKIM_CONF, "opendkim/opendkim.conf.j2", cfg=cfg)]
-
-
-def render_policyd_spf(cfg: MailConfig) -> list[HostFile]:
-    """/etc/postfix-policyd-spf-python/policyd-spf.conf."""
-    return [_file(POLICYD_SPF_CONF, "policyd-spf/policyd-spf.conf.j2", cfg=cfg)]
-
-
-def render_dovecot(cfg: MailConfig) -> list[HostFile]:
-    """The conf.d files mailstack owns, plus the default Sieve script."""
-    conf_d = ["10-master.conf", "10-mail.conf", "20-lmtp.conf", "10-auth.conf", "90-sieve.conf", "10-ssl.conf"]
-    return [
-        *(_file(f"{DOVECOT_CONF_D}/{name}", f"dovecot/{name}.j2", cfg=cfg) for name in conf_d),
-        _file(DEFAULT_SIEVE, "dovecot/default.sieve.j2", cfg=cfg),
-    ]
-
-
-def render_user_sieve(cfg: MailConfig) -> list[HostFile]:
-    """~/.dovecot.sieve of each user with a script, private to that user."""
-    return [
-        _file(
-            f"/home/{user.name}/.dovecot.sieve",
-            "sieve/user.sieve.j2",
-            mode="0600",
-            owner=user.name,
-            group=user.name,
-            user=user,
-        )
-        for user in cfg.users
-        if user.sieve is not None
-    ]
-
-
-def render_host_files(cfg: MailConfig) -> dict[str, list[HostFile]]:
-    """Every rendered file, by service (the keys of components.checks.CHECKS)."""
-    return {
-        "postfix": render_postfix(cfg),
-        "opendkim": render_opendkim(cfg),
-        "policyd-spf": render_policyd_spf(cfg),
-        "dovecot": render_dovecot(cfg),
-        "sieve": render_user_sieve(cfg),
-    }

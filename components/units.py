@@ -15,6 +15,11 @@ anything changes.
 Every value from the stack config reaches the shell through `q`
 (shlex.quote) or inside a quoted here-document (`heredoc`, whose delimiter
 no content can hold), never bare.
+
+What a unit does is its service's business (components/services/: the
+packages, the files, the checks, the before and apply steps); this module
+wraps it into a unit: the runner, the owner check, the stage-check-swap
+script (templates/units/service.sh.j2).
 """
 
 from __future__ import annotations
@@ -22,23 +27,9 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 
-from components.checks import CHECKS, CONFIG_DIRS
 from components.config import MailConfig
-from components.render import TEMPLATES, HostFile, render_template
-
-# What the guide installs, plus openssl for the keys the units generate.
-PACKAGES = (
-    "postfix",
-    "postfix-policyd-spf-python",
-    "dovecot-core",
-    "dovecot-imapd",
-    "dovecot-lmtpd",
-    "dovecot-sieve",
-    "opendkim",
-    "opendkim-tools",
-    "openssl",
-    "ca-certificates",
-)
+from components.render import HostFile, render_template
+from components.services import CHECKS, CONFIG_DIRS, PACKAGES, SERVICES, accounts, opendkim, tls
 
 
 @dataclass(frozen=True)
@@ -70,35 +61,24 @@ def packages_unit(cfg: MailConfig, owner: str) -> Unit:
 
 
 def tls_unit(cfg: MailConfig, owner: str) -> Unit:
-    script = render_template(
-        "units/tls.sh.j2", host_name=cfg.host_name, cert_file=cfg.smtpd_tls_cert_file, key_file=cfg.smtpd_tls_key_file
-    )
-    return _script_unit(cfg, owner, script)
+    """The host's TLS pair (components/services/tls.py)."""
+    return _script_unit(cfg, owner, tls.tls_script(cfg))
 
 
 def dkim_unit(cfg: MailConfig, owner: str) -> Unit:
-    script = render_template("units/dkim.sh.j2", domain=cfg.domain, selector=cfg.dkim_selector, bits=cfg.dkim_bits)
-    return _script_unit(cfg, owner, script)
+    """The domain's DKIM key (components/services/opendkim.py); prints its public half."""
+    return _script_unit(cfg, owner, opendkim.dkim_key_script(cfg))
 
 
-def accounts_script() -> str:
-    """The accounts unit's own work (without the owner check): reads `accounts_stdin`."""
-    return render_template("units/accounts.sh.j2")
+# The accounts unit (components/services/accounts.py): its stdin is secret.
+accounts_script = accounts.accounts_script
+accounts_stdin = accounts.accounts_stdin
 
 
 def accounts_command(cfg: MailConfig, owner: str) -> str:
     """The accounts script as a command line; it reads `accounts_stdin` on stdin."""
     sudo = "" if cfg.ssh_user == "root" else "sudo -n "
     return f"{sudo}bash -c {shlex.quote(_owned(cfg, owner, accounts_script()))}"
-
-
-def accounts_stdin(cfg: MailConfig) -> str:
-    """One `name<TAB>hash` line per user ("-" for no hash). Secret: hold it in a secret Output."""
-    lines = []
-    for user in cfg.users:
-        secret = user.password_hash.get_secret_value() if user.password_hash else "-"
-        lines.append(f"{user.name}\t{secret}\n")
-    return "".join(lines)
 
 
 def staging_script(files: list[HostFile]) -> str:
@@ -110,7 +90,12 @@ def staging_script(files: list[HostFile]) -> str:
 
 
 def service_script(cfg: MailConfig, service: str, files: list[HostFile]) -> str:
-    """Stage `files`, check them with CHECKS[service], swap the changed ones, apply."""
+    """Stage `files`, check them with CHECKS[service], swap the changed ones, apply.
+
+    The service's BEFORE and APPLY templates (components/services/<service>.py)
+    run before the swap and after it.
+    """
+    module = SERVICES.get(service)
     return render_template(
         "units/service.sh.j2",
         service=service,
@@ -119,8 +104,8 @@ def service_script(cfg: MailConfig, service: str, files: list[HostFile]) -> str:
         staging=staging_script(files),
         files=files,
         checks=CHECKS.get(service, []),
-        before=_optional(f"before-{service}.sh.j2", cfg),
-        apply=_optional(f"apply-{service}.sh.j2", cfg),
+        before=_step(getattr(module, "BEFORE", None), cfg),
+        apply=_step(getattr(module, "APPLY", None), cfg),
     )
 
 
@@ -129,7 +114,6 @@ def service_unit(cfg: MailConfig, owner: str, service: str, files: list[HostFile
     return _script_unit(cfg, owner, service_script(cfg, service, files))
 
 
-def _optional(template: str, cfg: MailConfig) -> str:
-    if not (TEMPLATES / "units" / template).exists():
-        return ""
-    return render_template(f"units/{template}", cfg=cfg)
+def _step(template: str | None, cfg: MailConfig) -> str:
+    """A service's before or apply step; "" when it has none."""
+    return render_template(template, cfg=cfg) if template else ""

@@ -1,9 +1,10 @@
 """`verify`: is the deployed mail system what the stack says, seen from outside?
 
-`python -m components verify STACK` reads what should be true from the stack's
-config (the same records `components/records.py` builds for Cloudflare) and
-checks what is true, like a receiving mail server would: DNS, reverse DNS,
-SPF, DKIM, DMARC, and the SMTP, submission and IMAP services at every address.
+`python -m components verify STACK` reads what should be true from the list of
+records that `components/records.py` builds and `MailDns` publishes (`published`
+below: the very list, not a copy of its rules) and checks what is true, like a
+receiving mail server would: DNS, reverse DNS, SPF, DKIM, DMARC, and the SMTP,
+submission and IMAP services at every address.
 
 Every check is a `Result`: a name, pass/warn/fail, one line of reason and, when
 something is wrong, the fix (the record to publish, the setting to change).
@@ -41,17 +42,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from components import paths
 from components.config import MailConfig
-from components.records import (
-    MX_PRIORITY,
-    dkim_name,
-    dkim_value,
-    dmarc_value,
-    ptr_name,
-    reverse_zone_for,
-    spf_value,
-    txt_content,
-)
+from components.records import Record, mail_records, ptr_name, ptr_records, reverse_zone_for, txt_content
 from components.verify_net import (
     Dns,
     DnsError,
@@ -109,12 +102,30 @@ def _at(address: str) -> str:
     return f"[{address}]"
 
 
+# --- what the stack publishes -------------------------------------------------------------------
+
+# The DKIM record's key when verify does not know the host's key (a fix then shows where it goes).
+HOST_KEY_UNKNOWN = "<the host key>"
+
+
+def published(cfg: MailConfig, dkim_key: str | None = None) -> dict[str, Record]:
+    """The records MailDns publishes for the stack, by their key ("mx", "spf", "dkim", "ptr-...").
+
+    The expectations of every DNS check: the same list the Cloudflare component
+    and the zone file get (components/records.py), so a new record, or a changed
+    one, is checked the day it is published. `dkim_key`: the host's public key,
+    when known.
+    """
+    return {r.key: r for r in mail_records(cfg, dkim_key or HOST_KEY_UNKNOWN) + ptr_records(cfg)}
+
+
 # --- DNS ----------------------------------------------------------------------------------------
 
 
 def check_mx(cfg: MailConfig, lookups: Dns) -> Result:
-    name, domain, host = "dns.mx", cfg.domain, cfg.host_name
-    fix = f"publish {_line(domain, 'MX', f'{MX_PRIORITY} {host}.')} ({REFRESH})"
+    mx = published(cfg)["mx"]
+    name, domain, host = "dns.mx", mx.name, mx.content
+    fix = f"publish {_line(domain, 'MX', f'{mx.priority} {host}.')} ({REFRESH})"
     try:
         records = sorted((r.preference, r.exchange.to_text(omit_final_dot=True).lower())
                          for r in lookups.records(domain, "MX"))
@@ -134,9 +145,10 @@ def check_mx(cfg: MailConfig, lookups: Dns) -> Result:
 
 def check_mx_cname(cfg: MailConfig, lookups: Dns) -> Result:
     """RFC 2181 10.3 / RFC 5321 5.1: an MX target must not be an alias."""
-    name, host = "dns.mx-cname", cfg.host_name
+    mx = published(cfg)["mx"]
+    name, host = "dns.mx-cname", mx.content
     try:
-        targets = [r.exchange.to_text(omit_final_dot=True).lower() for r in lookups.records(cfg.domain, "MX")]
+        targets = [r.exchange.to_text(omit_final_dot=True).lower() for r in lookups.records(mx.name, "MX")]
         aliases = {t: lookups.targets(t, "CNAME") for t in dict.fromkeys([host, *targets]) if t}
     except DnsError as err:
         return failed(name, str(err), f"make {host} answer for its A/AAAA and CNAME records")
@@ -150,8 +162,9 @@ def check_mx_cname(cfg: MailConfig, lookups: Dns) -> Result:
 
 def check_addresses(cfg: MailConfig, lookups: Dns, rtype: str) -> Result:
     """A (or AAAA) of the host: exactly the configured addresses."""
-    name, host = f"dns.{rtype.lower()}", cfg.host_name
-    expected = {str(ipaddress.ip_address(a)) for a in (cfg.ipv4 if rtype == "A" else cfg.ipv6)}
+    records = published(cfg)
+    name, host = f"dns.{rtype.lower()}", records["mx"].content
+    expected = {str(ipaddress.ip_address(r.content)) for r in records.values() if r.type == rtype and r.name == host}
     try:
         found = {str(ipaddress.ip_address(a)) for a in lookups.addresses(host, rtype)}
     except DnsError as err:
@@ -170,7 +183,9 @@ def check_addresses(cfg: MailConfig, lookups: Dns, rtype: str) -> Result:
 
 def check_ptr(cfg: MailConfig, lookups: Dns, address: str) -> Result:
     """Forward-confirmed reverse DNS: PTR -> host name -> the same address (the guide's `host` checks)."""
-    name, host, pointer = f"dns.ptr{_at(address)}", cfg.host_name, ptr_name(address)
+    pointer = ptr_name(address)
+    ptr = next((r for r in published(cfg).values() if r.type == "PTR" and r.name == pointer), None)
+    name, host = f"dns.ptr{_at(address)}", ptr.content if ptr else cfg.host_name
     zone = reverse_zone_for(cfg, address)
     where = (f"in the reverse zone {zone} ({REFRESH})" if zone else
              f"at the provider of {address}: it is not in mailstack:reverse_zones (the stack exports it in "
@@ -288,13 +303,17 @@ def spf_all(record: str) -> tuple[str | None, str]:
     return qualifier, redirect
 
 
-def _spf_fix(cfg: MailConfig, name: str | None = None) -> str:
-    return f"publish {_line(name or cfg.domain, 'TXT', txt_content(spf_value(cfg)))} ({REFRESH})"
+def _spf_fix(cfg: MailConfig, key: str = "spf") -> str:
+    """Publish the SPF record `key` ("spf" of the domain, "spf-helo" of the host name)."""
+    records = published(cfg)
+    # No "spf-helo" when the host name is the domain: its "spf" record is the HELO name's too.
+    record = records.get(key, records["spf"])
+    return f"publish {_line(record.name, 'TXT', txt_content(record.content))} ({REFRESH})"
 
 
 def check_spf(cfg: MailConfig, lookups: Dns) -> list[Result]:
     """spf.record (exactly one, parses), spf.lookups (<= 10), spf.all (the final qualifier)."""
-    domain = cfg.domain
+    domain = published(cfg)["spf"].name
     fix = _spf_fix(cfg)
     not_checked = "not checked: no usable SPF record (see spf.record)"
     try:
@@ -355,7 +374,7 @@ def check_spf(cfg: MailConfig, lookups: Dns) -> list[Result]:
 
 def check_spf_pass(cfg: MailConfig, lookups: Dns, address: str) -> Result:
     """pyspf's check_host() for mail from the domain sent by this address."""
-    name, domain = f"spf.pass{_at(address)}", cfg.domain
+    name, domain = f"spf.pass{_at(address)}", published(cfg)["spf"].name
     result, explanation = spf_check(lookups, address, f"postmaster@{domain}", cfg.host_name)
     try:
         record = " / ".join(f'"{r}"' for r in spf_records(lookups.texts(domain))) or "(none)"
@@ -369,14 +388,14 @@ def check_spf_pass(cfg: MailConfig, lookups: Dns, address: str) -> Result:
 
 def check_spf_helo(cfg: MailConfig, lookups: Dns) -> Result:
     """SPF of the HELO name: what receivers check for bounces (empty MAIL FROM, RFC 7208 2.3)."""
-    name, host = "spf.helo", cfg.host_name
+    name, host = "spf.helo", published(cfg)["mx"].content
     outcomes = {a: spf_check(lookups, a, "", host) for a in cfg.addresses}
     bad = {a: r for a, r in outcomes.items() if r[0] != "pass"}
     if not bad:
         return passed(name, f"{host}'s SPF record passes {', '.join(outcomes)} (HELO identity)")
     listing = "; ".join(f"{result} for {a}" for a, (result, _) in bad.items())
     return failed(name, f"{host}'s SPF record (HELO identity, checked for bounces) gives {listing}",
-                  _spf_fix(cfg, host))
+                  _spf_fix(cfg, "spf-helo"))
 
 
 # --- DKIM ---------------------------------------------------------------------------------------
@@ -447,12 +466,13 @@ def key_from_option(value: str) -> str:
 
 
 def _dkim_fix(cfg: MailConfig, key_b64: str | None) -> str:
-    content = txt_content(dkim_value(cfg, key_b64)) if key_b64 else f'"{dkim_value(cfg, "<the host key>")}"'
-    return f"publish {_line(dkim_name(cfg), 'TXT', content)} ({REFRESH})"
+    record = published(cfg, key_b64)["dkim"]
+    content = txt_content(record.content) if key_b64 else f'"{record.content}"'
+    return f"publish {_line(record.name, 'TXT', content)} ({REFRESH})"
 
 
 def check_dkim_record(cfg: MailConfig, lookups: Dns, host_key: str | None = None) -> tuple[Result, DkimKey | None]:
-    name, where = "dkim.record", dkim_name(cfg)
+    name, where = "dkim.record", published(cfg)["dkim"].name
     fix = _dkim_fix(cfg, host_key)
     try:
         texts = lookups.texts(where)
@@ -485,7 +505,7 @@ def check_dkim_record(cfg: MailConfig, lookups: Dns, host_key: str | None = None
 def check_dkim_key(cfg: MailConfig, record: DkimKey | None, host_key: str | None, source: str,
                    unavailable: str = "") -> Result:
     """The published key is the one OpenDKIM signs with (host_key: base64 DER from `source`)."""
-    name, where = "dkim.key", dkim_name(cfg)
+    name, where = "dkim.key", published(cfg)["dkim"].name
     if record is None:
         return warned(name, "not compared: no usable DKIM record (see dkim.record)")
     if host_key is None:
@@ -498,7 +518,7 @@ def check_dkim_key(cfg: MailConfig, record: DkimKey | None, host_key: str | None
         ours = None
     if ours is None:
         return failed(name, f"the host's key ({source}) is not a base64 DER RSA public key: {host_key[:24]!r}...",
-                      f"check /etc/opendkim/{cfg.dkim_selector}.private on the host")
+                      f"check {paths.dkim_key(cfg.dkim_selector)} on the host")
     if _public_numbers(record.der) != ours:
         return failed(name, f"{where} publishes a different key than the host signs with ({source}): "
                             "every signature fails", _dkim_fix(cfg, host_key))
@@ -510,8 +530,9 @@ def check_dkim_key(cfg: MailConfig, record: DkimKey | None, host_key: str | None
 
 def check_dmarc(cfg: MailConfig, lookups: Dns) -> list[Result]:
     """dmarc.record (exactly one, parses with checkdmarc) and dmarc.policy (p= and rua= as configured)."""
-    where = f"_dmarc.{cfg.domain}"
-    fix = f"publish {_line(where, 'TXT', txt_content(dmarc_value(cfg)))} ({REFRESH})"
+    dmarc = published(cfg)["dmarc"]
+    where = dmarc.name
+    fix = f"publish {_line(where, 'TXT', txt_content(dmarc.content))} ({REFRESH})"
     not_checked = warned("dmarc.policy", "not checked: no usable DMARC record (see dmarc.record)")
     try:
         found = [t for t in lookups.texts(where) if t.startswith("v=DMARC1")]
@@ -722,7 +743,7 @@ def check_submission_auth(probe: SmtpProbe) -> Result:
     if probe.auth_after_tls is None:
         return failed(name, "AUTH not offered after STARTTLS: users cannot log in to send mail",
                       "master.cf submission: -o smtpd_sasl_auth_enable=yes; main.cf: smtpd_sasl_type = dovecot, "
-                      "smtpd_sasl_path = private/auth (Dovecot's auth listener)")
+                      f"smtpd_sasl_path = {paths.DOVECOT_AUTH_SOCKET.postfix} (Dovecot's auth listener)")
     return passed(name, f"AUTH {probe.auth_after_tls} only after STARTTLS")
 
 
@@ -769,7 +790,7 @@ def _dkim_checks(cfg: MailConfig, lookups: Dns, options: Options) -> list[Result
     if options.ssh:
         try:
             host_key = read_host_dkim_key(cfg, options.timeout)
-            source = f"/etc/opendkim/{cfg.dkim_selector}.private, read over SSH"
+            source = f"{paths.dkim_key(cfg.dkim_selector)}, read over SSH"
         except HostKeyUnavailable as err:
             unavailable = f"the host's key could not be read over SSH ({err}) and no --dkim-key was given"
     else:

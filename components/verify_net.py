@@ -35,6 +35,7 @@ import dns.rdata
 import dns.resolver
 import spf
 
+from components import paths
 from components.config import MailConfig
 
 # --- DNS ----------------------------------------------------------------------------------------
@@ -432,7 +433,7 @@ class HostKeyUnavailable(Exception):
 
 def dkim_key_command(cfg: MailConfig) -> str:
     """The shell command that prints the public half of the signing key (as the DKIM unit does)."""
-    key = shlex.quote(f"/etc/opendkim/{cfg.dkim_selector}.private")
+    key = shlex.quote(paths.dkim_key(cfg.dkim_selector))
     sudo = "" if cfg.ssh_user == "root" else "sudo -n "
     return f"{sudo}openssl rsa -in {key} -pubout -outform DER 2>/dev/null | base64 -w0"
 
@@ -455,7 +456,7 @@ def ssh_argv(cfg: MailConfig, key_file: Path | None, known_hosts: Path | None, t
 
 
 def read_host_dkim_key(cfg: MailConfig, timeout: float = 10.0) -> str:
-    """The base64 DER public key of /etc/opendkim/<selector>.private, read over SSH."""
+    """The base64 DER public key of the selector's private key (paths.dkim_key), read over SSH."""
     with tempfile.TemporaryDirectory(prefix="mailstack-verify-") as tmp:
         key_file = known_hosts = None
         if cfg.ssh_private_key is not None:
@@ -480,6 +481,6 @@ def read_host_dkim_key(cfg: MailConfig, timeout: float = 10.0) -> str:
         raise HostKeyUnavailable(f"ssh to {where} failed: {result.stderr.strip() or 'exit 255'}")
     key = "".join(result.stdout.split())
     if result.returncode != 0 or not key:
-        raise HostKeyUnavailable(f"could not read /etc/opendkim/{cfg.dkim_selector}.private on {where} "
+        raise HostKeyUnavailable(f"could not read {paths.dkim_key(cfg.dkim_selector)} on {where} "
                                  f"(exit {result.returncode}): {result.stderr.strip() or 'no output'}")
     return key

@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from components.config import load_config
-from components.render import render_host_files
+from components.services import render_host_files
 from tests.program.harness import config_for_pulumi
 
 from . import netns

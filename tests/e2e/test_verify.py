@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from components import records as rec
-from components import render
+from components.services import postfix
 from components.config import load_config
 
 from .conftest import PEER_NAME
@@ -229,7 +229,7 @@ def test_open_relay_fails_the_relay_check(lab, deployment, project, cfg, monkeyp
     # permit_mynetworks then lets anyone relay). `smtpd_relay_restrictions = permit` alone is no
     # variant: Postfix refuses to run smtpd without a reject_unauth_destination somewhere.
     with monkeypatch.context() as patch:
-        patch.setattr(render, "_mynetworks", lambda cfg: "0.0.0.0/0 [::]/0")
+        patch.setattr(postfix, "_mynetworks", lambda cfg: "0.0.0.0/0 [::]/0")
         deployment.up(e2e_config(lab), SECRET_KEYS)
     try:
         assert "mynetworks = 0.0.0.0/0 [::]/0" in lab.ssh("postconf mynetworks").stdout

@@ -12,7 +12,9 @@ import jinja2
 import pytest
 
 from components import render
-from components.render import HostFile, TemplateError, render_host_files, render_template
+from components.render import HostFile, TemplateError, render_template
+from components.services import render_host_files
+from components.services import sieve as sieve_service
 from tests.conftest import EXAMPLE_STACKS, stack_config
 
 # --- parsers -------------------------------------------------------------------------------
@@ -265,7 +267,7 @@ def test_aliases_without_users_keep_debians_default():
     assert table(content(cfg, "/etc/postfix/controlled_auth_senders")) == []
     assert table(content(cfg, "/etc/postfix/virtual")) == []
     assert table(content(cfg, "/etc/postfix/recipients")) == []
-    assert render.render_user_sieve(cfg) == []
+    assert sieve_service.files(cfg) == []
 
 
 def test_postmaster_key_picks_the_user():
@@ -413,7 +415,7 @@ def test_users_flow_through():
     ]
     assert table(content(cfg, "/etc/postfix/virtual")) == [("sales@example.com", "erin")]
     assert table(content(cfg, "/etc/aliases")) == [("postmaster:", "erin"), ("root:", "erin")]
-    sieve = render.render_user_sieve(cfg)
+    sieve = sieve_service.files(cfg)
     assert [(f.path, f.mode, f.owner, f.group) for f in sieve] == [
         ("/home/erin/.dovecot.sieve", "0600", "erin", "erin")
     ]
@@ -463,7 +465,7 @@ def test_files_paths_modes_owners(stack):
 
 def test_user_sieve_keeps_the_users_script():
     cfg = stack_config("example.com")
-    [alice] = render.render_user_sieve(cfg)
+    [alice] = sieve_service.files(cfg)
     assert alice.content.endswith(cfg.users[0].sieve)
 
 
@@ -516,22 +518,24 @@ def test_undefined_attribute_names_template_and_line(broken_templates):
         render_template("broken/undefined.j2", value={})
 
 
-def test_templates_all_used():
-    """Every template in the services' folders is rendered (no stale templates)."""
+def test_templates_all_used(monkeypatch):
+    """Every template is rendered, by a service's files or by a unit (no stale templates)."""
+    from components import units
+
     used = set()
-    real = render_template
+    real = render._ENV.get_template
 
-    def spy(name, **values):
+    def spy(name, *args, **kwargs):
         used.add(name)
-        return real(name, **values)
+        return real(name, *args, **kwargs)
 
-    try:
-        render.render_template = spy
-        render_host_files(stack_config("example.com"))
-    finally:
-        render.render_template = real
-    folders = ["postfix", "opendkim", "policyd-spf", "dovecot", "sieve"]
-    on_disk = {str(p.relative_to(render.TEMPLATES)) for d in folders for p in (render.TEMPLATES / d).rglob("*.j2")}
+    monkeypatch.setattr(render._ENV, "get_template", spy)
+    cfg, owner = stack_config("example.com"), "mailstack/example.com"
+    for service, files in render_host_files(cfg).items():
+        units.service_unit(cfg, owner, service, files)
+    units.packages_unit(cfg, owner), units.tls_unit(cfg, owner), units.dkim_unit(cfg, owner)
+    units.accounts_command(cfg, owner)
+    on_disk = {str(p.relative_to(render.TEMPLATES)) for p in render.TEMPLATES.rglob("*") if p.is_file()}
     assert used == on_disk
 
 

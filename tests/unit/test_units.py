@@ -13,7 +13,8 @@ import pytest
 
 from components import units
 from components.config import load_config
-from components.render import HostFile, here_document, render_host_files, render_template
+from components.render import HostFile, here_document, render_template
+from components.services import render_host_files
 
 BASE = {"mailstack:domain": "example.com", "mailstack:ipv4": ["192.0.2.10"]}
 HASH = "$y$j9T$abcdefghijklmnopqrstu.$0123456789abcdefghijklmnopqrstuvwxyzABCDE"

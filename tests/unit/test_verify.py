@@ -243,6 +243,20 @@ def _without(records, predicate):
     return [r for r in records if not predicate(r)]
 
 
+@pytest.mark.parametrize("key", ["mx", f"a-{V4.replace('.', '-')}", "spf", "spf-helo", "dkim", "dmarc"])
+def test_a_missing_record_is_asked_for_as_mail_dns_publishes_it(server, host_key, key):
+    """verify's expectations are the record list MailDns publishes: the fix names that very record."""
+    cfg = config(dmarc_policy="reject")
+    records = published(cfg, host_key)
+    [missing] = [r for r in records if r.key == key]
+    content = {"MX": f"{missing.priority} {missing.content}.", "TXT": rec.txt_content(missing.content)}
+    line = f"{missing.name}. {missing.type} {content.get(missing.type, missing.content)}"
+    results = dns_results(cfg, serve(server, _without(records, lambda r: r.key == key)), host_key)
+    failing = [r for r in results if r.status == v.FAIL]
+    assert failing, f"no check fails without {key}"
+    assert any(f"publish {line}" in r.fix for r in failing), [r.fix for r in failing]
+
+
 def _replacing(records, predicate, **changes):
     return [replace(r, **changes) if predicate(r) else r for r in records]
 

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from components import check
-from components.render import render_user_sieve
+from components.services.sieve import files as render_user_sieve
 from tests.conftest import EXAMPLE_STACKS, FIXTURE_STACKS, stack_config, stack_values
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]

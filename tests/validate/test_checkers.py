@@ -1,4 +1,4 @@
-"""The rendered files, checked by the daemons' own tools (components/checks.py).
+"""The rendered files, checked by the daemons' own tools (components/services/<service>.py).
 
 Each test builds a stage in tmp_path exactly as the deploy script does (copy
 the machine's installed config dirs, write the rendered files over them) and
@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from components import check
-from components.checks import CHECKS
+from components.services import CHECKS
 from components.config import MailConfig
 from tests.conftest import EXAMPLE_STACKS, stack_config
 

@@ -30,7 +30,8 @@ from typing import Any
 import pytest
 
 from components.config import ConfigError, MailConfig, load_config
-from components.render import HostFile, render_host_files
+from components.render import HostFile
+from components.services import render_host_files
 
 TOOLS = ["postconf", "postmap", "postalias", "sievec"]
 
