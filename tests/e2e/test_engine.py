@@ -192,7 +192,7 @@ def test_message_size_limit_change_updates_only_the_postfix_unit_with_one_reload
     finally:
         engine.write_config(e2e_config(lab))
         engine.run(["up", "--yes"])
-    assert f"SIZE 25000000" in ehlo(lab)
+    assert "SIZE 25000000" in ehlo(lab)
 
 
 # --- 8. a config a checker refuses ---------------------------------------------------------------------

@@ -33,12 +33,10 @@ from .standin import (
     UNKNOWN,
     StandInProvider,
     check_against,
-    diff_response,
     function_schema,
     has_unknown,
     keep_secrets,
     plain,
-    schema_of,
     serve,
     to_dict,
     to_struct,
@@ -67,24 +65,20 @@ def content_of(record: dict[str, Any]) -> str:
 class CloudflareProvider(StandInProvider):
     name = "cloudflare"
     version = "6.23.1"
+    resource_type = RECORD
+    args_class = cloudflare.DnsRecordArgs
+    replace_on = ("zoneId", "name", "type")
+    computed = COMPUTED
 
-    def Check(self, request, context):
-        news = to_dict(request.news)
-        if request.type and request.type != RECORD:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"the cloudflare stand-in implements only {RECORD}")
-        failures = check_against(news, schema_of(cloudflare.DnsRecordArgs))
-        values = plain(news)
+    def more_check_failures(self, values: dict[str, Any]) -> list:
+        failures = []
         ttl = values.get("ttl")
         if isinstance(ttl, (int, float)) and ttl != 1 and not 30 <= ttl <= 86400:
             failures.append(provider_pb2.CheckFailure(property="ttl", reason="ttl must be 1 (automatic) or 30..86400"))
         if isinstance(values.get("type"), str) and values["type"] != UNKNOWN and values["type"] not in TYPES:
             failures.append(provider_pb2.CheckFailure(property="type",
                                                       reason=f"unknown record type {values['type']!r}"))
-        return provider_pb2.CheckResponse(inputs=request.news, failures=failures)
-
-    def Diff(self, request, context):
-        olds = to_dict(request.old_inputs) if request.HasField("old_inputs") else _inputs_of(to_dict(request.olds))
-        return diff_response(olds, to_dict(request.news), replace_on=("zoneId", "name", "type"))
+        return failures
 
     def Create(self, request, context):
         inputs = to_dict(request.properties)
@@ -154,10 +148,6 @@ class CloudflareProvider(StandInProvider):
             the_lab().dns_delete(record["zoneId"], record["name"], record["type"], content_of(record))
         except Exception as err:  # noqa: BLE001
             context.abort(grpc.StatusCode.UNKNOWN, f"failed to delete DNS record: {err}")
-
-
-def _inputs_of(state: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in state.items() if k not in COMPUTED}
 
 
 def _same(served: str, wanted: str, rtype: str) -> bool:

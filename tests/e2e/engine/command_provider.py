@@ -47,11 +47,8 @@ from .standin import (
     UNKNOWN,
     ProviderError,
     StandInProvider,
-    check_against,
-    diff_response,
     keep_secrets,
     plain,
-    schema_of,
     serve,
     to_dict,
     to_struct,
@@ -79,17 +76,10 @@ def lab_admin_netns() -> str | None:
 class CommandProvider(StandInProvider):
     name = "command"
     version = "1.2.1"
-
-    def Check(self, request, context):
-        news = to_dict(request.news)
-        if request.type and request.type != TYPE:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"the command stand-in implements only {TYPE}")
-        failures = check_against(news, schema_of(remote.CommandArgs))
-        return provider_pb2.CheckResponse(inputs=request.news, failures=failures)
-
-    def Diff(self, request, context):
-        olds = to_dict(request.old_inputs) if request.HasField("old_inputs") else _inputs_of(to_dict(request.olds))
-        return diff_response(olds, to_dict(request.news), replace_on=("triggers",))
+    resource_type = TYPE
+    args_class = remote.CommandArgs
+    replace_on = ("triggers",)
+    computed = ("stdout", "stderr")
 
     def Create(self, request, context):
         inputs = to_dict(request.properties)
@@ -199,10 +189,6 @@ def ssh(connection: dict[str, Any], script: str, stdin: str) -> subprocess.Compl
                 raise ProviderError(f"Dial: after {attempts} failed attempts: {result.stderr.strip()}")
             time.sleep(min(attempt, 5))
     raise AssertionError("unreachable")
-
-
-def _inputs_of(state: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in state.items() if k not in ("stdout", "stderr")}
 
 
 def _secret_outputs(inputs: dict[str, Any], outputs: dict[str, Any]) -> dict[str, Any]:

@@ -29,6 +29,8 @@ from typing import Any
 
 import yaml
 
+from tests.e2e.deploy import CommandRun, DeploymentFailed
+
 REPO = Path(__file__).resolve().parents[3]
 LAUNCHER_DIR = Path(__file__).resolve().parent / "bin"
 PULUMI_VERSION = os.environ.get("MAILSTACK_PULUMI_VERSION", "v3.274.1")
@@ -302,14 +304,6 @@ def _sh(text: str) -> str:
 
 
 @dataclass
-class CommandRun:
-    name: str
-    seconds: float
-    stdout: str
-    stderr: str
-
-
-@dataclass
 class EngineDeployment:
     """Like tests/e2e/deploy.py's Deployment, with `pulumi up` doing the work."""
 
@@ -327,7 +321,6 @@ class EngineDeployment:
 
     def up(self, config: dict[str, Any], secret_keys: list[str] | None = None, stack: str = "e2e"):
         """`pulumi up --yes --skip-preview` with this config; DeploymentFailed with pulumi's output on failure."""
-        from tests.e2e.deploy import DeploymentFailed
 
         self.engine.stack = stack
         self.engine.write_config(config)

@@ -168,6 +168,10 @@ class StandInProvider(provider_pb2_grpc.ResourceProviderServicer):
 
     name = ""
     version = ""
+    resource_type = ""  # the one resource type the stand-in implements
+    args_class: type | None = None  # the installed SDK's *Args: what the real schema takes
+    replace_on: tuple[str, ...] = ()  # inputs whose change replaces the resource
+    computed: tuple[str, ...] = ()  # outputs that are not inputs
 
     def __init__(self, engine_address: str):
         self.engine_address = engine_address
@@ -186,6 +190,26 @@ class StandInProvider(provider_pb2_grpc.ResourceProviderServicer):
             self._engine.Log(engine_pb2.LogRequest(severity=severity, message=message, urn=urn, ephemeral=ephemeral))
         except grpc.RpcError:
             pass
+
+    # Check and Diff, as the real providers decide them
+    def Check(self, request, context):
+        news = to_dict(request.news)
+        if request.type and request.type != self.resource_type:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"the {self.name} stand-in implements only {self.resource_type}")
+        failures = check_against(news, schema_of(self.args_class)) + self.more_check_failures(plain(news))
+        return provider_pb2.CheckResponse(inputs=request.news, failures=failures)
+
+    def more_check_failures(self, values: dict[str, Any]) -> list:
+        """What the real provider refuses beyond the schema's names and types."""
+        return []
+
+    def Diff(self, request, context):
+        if request.HasField("old_inputs"):
+            olds = to_dict(request.old_inputs)
+        else:
+            olds = {k: v for k, v in to_dict(request.olds).items() if k not in self.computed}
+        return diff_response(olds, to_dict(request.news), replace_on=self.replace_on)
 
     def GetPluginInfo(self, request, context):
         return plugin_pb2.PluginInfo(version=self.version)
