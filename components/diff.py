@@ -128,8 +128,10 @@ def render(tree: Path, stack: str, out: Path) -> Rendering:
         env=_clean_env(),
     )
     if result.returncode != 0:
-        message = (result.stderr.strip() or result.stdout.strip() or f"exit {result.returncode}").splitlines()
-        raise DiffError(message[-1] if message else f"exit {result.returncode}")
+        text = result.stderr.strip() or result.stdout.strip() or f"exit {result.returncode}"
+        # A renderer that crashed (an older revision's) ends its traceback with the line that
+        # matters; a config error is every line it printed, one per bad key.
+        raise DiffError(text.splitlines()[-1] if "Traceback" in text else text)
     return Rendering({str(p.relative_to(out)): p.read_text() for p in sorted(out.rglob("*")) if p.is_file()})
 
 

@@ -96,3 +96,20 @@ def test_no_change_gives_an_empty_diff_and_exit_0(repo):
     result = diff(repo)
 
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+
+
+def test_a_broken_stack_in_the_working_tree_exits_2_naming_every_bad_key(repo):
+    stack_file = repo / "stacks" / "Pulumi.example.net.yaml"
+    stack_file.write_text(
+        stack_file.read_text()
+        .replace("message_size_limit: 50000000", "message_size_limit: 25MB")
+        .replace("dmarc_policy: reject", "dmarc_policy: strict")
+    )
+
+    result = diff(repo)
+
+    assert result.returncode == 2, result.stdout
+    assert "example.net: cannot render the working tree" in result.stderr, result.stderr
+    assert "mailstack:message_size_limit: '25MB'" in result.stderr, result.stderr
+    assert "mailstack:dmarc_policy: 'strict'" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
