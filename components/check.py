@@ -292,8 +292,11 @@ def main(args: argparse.Namespace) -> int:
         where = args.project / "stacks"
         print(f"error: no stack file in {where}" if args.all else "error: name a stack, or --all", file=sys.stderr)
         return 2
-    configs = {stack: load_stack_or_report(stack, args.project) for stack in stacks}
-    if any(cfg is None for cfg in configs.values()):
+    # Every stack that cannot be loaded says why; the others are still checked.
+    loaded = {stack: load_stack_or_report(stack, args.project) for stack in stacks}
+    unloadable = [stack for stack, cfg in loaded.items() if cfg is None]
+    configs = {stack: cfg for stack, cfg in loaded.items() if cfg is not None}
+    if not configs:
         return 2
     missing = missing_programs(SERVICES)
     if missing:
@@ -305,7 +308,7 @@ def main(args: argparse.Namespace) -> int:
         return 2
     failed = False
     for stack, cfg in configs.items():
-        if len(configs) > 1:
+        if len(stacks) > 1:
             print(f"{stack}:")
         with tempfile.TemporaryDirectory(prefix="mailstack-check-") as tmp:
             try:
@@ -315,4 +318,7 @@ def main(args: argparse.Namespace) -> int:
                 return 2
         print(report(results), end="")
         failed |= not all(r.ok for r in results)
+    if unloadable:
+        print(f"error: not checked, the stack file is unusable: {', '.join(unloadable)}", file=sys.stderr)
+        return 2
     return 1 if failed else 0

@@ -177,14 +177,17 @@ def test_a_bad_stack_exits_2_with_the_config_error(project):
     assert "Traceback" not in result.stderr and result.stdout == ""
 
 
-def test_a_bad_stack_among_all_exits_2(project):
+def test_a_bad_stack_among_all_exits_2_and_the_others_are_still_checked(checkers, project):
     config = stack_values("example.net")
     config["mailstack:ipv4"] = ["192.0.2.300"]
     write_stack(project, "broken", config)
     result = run("--all", "--project", str(project))
     assert result.returncode == 2
     assert "mailstack:ipv4" in result.stderr and "192.0.2.300" in result.stderr
-    assert "Traceback" not in result.stderr and result.stdout == ""
+    assert "not checked, the stack file is unusable: broken" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "example.com:\n" in result.stdout and "example.net:\n" in result.stdout and "FAIL" not in result.stdout
+    assert "broken:" not in result.stdout
 
 
 def test_an_unknown_stack_exits_2(project):
