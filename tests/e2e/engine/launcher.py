@@ -31,7 +31,6 @@ import json
 import os
 import queue
 import runpy
-import signal
 import subprocess
 import sys
 import threading
@@ -50,7 +49,7 @@ from pulumi.runtime.proto import (
     plugin_pb2,
 )
 
-from .standin import process_age, record_timing
+from .standin import record_timing, serve_until_stopped
 
 MAX_MESSAGE = 400 * 1024 * 1024  # the engine's own limit for plugin messages
 
@@ -262,17 +261,7 @@ def main(argv: list[str]) -> int:
     engine_address = positional[-1] if positional else ""
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=16), options=_grpc_options())
     language_pb2_grpc.add_LanguageRuntimeServicer_to_server(ProgramServer(engine_address), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    sys.stdout.write(f"{port}\n")
-    sys.stdout.flush()
-    record_timing(plugin="language", startup_seconds=round(process_age(), 3))
-    stopped = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stopped.set())
-    stopped.wait()
-    server.stop(0)
-    return 0
+    return serve_until_stopped(server, "language")
 
 
 if __name__ == "__main__":

@@ -282,11 +282,16 @@ def serve(provider_class: type[StandInProvider], argv: list[str]) -> int:
                          options=[("grpc.max_receive_message_length", MAX_MESSAGE),
                                   ("grpc.max_send_message_length", MAX_MESSAGE)])
     provider_pb2_grpc.add_ResourceProviderServicer_to_server(provider, server)
+    return serve_until_stopped(server, provider_class.name)
+
+
+def serve_until_stopped(server: grpc.Server, plugin: str) -> int:
+    """What the engine expects of a plugin: its port on stdout, then serving until SIGINT/SIGTERM."""
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     sys.stdout.write(f"{port}\n")
     sys.stdout.flush()
-    record_timing(plugin=provider_class.name, startup_seconds=round(process_age(), 3))
+    record_timing(plugin=plugin, startup_seconds=round(process_age(), 3))
     stopped = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopped.set())
