@@ -352,7 +352,10 @@ class Cutter(threading.Thread):
             session = _ppid(session)
         assert session > 1, f"no sshd session above pid {pid}"
         in_mx = set(self._mx_pids())
-        assert session in in_mx and all(p in in_mx for p in chain), "not a process of this lab's mx"
+        # Only this lab's mx is ever touched. A short-lived checker found above may have
+        # exited while the namespace was listed: gone is fine, elsewhere is not.
+        elsewhere = [p for p in chain if p not in in_mx and Path(f"/proc/{p}").exists()]
+        assert session in in_mx and not elsewhere, f"not a process of this lab's mx: {session} {elsewhere}"
         self.remote = self._descendants(session, in_mx)
         if self.how == "kill":
             for victim in reversed(self.remote):  # the script first, so it cannot react
