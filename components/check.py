@@ -14,7 +14,7 @@ there, and `named-checkzone` on the zone file. One line per check:
 The checkers come from the same Debian packages as on the host, and need what
 the host has once the earlier units ran: the stack's addresses on an
 interface (postfix refuses an inet_interfaces address no interface has) and
-the DKIM key (opendkim -n opens it). Nothing on this machine is changed for
+the DKIM key (the KeyTable check looks at it). Nothing on this machine is changed for
 that: the checks run as root in private mount and network namespaces
 (unshare -m -n) holding the stack's addresses on their own loopback, a
 throw-away DKIM key in an overlay over /etc, and an overlay over
@@ -148,6 +148,9 @@ def host_setup(cfg: MailConfig, scratch: Path) -> str:
         f"mkdir -p -m 700 {paths.DKIM_KEY_DIR}",
         f"[ -e {q(paths.dkim_key(cfg.dkim_selector))} ] || opendkim-genkey -b 2048 -d {q(cfg.domain)} "
         f"-D {paths.DKIM_KEY_DIR} -r -s {q(cfg.dkim_selector)} 2>/dev/null",
+        # As the DKIM unit leaves it: the KeyTable check wants it owned by opendkim, 0600.
+        f"chown opendkim:opendkim {q(paths.dkim_key(cfg.dkim_selector))}",
+        f"chmod 0600 {q(paths.dkim_key(cfg.dkim_selector))}",
     ]
     return "\n".join(lines)
 

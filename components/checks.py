@@ -19,8 +19,9 @@ the earlier units have run, see docs/design.md):
   and postalias refuse a main.cf naming an address no local interface has).
   ``postfix check`` also creates missing queue directories in the real
   queue directory (``paths.POSTFIX_CHROOT``), as it always does.
-* OpenDKIM: the DKIM key ``paths.dkim_key(selector)`` (``opendkim -n``
-  opens it, and requires it and its directories not to be writable by others).
+* OpenDKIM: the DKIM key ``paths.dkim_key(selector)`` (the staged KeyTable
+  names it; the unit's own check wants it there, owned by opendkim and not
+  readable by others, as OpenDKIM does when it signs).
 
 Side effects inside the stage, on purpose (the staged config is then complete):
 ``postmap``/``postalias`` build ``controlled_auth_senders.db``, ``virtual.db``

@@ -78,6 +78,13 @@ def dkim_key(selector: str) -> str:
     return f"{DKIM_KEY_DIR}/{selector}.private"
 
 
+# OpenDKIM's tables (opendkim.conf names them; its unit writes them, its check reads
+# them): which key signs (KeyTable: one line per domain and selector) mail from
+# which domain (SigningTable: one line per domain). A second domain adds lines.
+DKIM_KEY_TABLE = f"{DKIM_KEY_DIR}/KeyTable"
+DKIM_SIGNING_TABLE = f"{DKIM_KEY_DIR}/SigningTable"
+
+
 # A user's active Sieve script, in their home (Dovecot's `active=~/.dovecot.sieve`).
 USER_SIEVE_NAME = ".dovecot.sieve"
 

@@ -287,9 +287,9 @@ def test_opendkim_conf_is_the_guides(stack, domain, selector):
         "AlwaysAddARHeader": "T",
         "Canonicalization": "relaxed/relaxed",
         # DisableADSP: rejected by OpenDKIM 2.11 (see tests/validate).
-        "Domain": domain,
-        "KeyFile": f"/etc/opendkim/{selector}.private",
-        "Selector": selector,
+        # The guide's Domain/KeyFile/Selector, as one line in each table (below).
+        "KeyTable": "file:/etc/opendkim/KeyTable",
+        "SigningTable": "file:/etc/opendkim/SigningTable",
         "Socket": "local:/var/spool/postfix/opendkim/opendkim.sock",
         "Syslog": "yes",
         "SyslogSuccess": "yes",
@@ -299,6 +299,23 @@ def test_opendkim_conf_is_the_guides(stack, domain, selector):
         "PidFile": "/run/opendkim/opendkim.pid",
         "TrustAnchorFile": "/usr/share/dns/root.key",
     }
+
+
+@pytest.mark.parametrize(
+    ("stack", "domain", "selector"), [("example.com", "example.com", "mail"), ("example.net", "example.net", "s2026")]
+)
+def test_opendkim_tables_sign_the_domain_with_its_selectors_key(stack, domain, selector):
+    cfg = stack_config(stack)
+    key_table = parse_opendkim(content(cfg, "/etc/opendkim/KeyTable"))
+    signing_table = parse_opendkim(content(cfg, "/etc/opendkim/SigningTable"))
+    # One key: named after its record, signing d=<domain> s=<selector> with the DKIM unit's key.
+    assert key_table == {f"{selector}._domainkey.{domain}": f"{domain}:{selector}:/etc/opendkim/{selector}.private"}
+    # Mail from the domain itself (no wildcard: not its subdomains, as Domain did) uses that key.
+    assert signing_table == {domain: f"{selector}._domainkey.{domain}"}
+    # OpenDKIM reads them again as the opendkim user on a reload; others may not.
+    for path in ("/etc/opendkim/KeyTable", "/etc/opendkim/SigningTable"):
+        f = files(cfg)[path]
+        assert (f.owner, f.group, f.mode) == ("root", "opendkim", "0640")
 
 
 def test_policyd_spf_conf_keeps_debians_defaults():
@@ -390,13 +407,14 @@ def test_tls_paths_flow_into_postfix_and_dovecot():
         ({"ipv6": []}, "/etc/postfix/main.cf", "inet_interfaces", "192.0.2.10, 127.0.0.1"),
         ({"ipv4": []}, "/etc/postfix/main.cf", "mynetworks", "[::1]/128"),
         ({"inet_interfaces": ["all"]}, "/etc/postfix/main.cf", "inet_interfaces", "all"),
-        ({"dkim_selector": "s1"}, "/etc/opendkim.conf", "Selector", "s1"),
-        ({"dkim_selector": "s1"}, "/etc/opendkim.conf", "KeyFile", "/etc/opendkim/s1.private"),
+        ({"dkim_selector": "s1"}, "/etc/opendkim/KeyTable", "s1._domainkey.example.com",
+         "example.com:s1:/etc/opendkim/s1.private"),
+        ({"dkim_selector": "s1"}, "/etc/opendkim/SigningTable", "example.com", "s1._domainkey.example.com"),
     ],
 )
 def test_config_flows_through(overrides, path, name, value):
     cfg = stack_config("example.com", **overrides)
-    parse = parse_opendkim if path == "/etc/opendkim.conf" else parse_main_cf
+    parse = parse_opendkim if path.startswith("/etc/opendkim") else parse_main_cf
     assert parse(content(cfg, path))[name] == value
 
 
@@ -434,7 +452,8 @@ EXPECTED_FILES = {
         "/etc/postfix/master.cf",
         "/etc/aliases",
     ],
-    "opendkim": ["/etc/opendkim.conf"],
+    # The tables before opendkim.conf, which names them.
+    "opendkim": ["/etc/opendkim/KeyTable", "/etc/opendkim/SigningTable", "/etc/opendkim.conf"],
     "policyd-spf": ["/etc/postfix-policyd-spf-python/policyd-spf.conf"],
     "dovecot": [
         *(f"{DOVECOT}{name}" for name in ["10-master.conf", "10-mail.conf", "20-lmtp.conf", "10-auth.conf"]),
@@ -452,8 +471,10 @@ def test_files_paths_modes_owners(stack):
     for service, paths in EXPECTED_FILES.items():
         assert [f.path for f in rendered[service]] == paths
         for f in rendered[service]:
-            # Config files are root's and world-readable (daemons read them after dropping privileges).
-            assert (f.mode, f.owner, f.group) == ("0644", "root", "root"), f.path
+            # Config files are root's and world-readable (daemons read them after dropping privileges);
+            # OpenDKIM's tables are for the opendkim group only (test_opendkim_tables_...).
+            if not f.path.startswith("/etc/opendkim/"):
+                assert (f.mode, f.owner, f.group) == ("0644", "root", "root"), f.path
             assert f.content.endswith("\n") and "\n\n\n" not in f.content, f.path
     for f in rendered["sieve"]:
         user = f.path.split("/")[2]

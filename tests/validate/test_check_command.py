@@ -31,6 +31,8 @@ CHECK_LINES = [
     "dovecot: doveconf -n",
     "dovecot: sievec default.sieve",
     "opendkim: opendkim -n",
+    "opendkim: KeyTable's keys",
+    "opendkim: SigningTable's key names",
     "policyd-spf: policyd-spf.conf read by policyd-spf",
     "sieve: sievec users' ~/.dovecot.sieve",
 ]

@@ -8,7 +8,7 @@ runs the service's CHECKS with bash -euo pipefail and STAGE set, through
 The checks assume what is true on the mail host once the earlier units have
 run: it owns the stack's addresses (postfix refuses an inet_interfaces address
 no interface has) and holds the DKIM key /etc/opendkim/<selector>.private
-(opendkim -n opens it). The runner gives them that in private mount and
+(the opendkim unit's KeyTable check looks at it). The runner gives them that in private mount and
 network namespaces (unshare -m -n) without touching the machine: the stack's
 addresses on a private loopback, an overlay over /etc holding a freshly
 generated DKIM key, and one over /var/spool/postfix (postfix check creates
@@ -171,9 +171,11 @@ BROKEN = [
         "opendkim", "/etc/opendkim.conf", lambda t: t + "DisableADSP T\n",
         "unrecognized parameter", id="opendkim-guide-DisableADSP",
     ),
+    # `opendkim -n` accepts it (measured); the unit's own check does not.
     pytest.param(
-        "opendkim", "/etc/opendkim.conf", lambda t: t.replace("UserID\topendkim:postfix", "UserID\tno-such-user"),
-        "no-such-user: no such user", id="opendkim-unknown-user",
+        "opendkim", "/etc/opendkim/SigningTable", lambda t: t.replace(" mail._domainkey.", " typo._domainkey."),
+        "SigningTable: example.com names the key typo._domainkey.example.com, which the KeyTable does not list",
+        id="opendkim-signing-table-unknown-key",
     ),
     pytest.param(
         "policyd-spf", "/etc/postfix-policyd-spf-python/policyd-spf.conf", lambda t: t + "Bogus_Name = 1\n",
@@ -204,17 +206,64 @@ def test_broken_config_fails_with_the_checkers_message(namespaces, tmp_path, ser
     assert message in result.stderr, result.stderr
 
 
+def run_opendkim_checks(stage: Path) -> subprocess.CompletedProcess:
+    """The opendkim unit's checks as the deploy script runs them, on this machine's /etc."""
+    script = "\n".join(["set -euo pipefail", f"STAGE={shlex.quote(str(stage))}", *CHECKS["opendkim"]])
+    return subprocess.run(["bash", "-c", script], capture_output=True, text=True)
+
+
 def test_missing_dkim_key_fails(namespaces, tmp_path):
-    """Without the key unit having run, opendkim -n says so."""
+    """Without the key unit having run, the KeyTable check says so (`opendkim -n` does not open keys)."""
     cfg = stack_config("example.com", dkim_selector="nokey")
     stage = staged(tmp_path, cfg, "opendkim")
-    scratch = tmp_path / "scratch"
-    scratch.mkdir()
-    script = "\n".join(
-        ["set -euo pipefail", f"STAGE={shlex.quote(str(stage))}", *CHECKS["opendkim"]]
-    )
     if Path("/etc/opendkim/nokey.private").exists():
         pytest.skip("this machine has a DKIM key named nokey")
-    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True)
+    result = run_opendkim_checks(stage)
     assert result.returncode != 0
-    assert "/etc/opendkim/nokey.private" in result.stderr, result.stderr
+    assert ("KeyTable: the key of nokey._domainkey.example.com, /etc/opendkim/nokey.private, does not exist"
+            in result.stderr), result.stderr
+
+
+@pytest.mark.parametrize(
+    ("owner", "mode", "message"),
+    [
+        ("root", 0o600, "belongs to root, not to opendkim"),
+        ("opendkim", 0o644, "is readable by others (mode 644; expected 0600)"),
+        ("opendkim", 0o600, None),
+    ],
+)
+def test_keytable_keys_must_be_opendkims_and_private(namespaces, tmp_path, owner, mode, message):
+    """A key the KeyTable names that OpenDKIM would refuse (RequireSafeKeys) fails the check."""
+    cfg = stack_config("example.com")
+    stage = staged(tmp_path, cfg, "opendkim")
+    key = tmp_path / "keys" / "mail.private"
+    key.parent.mkdir()
+    key.write_text("not read by the check\n")
+    shutil.chown(key, owner, owner)
+    key.chmod(mode)
+    break_file(stage, "/etc/opendkim/KeyTable",
+               lambda t: t.replace(":/etc/opendkim/mail.private", f":{key}"))
+    result = subprocess.run(
+        ["bash", "-c", "\n".join(["set -euo pipefail", f"STAGE={shlex.quote(str(stage))}",
+                                  CHECKS["opendkim"][1]])],
+        capture_output=True, text=True,
+    )
+    if message is None:
+        assert (result.returncode, result.stderr) == (0, "")
+    else:
+        assert result.returncode != 0
+        assert f"KeyTable: the key of mail._domainkey.example.com, {key}, {message}" in result.stderr, result.stderr
+
+
+def test_opendkim_n_reads_the_staged_tables(namespaces, tmp_path):
+    """opendkim.conf names the live tables; its check reads the staged ones."""
+    cfg = stack_config("example.com")
+    stage = staged(tmp_path, cfg, "opendkim")
+    (stage / "etc/opendkim/SigningTable").unlink()
+    result = subprocess.run(
+        ["bash", "-c", "\n".join(["set -euo pipefail", f"STAGE={shlex.quote(str(stage))}",
+                                  CHECKS["opendkim"][0]])],
+        capture_output=True, text=True,
+    )
+    assert result.returncode != 0
+    assert f"{stage}/etc/opendkim/SigningTable" in result.stderr, result.stderr
