@@ -22,8 +22,8 @@ PACKAGES = ("opendkim", "opendkim-tools")
 # Its config is /etc/opendkim.conf and the two tables; the keys stay where they are.
 CONFIG_DIRS: list[str] = []
 
-# Makes the socket's directory inside Postfix's chroot, then starts, restarts or
-# reloads OpenDKIM (a reload when only the tables changed).
+# Makes the socket's directory inside Postfix's chroot, then starts or restarts
+# OpenDKIM (milter_default_action = accept: mail flows on during the restart).
 APPLY = "opendkim/apply.sh.j2"
 
 
@@ -33,7 +33,7 @@ APPLY = "opendkim/apply.sh.j2"
 def files(cfg: MailConfig) -> list[HostFile]:
     """Every file of the unit: opendkim.conf and the domain's tables (the key has its own unit, below)."""
     # The tables sit beside the keys, in a folder only opendkim may enter: OpenDKIM
-    # reads them again as the opendkim user when it reloads. Tables first, as
+    # reads them again as the opendkim user when it restarts. Tables first, as
     # Postfix's: in place before the opendkim.conf that names them.
     table = {"mode": "0640", "owner": "root", "group": "opendkim", "cfg": cfg}
     return [
