@@ -43,7 +43,7 @@ from components.offline import render_stack
 from components import paths
 from components.render import render_template
 from components.services import CONFIG_DIRS, NAMED_CHECKS, sieve
-from components.stackfile import PROJECT_DIR, load_stack_or_report
+from components.stackfile import PROJECT_DIR, load_stack_or_report, stack_names
 
 # The programs each service's checks run (and the namespaces need), with the
 # Debian package that provides each one.
@@ -288,7 +288,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 def main(args: argparse.Namespace) -> int:
     """0 when every check passes, 1 when one fails, 2 for a bad stack or a checker that cannot run."""
     if args.all:
-        stacks = sorted(p.name[len("Pulumi."):-len(".yaml")] for p in (args.project / "stacks").glob("Pulumi.*.yaml"))
+        stacks = stack_names(args.project)
     else:
         stacks = args.stacks
     if not stacks:

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
+from components.stackfile import PROJECT_DIR, stack_names
 
 # Paths whose change can alter every stack's deployment.
 SHARED_DIRS = ("components/", "templates/", "policy/")
@@ -96,11 +96,6 @@ def changed_paths(project: Path, ref: str) -> list[str]:
 
 
 # --- stacks ---------------------------------------------------------------------------------
-
-
-def stacks_in(tree: Path) -> list[str]:
-    """The stacks a tree has: stacks/Pulumi.<stack>.yaml."""
-    return sorted(p.name[len("Pulumi.") : -len(".yaml")] for p in (tree / "stacks").glob("Pulumi.*.yaml"))
 
 
 def touched_stacks(paths: list[str], stacks: list[str]) -> list[str]:
@@ -169,7 +164,7 @@ def diff_stacks(project: Path, base: str, stacks: list[str] | None, warn: Callab
     short = commit[:12]
     with tempfile.TemporaryDirectory(prefix="mailstack-diff-") as tmp:
         base_tree = export_tree(project, commit, Path(tmp) / "base")
-        names = sorted(set(stacks_in(base_tree)) | set(stacks_in(project))) if stacks is None else stacks
+        names = sorted(set(stack_names(base_tree)) | set(stack_names(project))) if stacks is None else stacks
         out: list[str] = []
         for stack in names:
             try:
@@ -238,7 +233,7 @@ def run_diff(args: argparse.Namespace) -> int:
 
 
 def run_touched(args: argparse.Namespace) -> int:
-    stacks = stacks_in(args.project)
+    stacks = stack_names(args.project)
     if not args.all:
         try:
             stacks = touched_stacks(changed_paths(args.project, args.base), stacks)

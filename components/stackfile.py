@@ -48,6 +48,11 @@ def stack_file(stack: str, project_dir: Path = PROJECT_DIR) -> Path:
     return project_dir / "stacks" / f"Pulumi.{stack}.yaml"
 
 
+def stack_names(project_dir: Path = PROJECT_DIR) -> list[str]:
+    """The stacks a project has: one per stacks/Pulumi.<stack>.yaml."""
+    return sorted(p.name[len("Pulumi.") : -len(".yaml")] for p in (project_dir / "stacks").glob("Pulumi.*.yaml"))
+
+
 def _shown_path(path: Path, project_dir: Path) -> str:
     try:
         return str(path.relative_to(project_dir))
@@ -114,7 +119,7 @@ def load_stack(stack: str, project_dir: Path = PROJECT_DIR) -> MailConfig:
     """The stack's config model; FileNotFoundError or ConfigError (StackFileError) when it can't be had."""
     path = stack_file(stack, project_dir)
     if not path.is_file():
-        known = sorted(p.name[len("Pulumi.") : -len(".yaml")] for p in path.parent.glob("Pulumi.*.yaml"))
+        known = stack_names(project_dir)
         raise FileNotFoundError(f"no stack {stack!r}: {path} does not exist (stacks here: {', '.join(known) or 'none'})")
     return load_config(read_stack_values(path, _shown_path(path, project_dir)))
 
