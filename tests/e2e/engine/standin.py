@@ -73,24 +73,23 @@ def plain(value: Any) -> Any:
     return value
 
 
-def has_secret(value: Any) -> bool:
-    if is_secret(value):
+def _anywhere(value: Any, found) -> bool:
+    """Whether `found` holds for the value or anything inside it."""
+    if found(value):
         return True
     if isinstance(value, dict):
-        return any(has_secret(v) for v in value.values())
+        return any(_anywhere(v, found) for v in value.values())
     if isinstance(value, list):
-        return any(has_secret(v) for v in value)
+        return any(_anywhere(v, found) for v in value)
     return False
+
+
+def has_secret(value: Any) -> bool:
+    return _anywhere(value, is_secret)
 
 
 def has_unknown(value: Any) -> bool:
-    if value == UNKNOWN:
-        return True
-    if isinstance(value, dict):
-        return any(has_unknown(v) for v in value.values())
-    if isinstance(value, list):
-        return any(has_unknown(v) for v in value)
-    return False
+    return _anywhere(value, lambda v: v == UNKNOWN)
 
 
 def keep_secrets(inputs: dict[str, Any], outputs: dict[str, Any], always: tuple[str, ...] = ()) -> dict[str, Any]:
