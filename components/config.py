@@ -279,8 +279,10 @@ def _mailbox_name(value: str) -> str:
 
 def _host_stack(value: str) -> str:
     """The host stack as a StackReference names it: its name, or organization/mailstack/<name>."""
-    form = 'expected e.g. host-mail, or organization/mailstack/host-mail: with the file backend the ' \
+    form = (
+        'expected e.g. host-mail, or organization/mailstack/host-mail: with the file backend the '
         'organization is "organization" and the project is "mailstack"'
+    )
     parts = value.split("/")
     if len(parts) == 3 and parts[:2] == ["organization", PROJECT]:
         name = parts[2]
@@ -638,7 +640,7 @@ class HostConfig(_Stack):
         """The zone of the hostname: mail.example.net -> example.net (a two-label name is its own zone)."""
         if self.cloudflare_zone_name:
             return self.cloudflare_zone_name
-        first, _, rest = self.hostname.partition(".")
+        _, _, rest = self.hostname.partition(".")
         return rest if "." in rest else self.hostname
 
 
@@ -789,10 +791,6 @@ class DomainConfig(_Stack):
 
     def addresses_of(self, user: User) -> list[str]:
         return user.addresses or [self.mailbox_of(user)]
-
-
-Config = HostConfig | DomainConfig
-KINDS: tuple[type[HostConfig] | type[DomainConfig], ...] = (HostConfig, DomainConfig)
 
 
 class _CrossKeyProblems(ValueError):

@@ -18,7 +18,7 @@ from components.config import DomainConfig, HostConfig, load_config  # noqa: E40
 
 # The tests' own stack files: never the ones a user keeps in stacks/.
 FIXTURE_STACKS = ROOT / "tests" / "fixtures" / "stacks"
-EXAMPLE_STACKS = ["example.com", "example.net"]
+EXAMPLE_STACKS = ["host-mail", "example.com", "example.org"]
 
 
 def stack_values(stack_name: str) -> dict[str, Any]:
