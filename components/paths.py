@@ -61,6 +61,41 @@ DEFAULT_SIEVE_DIR = f"{DOVECOT_DIR}/sieve"
 DEFAULT_SIEVE = f"{DEFAULT_SIEVE_DIR}/default.sieve"
 DEFAULT_SIEVE_BINARY = f"{DEFAULT_SIEVE_DIR}/default.svbin"
 
+# --- many domains on one host (docs/plan-multi-domain.md) ---------------------------------
+
+# Which stacks own this host and its domains: the host stack's "project/stack"
+# in HOST_CLAIM; each domain's own folder, written only by that domain's stack.
+MAILSTACK_DIR = "/etc/mailstack"
+HOST_CLAIM = f"{MAILSTACK_DIR}/host"
+DOMAINS_DIR = f"{MAILSTACK_DIR}/domains"
+
+
+def domain_dir(domain: str) -> str:
+    """The folder of one hosted (or retired) domain, e.g. /etc/mailstack/domains/example.org."""
+    return f"{DOMAINS_DIR}/{domain}"
+
+
+def domain_dkim_key(domain: str, selector: str) -> str:
+    """The DKIM private key of a domain's selector, in that domain's folder."""
+    return f"{domain_dir(domain)}/dkim/{selector}.private"
+
+
+# The shared tables that the assembler (ASSEMBLER) builds from every domain's
+# folder; main.cf names them as hash: tables (postmap adds <table>.db).
+POSTFIX_TABLES_DIR = f"{POSTFIX_DIR}/mailstack"
+DOMAINS_TABLE = f"{POSTFIX_TABLES_DIR}/domains"  # virtual_mailbox_domains
+MAILBOXES_TABLE = f"{POSTFIX_TABLES_DIR}/mailboxes"  # virtual_mailbox_maps
+ALIASES_TABLE = f"{POSTFIX_TABLES_DIR}/aliases"  # virtual_alias_maps
+SENDER_LOGINS_TABLE = f"{POSTFIX_TABLES_DIR}/sender_logins"  # smtpd_sender_login_maps
+RETIRED_TABLE = f"{POSTFIX_TABLES_DIR}/retired_domains"  # check_recipient_access
+# Dovecot's passdb (passwd-file): every hosted domain's passwd lines.
+DOVECOT_USERS = f"{DOVECOT_DIR}/mailstack-users"
+# Every mailbox's home: /var/vmail/<domain>/<local part>, owned by the vmail account.
+VMAIL_DIR = "/var/vmail"
+# The assembler and the lock that lets one deployment at a time run it.
+ASSEMBLER = "/usr/local/sbin/mailstack-assemble"
+TABLES_LOCK = "/run/lock/mailstack-tables.lock"
+
 # --- domain level ---------------------------------------------------------------------------
 
 # Postfix's lookup tables of the domain's addresses (postmap builds <table>.db beside each).
