@@ -8,6 +8,7 @@ MAILSTACK_ROOT=<root>, then asks the tables what Postfix would ask them:
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -449,8 +450,10 @@ REFUSALS = {
 }
 
 
-@pytest.mark.parametrize("case", list(REFUSALS))
-def test_refusal_changes_nothing(host: Host, case: str) -> None:
+@pytest.fixture(scope="module")
+def assembled(tmp_path_factory: pytest.TempPathFactory, script: Path) -> Path:
+    """A root with two domains, assembled once; each refusal test works on a copy."""
+    host = Host(tmp_path_factory.mktemp("assembled") / "root", script)
     two_domains(host)
     # example.org also aliases into example.com (for the retired case).
     _set(
@@ -461,6 +464,13 @@ def test_refusal_changes_nothing(host: Host, case: str) -> None:
         "relay@example.org bob@example.com\n",
     )
     assert_ok(host.run())
+    return host.root
+
+
+@pytest.mark.parametrize("case", list(REFUSALS))
+def test_refusal_changes_nothing(tmp_path: Path, script: Path, assembled: Path, case: str) -> None:
+    shutil.copytree(assembled, tmp_path / "root")  # contents, modes and mtimes
+    host = Host(tmp_path / "root", script)
     before = host.snapshot()
     time.sleep(0.01)  # a replaced file would show a later mtime
 
@@ -478,6 +488,22 @@ def test_refusal_changes_nothing(host: Host, case: str) -> None:
 
 
 # --- two deployments at once ------------------------------------------------------------------
+
+
+def test_a_run_waits_for_the_lock(host: Host) -> None:
+    two_domains(host)
+    lock = host.path(paths.TABLES_LOCK)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "MAILSTACK_ROOT": str(host.root)}
+    with open(lock, "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # another deployment is assembling
+        run = subprocess.Popen(["bash", str(host.script)], env=env, stderr=subprocess.PIPE, text=True)
+        time.sleep(0.5)
+        assert run.poll() is None, "the assembler did not wait for the lock"
+        assert not host.path(paths.DOMAINS_TABLE).exists()
+    _, stderr = run.communicate(timeout=60)
+    assert run.returncode == 0, stderr
+    assert host.query(paths.DOMAINS_TABLE, "example.org") == "OK"
 
 
 def test_concurrent_runs_both_succeed_and_both_domains_are_in(host: Host) -> None:
