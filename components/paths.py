@@ -104,11 +104,12 @@ def mailbox_home(domain: str, local: str) -> str:
 ASSEMBLER = "/usr/local/sbin/mailstack-assemble"
 TABLES_LOCK = "/run/lock/mailstack-tables.lock"
 POSTFIX_TABLES_DIR = f"{POSTFIX_DIR}/mailstack"
-DOMAINS_TABLE = f"{POSTFIX_TABLES_DIR}/domains"
-MAILBOXES_TABLE = f"{POSTFIX_TABLES_DIR}/mailboxes"
-ALIASES_TABLE = f"{POSTFIX_TABLES_DIR}/aliases"
-SENDER_LOGINS_TABLE = f"{POSTFIX_TABLES_DIR}/sender_logins"
-RETIRED_TABLE = f"{POSTFIX_TABLES_DIR}/retired_domains"
+DOMAINS_TABLE = f"{POSTFIX_TABLES_DIR}/domains"  # virtual_mailbox_domains
+MAILBOXES_TABLE = f"{POSTFIX_TABLES_DIR}/mailboxes"  # virtual_mailbox_maps
+ALIASES_TABLE = f"{POSTFIX_TABLES_DIR}/aliases"  # virtual_alias_maps
+SENDER_LOGINS_TABLE = f"{POSTFIX_TABLES_DIR}/sender_logins"  # smtpd_sender_login_maps
+RETIRED_TABLE = f"{POSTFIX_TABLES_DIR}/retired_domains"  # check_recipient_access
+# Dovecot's passdb (passwd-file): every hosted domain's passwd lines.
 DOVECOT_USERS = f"{DOVECOT_DIR}/mailstack-users"
 
 # --- host level, continued -----------------------------------------------------------------
