@@ -68,6 +68,16 @@ def files(cfg: DomainConfig) -> list[HostFile]:
     return [host_file(f"{folder}/{name}", f"mailboxes/{name}.j2", **values) for name in paths.DOMAIN_TABLE_FILES]
 
 
+def tables_check(cfg: DomainConfig) -> str:
+    """The staged files, checked with every other domain's by the host's assembler (nothing changes).
+
+    An alias to a mailbox no domain hosts, or an address another domain
+    claims, fails here, before anything is swapped in.
+    """
+    folder = paths.domain_dir(cfg.domain)
+    return f'{paths.ASSEMBLER} --check {cfg.domain} "$STAGE"{folder}'
+
+
 def passwords_script(cfg: DomainConfig) -> str:
     """The passwords unit's work (without the owner check): reads `passwords_stdin`."""
     return render_template("mailboxes/passwords.sh.j2", domain=cfg.domain)
