@@ -67,7 +67,7 @@ def world(lab):
 @pytest.fixture(scope="session")
 def deployment(lab, world):
     """The lab's stacks deployed to mx by the program itself (tests/e2e/deploy.py): the host stack
-    host-e2e, then the domain stacks example.com and example.org (tests/e2e/stack.py).
+    host-e2e, then the domain stacks example.org and example.com (stack.DEPLOY_ORDER), each its own `up`.
 
     `deployment.host`, `deployment.domains["example.com"]`: each stack's Deployment;
     `deployment.up_host(**overrides)`, `deployment.up_domain(domain, **overrides)`: `up` again

@@ -290,10 +290,10 @@ class LabStacks:
     @classmethod
     def mock(cls, lab: Lab) -> "LabStacks":
         """Deployments by the mock deployer (this module), sharing one store of the stacks' exports."""
-        from .stack import DOMAINS, HOST_STACK
+        from .stack import DEPLOY_ORDER, HOST_STACK
 
         exports = StackExports()
-        return cls(lab, Deployment(lab, HOST_STACK, exports), {d: Deployment(lab, d, exports) for d in DOMAINS})
+        return cls(lab, Deployment(lab, HOST_STACK, exports), {d: Deployment(lab, d, exports) for d in DEPLOY_ORDER})
 
     @property
     def all(self) -> list[Deployment]:

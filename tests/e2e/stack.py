@@ -83,7 +83,11 @@ DOMAIN_SETTINGS: dict[str, dict[str, Any]] = {
         "dmarc_policy": "reject",
     },
 }
-DOMAINS = tuple(DOMAIN_SETTINGS)  # also the order they are deployed in, after the host
+DOMAINS = tuple(DOMAIN_SETTINGS)
+# The order the domain stacks are deployed in, after the host stack: example.org first,
+# since example.com aliases into it (the host's assembler refuses an alias to an address
+# that no hosted domain has).
+DEPLOY_ORDER = ("example.org", "example.com")
 
 HOST_SECRET_KEYS = ["mailstack:ssh_private_key", "mailstack:ssh_host_key"]
 DOMAIN_SECRET_KEYS = ["mailstack:users"]

@@ -2,8 +2,9 @@
 
 - The host's system accounts are no mail users: an account made by hand
   (here `dave`) cannot log in to mail, gets no mail, and no deployment
-  touches it, even with a mailbox dave@example.org on the host. The host's
-  own addresses (root@, postmaster@mail.example.net) go to the postmaster.
+  touches it, even with a mailbox dave@example.org on the host; nor is it
+  ever taken over as the owner of the mailboxes (vmail). The host's own
+  addresses (root@, postmaster@mail.example.net) go to the postmaster.
 - A user removed from a domain stack keeps the Maildir, but cannot log in
   (IMAP, submission AUTH) and the address is refused at RCPT TO with 550
   5.1.1 (450 with soft_bounce); listed again, the user logs in and finds the
@@ -133,6 +134,27 @@ def test_a_system_account_is_no_mail_user_and_no_deployment_touches_it(lab, depl
         lab.ssh("userdel --remove dave", check=False)
         deployment.up_domain("example.org")
     assert imap(lab, "dave@example.org")["ok"]
+
+
+def test_an_account_mailstack_did_not_make_is_never_taken_over_for_the_mailboxes(lab, deployment):
+    # dave, made by hand, has the uid that the host stack is now told to give the mailboxes' owner.
+    lab.ssh("useradd --uid 6000 --create-home --shell /bin/bash dave")
+    try:
+        account = lab.ssh("getent passwd dave vmail; getent group dave vmail").stdout
+        before, daemons = snapshot(lab), pids(lab)
+        with pytest.raises(DeploymentFailed) as failure:
+            deployment.up_host(vmail_uid=6000)
+        text = str(failure.value)
+        assert text.startswith("host-tables: exit 1") and "nothing was changed" in text, text
+        assert unit_names(deployment.host) == ["host-tables"], "the units that read the tables wait for them"
+        assert lab.ssh("getent passwd dave vmail; getent group dave vmail").stdout == account
+        assert changed(before, snapshot(lab)) == [], "a refused tables unit changed files"
+        assert pids(lab) == daemons
+    finally:
+        lab.ssh("userdel --remove dave", check=False)
+        deployment.up_host()
+    assert deployment.host.runs == [], "the refused run was recorded as done"
+    assert imap(lab, "alice@example.com")["ok"]
 
 
 def test_the_hosts_own_addresses_go_to_the_postmaster(lab, deployment):
