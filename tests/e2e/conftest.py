@@ -66,17 +66,23 @@ def world(lab):
 
 @pytest.fixture(scope="session")
 def deployment(lab, world):
-    """The e2e stack deployed to mx by the program itself (tests/e2e/deploy.py), or by the real
-    `pulumi up` with MAILSTACK_LAB_DEPLOYER=engine (tests/e2e/engine/deployer.py)."""
-    from .deploy import Deployment
-    from .engine.deployer import EngineDeployment, deployer_choice
-    from .stack import SECRET_KEYS, e2e_config
+    """The lab's stacks deployed to mx by the program itself (tests/e2e/deploy.py): the host stack
+    host-e2e, then the domain stacks example.org and example.com (stack.DEPLOY_ORDER), each its own `up`.
 
-    deployment = EngineDeployment(lab) if deployer_choice() == "engine" else Deployment(lab)
-    started = time.monotonic()
-    deployment.up(e2e_config(lab), SECRET_KEYS)
-    deployment.first_seconds = time.monotonic() - started
-    return deployment
+    `deployment.host`, `deployment.domains["example.com"]`: each stack's Deployment;
+    `deployment.up_host(**overrides)`, `deployment.up_domain(domain, **overrides)`: `up` again
+    with changed keys; `deployment.restore()`: every stack back to its own config.
+    """
+    from .deploy import LabStacks
+    from .engine.deployer import deployer_choice
+
+    if deployer_choice() == "engine":
+        pytest.skip("the engine deployer (tests/e2e/engine/) deploys one stack; the lab's host stack and "
+                    "domain stacks need it to deploy several: run with MAILSTACK_LAB_DEPLOYER=mock")
+    stacks = LabStacks.mock(lab)
+    stacks.up()
+    stacks.host.first_seconds = stacks.seconds["host"]
+    return stacks
 
 
 def wait_for(probe, timeout: float = 30.0, every: float = 0.5):

@@ -1,4 +1,4 @@
-"""Deploy a stack into the lab with the program itself.
+"""Deploy stacks into the lab with the program itself.
 
 No Pulumi CLI can run here, so the real `__main__.py` runs under the SDK's
 mocks, and these mocks do what the providers would do under `pulumi up`:
@@ -9,18 +9,27 @@ mocks, and these mocks do what the providers would do under `pulumi up`:
   stderr;
 - a `cloudflare.DnsRecord` is published to the lab's DNS server with a
   dynamic update, exactly as registered (TXT chunks included);
-- the zone lookup returns the lab zone.
+- the zone lookup returns the lab zone;
+- a `pulumi.StackReference` reads the outputs that the referenced stack's
+  last successful `up` exported (a domain stack reads its host stack's),
+  from the `StackExports` shared by the lab's deployments, as a backend
+  keeps them; secret outputs stay secret.
 
 The SDK registers a resource only once its dependencies are registered and
 its inputs known, so resources are created in the order the graph dictates:
 the DKIM key the host generates flows into the DKIM record as under `pulumi up`.
 
-Like the engine, a `Deployment` remembers each resource's inputs: a resource
-whose inputs did not change is not touched on the next run (no command runs).
+Like the engine, a `Deployment` (one per stack) remembers each resource's
+inputs: a resource whose inputs did not change is not touched on the next run
+(no command runs). `destroy()` does what `pulumi destroy` does: every
+command's `delete` runs, in reverse order of creation, every DNS record goes,
+and the stack's state and exports are forgotten.
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import subprocess
 import tempfile
 import threading
@@ -31,7 +40,7 @@ from typing import Any
 
 from pulumi.runtime import mocks as pulumi_mocks
 
-from tests.program.harness import Evaluation, _unwrap, evaluate
+from tests.program.harness import STACK_REFERENCE, Evaluation, _unwrap, evaluate, stack_reference_outputs
 
 from .lab import Lab
 
@@ -50,27 +59,123 @@ class CommandRun:
     stderr: str
 
 
+class StackExports:
+    """What each stack of one lab exported at its last successful `up`: the backend's side of a StackReference."""
+
+    def __init__(self):
+        self.outputs: dict[str, dict[str, Any]] = {}  # stack name -> its exports
+        self.secret: dict[str, list[str]] = {}  # stack name -> the names of its secret exports
+        self._lock = threading.Lock()
+
+    def publish(self, stack: str, outputs: dict[str, Any], secret: list[str]) -> None:
+        with self._lock:
+            self.outputs[stack] = dict(outputs)
+            self.secret[stack] = list(secret)
+
+    def forget(self, stack: str) -> None:
+        with self._lock:
+            self.outputs.pop(stack, None)
+            self.secret.pop(stack, None)
+
+    def snapshot(self) -> tuple[dict[str, dict[str, Any]], dict[str, list[str]]]:
+        with self._lock:
+            return dict(self.outputs), dict(self.secret)
+
+
 @dataclass
 class Deployment:
     """One stack's state across runs, as the engine would keep it."""
 
     lab: Lab
+    stack: str = "e2e"
+    exports: StackExports = field(default_factory=StackExports)  # shared by the lab's deployments
     state: dict[str, dict[str, Any]] = field(default_factory=dict)  # "type::name" -> {inputs, outputs}
     runs: list[CommandRun] = field(default_factory=list)  # the commands the last run executed
     ssh_sessions: int = 0  # SSH sessions opened by the last run
     first_seconds: float = 0.0  # wall time of the first deployment (set by the fixture)
+    config: dict[str, Any] = field(default_factory=dict)  # the config of the last successful `up`
+    secret_keys: list[str] = field(default_factory=list)
 
-    def up(self, config: dict[str, Any], secret_keys: list[str] | None = None, stack: str = "e2e") -> Evaluation:
+    def up(self, config: dict[str, Any], secret_keys: list[str] | None = None, stack: str | None = None) -> Evaluation:
         """Run the program against the lab; raise DeploymentFailed on a failing resource."""
         self.runs = []
         self.ssh_sessions = 0
+        name = stack or self.stack
         mocks = LabMocks(self)
         try:
-            return evaluate(config, secret_keys, mocks, stack=stack)
+            evaluation = evaluate(config, secret_keys, mocks, stack=name)
         except Exception as err:  # noqa: BLE001 - the SDK wraps a provider error in its own types
             if mocks.failure is not None:
                 raise mocks.failure from None
             raise DeploymentFailed(str(err)) from err
+        self.exports.publish(name, evaluation.stack_outputs, evaluation.secret_outputs)
+        self.config, self.secret_keys = config, list(secret_keys or [])
+        return evaluation
+
+    def destroy(self) -> None:
+        """`pulumi destroy`: each command's `delete` (if any) over SSH and each DNS record removed,
+        newest first; then the state and the exports are gone. A failing `delete` stops it there,
+        with that resource and the older ones still in the state (as the engine leaves them)."""
+        self.runs = []
+        self.ssh_sessions = 0
+        mocks = LabMocks(self)
+        for key in reversed(list(self.state)):
+            kind = key.split("::", 1)[0]
+            inputs = self.state[key]["inputs"]
+            if kind == "command:remote:Command" and inputs.get("delete"):
+                mocks.run_command(key.split("::", 1)[1], inputs["delete"], inputs)
+            elif kind == "cloudflare:index/dnsRecord:DnsRecord":
+                self.lab.dns_delete(inputs["zoneId"], inputs["name"], inputs["type"], _content(inputs))
+            del self.state[key]
+        self.exports.forget(self.stack)
+        self.config, self.secret_keys = {}, []
+
+
+def up_at_once(jobs: list[tuple[Deployment, dict[str, Any], list[str]]]) -> list[DeploymentFailed | None]:
+    """Several `up`s at the same time, each in a process of its own, as `pulumi up` in two shells would run.
+
+    (The SDK's mock runtime is one per process, so threads cannot do it.) Each
+    Deployment gets its run's state, commands and exports back; the answer is
+    each job's failure, or None.
+    """
+    context = multiprocessing.get_context("fork")
+    started = []
+    for deployment, config, secret_keys in jobs:
+        receiver, sender = context.Pipe(duplex=False)
+        process = context.Process(target=_up_in_child, args=(deployment, config, secret_keys, sender))
+        process.start()
+        sender.close()
+        started.append((deployment, config, secret_keys, process, receiver))
+    failures: list[DeploymentFailed | None] = []
+    for deployment, config, secret_keys, process, receiver in started:
+        try:
+            answer = receiver.recv()
+        except EOFError:
+            answer = {"failure": "the deploying process died without an answer", "runs": [], "ssh_sessions": 0}
+        process.join(60)
+        deployment.runs, deployment.ssh_sessions = answer["runs"], answer["ssh_sessions"]
+        if answer["failure"] is None:
+            deployment.state = answer["state"]
+            deployment.exports.publish(deployment.stack, answer["outputs"], answer["secret_outputs"])
+            deployment.config, deployment.secret_keys = config, list(secret_keys)
+            failures.append(None)
+        else:
+            failures.append(DeploymentFailed(answer["failure"]))
+    return failures
+
+
+def _up_in_child(deployment: Deployment, config: dict[str, Any], secret_keys: list[str], sender) -> None:
+    answer: dict[str, Any] = {"failure": None}
+    try:
+        evaluation = deployment.up(config, secret_keys)
+        answer.update(state=deployment.state, outputs=evaluation.stack_outputs,
+                      secret_outputs=evaluation.secret_outputs)
+    except Exception as err:  # noqa: BLE001 - sent to the parent, which raises or reports it
+        answer["failure"] = str(err) or repr(err)
+    answer.update(runs=deployment.runs, ssh_sessions=deployment.ssh_sessions)
+    sender.send(answer)
+    sender.close()
+    os._exit(0)  # not pytest's exit handlers: they belong to the parent
 
 
 class LabMocks(pulumi_mocks.Mocks):
@@ -83,6 +188,13 @@ class LabMocks(pulumi_mocks.Mocks):
     # --- resources --------------------------------------------------------------------------
 
     def new_resource(self, args: pulumi_mocks.MockResourceArgs):
+        if args.typ == STACK_REFERENCE:  # a read: nothing to create, nothing to remember
+            outputs, secret = self.deployment.exports.snapshot()
+            try:
+                return stack_reference_outputs(args, outputs, secret)
+            except KeyError as err:
+                self.failure = self.failure or DeploymentFailed(err.args[0])
+                raise self.failure from None
         inputs = _unwrap(args.inputs, "", set())
         key = f"{args.typ}::{args.name}"
         with self._lock:
@@ -116,6 +228,11 @@ class LabMocks(pulumi_mocks.Mocks):
 
     def _command(self, name: str, inputs: dict[str, Any], before: dict | None) -> dict[str, Any]:
         script = inputs.get("update") if before is not None and inputs.get("update") else inputs["create"]
+        result = self.run_command(name, script, inputs)
+        return {**inputs, "stdout": result.stdout, "stderr": result.stderr}
+
+    def run_command(self, name: str, script: str, inputs: dict[str, Any]) -> subprocess.CompletedProcess:
+        """Run one of the resource's scripts with its connection and stdin; DeploymentFailed if it fails."""
         started = time.monotonic()
         result = self._ssh(inputs["connection"], script, inputs.get("stdin"))
         run = CommandRun(name, time.monotonic() - started, result.stdout, result.stderr)
@@ -124,7 +241,7 @@ class LabMocks(pulumi_mocks.Mocks):
             self.deployment.ssh_sessions += 1
         if result.returncode != 0:
             raise DeploymentFailed(f"{name}: exit {result.returncode}:\n{result.stderr.strip()}")
-        return {**inputs, "stdout": result.stdout, "stderr": result.stderr}
+        return result
 
     def _ssh(self, connection: dict[str, Any], command: str, stdin: str | None) -> subprocess.CompletedProcess:
         host, port, user = connection["host"], int(connection.get("port", 22)), connection.get("user", "root")
@@ -159,3 +276,57 @@ def _content(record: dict[str, Any]) -> str:
     if record["type"] == "MX":
         return f"{int(record['priority'])} {record['content']}"
     return record["content"]
+
+
+@dataclass
+class LabStacks:
+    """The lab's stacks, each with its own Deployment: the host stack, then one domain stack per domain."""
+
+    lab: Lab
+    host: Deployment
+    domains: dict[str, Deployment]
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time of each stack's first `up`
+
+    @classmethod
+    def mock(cls, lab: Lab) -> "LabStacks":
+        """Deployments by the mock deployer (this module), sharing one store of the stacks' exports."""
+        from .stack import DEPLOY_ORDER, HOST_STACK
+
+        exports = StackExports()
+        return cls(lab, Deployment(lab, HOST_STACK, exports), {d: Deployment(lab, d, exports) for d in DEPLOY_ORDER})
+
+    @property
+    def all(self) -> list[Deployment]:
+        return [self.host, *self.domains.values()]
+
+    def up(self) -> None:
+        """Deploy every stack with its own config: the host stack first (its exports feed the domains)."""
+        for name, step in (("host", self.up_host), *((d, lambda d=d: self.up_domain(d)) for d in self.domains)):
+            started = time.monotonic()
+            step()
+            self.seconds.setdefault(name, round(time.monotonic() - started, 2))
+
+    def up_host(self, **overrides: Any) -> Evaluation:
+        """`up` of the host stack with its config and `overrides` (keys without `mailstack:`)."""
+        from .stack import HOST_SECRET_KEYS, host_config
+
+        return self.host.up(host_config(self.lab, **overrides), HOST_SECRET_KEYS)
+
+    def up_domain(self, domain: str, **overrides: Any) -> Evaluation:
+        """`up` of the domain stack of `domain` with its config and `overrides`."""
+        from .stack import DOMAIN_SECRET_KEYS, domain_config
+
+        return self.domains[domain].up(domain_config(self.lab, domain, **overrides), DOMAIN_SECRET_KEYS)
+
+    def up_domains_at_once(self, overrides: dict[str, dict[str, Any]]) -> list[DeploymentFailed | None]:
+        """`up` of the domain stacks named in `overrides` ({domain: {key: value}}) at the same time."""
+        from .stack import DOMAIN_SECRET_KEYS, domain_config
+
+        return up_at_once([(self.domains[d], domain_config(self.lab, d, **o), DOMAIN_SECRET_KEYS)
+                           for d, o in overrides.items()])
+
+    def restore(self) -> None:
+        """Every stack deployed again with its own config (a test's changes undone on the host)."""
+        self.up_host()
+        for domain in self.domains:
+            self.up_domain(domain)

@@ -15,15 +15,14 @@ Use from Python:
 
     with Lab() as lab:                       # up() ... down()
         lab.ssh("hostname -f")
-        lab.dns_update("example.com", "mail", "A", 300, lab.mx.ipv4)
+        lab.dns_update("example.net", "mail", "A", 300, lab.mx.ipv4)
 
 or from a shell (the lab stays up until `down`):
 
-    python -m tests.e2e.lab up      # also deploys the e2e stack and starts the peer;
-                                    # prints and writes .lab/lab.json (hosts, users)
-                                    # deployed by a real `pulumi up` when the CLI is built
-                                    # (tests/e2e/engine/), else by the mock deployer;
-                                    # MAILSTACK_LAB_DEPLOYER=engine|mock chooses
+    python -m tests.e2e.lab up      # also deploys the lab's stacks (host-e2e, example.com,
+                                    # example.org) and starts the peer; prints and writes
+                                    # .lab/lab.json (hosts, domains, users and passwords);
+                                    # deployed by the mock deployer (tests/e2e/deploy.py)
     python -m tests.e2e.lab down
 """
 
@@ -75,22 +74,22 @@ class LabError(RuntimeError):
 class Lab:
     """The lab's hosts and the operations tests need on them.
 
-    domain / mx_hostname: the mail domain and the mail host's name (mx's
-    /etc/hostname). zones: forward zones the DNS server is authoritative for
-    (the mail domain first; e.g. example.net for a peer domain). The reverse
-    zones of the LAN are always served.
+    mx_hostname: the mail host's name (mx's /etc/hostname), mail.example.net:
+    it lies in none of the mail domains, as on a host serving several.
+    zones: forward zones the DNS server is authoritative for: the two mail
+    domains (example.com, example.org) and example.net, the zone of the mail
+    host's name and of the peer's. The reverse zones of the LAN are always served.
     """
 
-    def __init__(self, domain: str = "example.com", mx_hostname: str = "mail.example.com",
-                 zones: tuple[str, ...] = ("example.com", "example.net"), run_dir: Path = RUN_DIR):
-        self.domain = domain
+    def __init__(self, mx_hostname: str = "mail.example.net",
+                 zones: tuple[str, ...] = ("example.com", "example.org", "example.net"), run_dir: Path = RUN_DIR):
         self.mx_hostname = mx_hostname
-        self.forward_zones = list(dict.fromkeys([domain, *zones]))
+        self.forward_zones = list(dict.fromkeys(zones))
         self.reverse_zones = [dnsserver.reverse_zone_v4(LAN_V4), dnsserver.reverse_zone_v6(LAN_V6)]
         self.run_dir = run_dir
         self.hosts = {name: lan_host(name) for name in HOST_NUMBERS}
         self.lan_netns = NS_PREFIX + "lan"
-        self.ns_name = f"ns1.{domain}"
+        self.ns_name = f"ns1.{self.forward_zones[0]}"
         self.mx_ssh_private_key = run_dir / "id_ed25519"
         self.known_hosts_file = run_dir / "known_hosts"
         self.mx_host_key = ""  # "ssh-ed25519 AAAA...", set by up()
@@ -206,7 +205,7 @@ class Lab:
             self.forward_zones + self.reverse_zones, self.ns_name,
             {"A": self.dns.ipv4, "AAAA": self.dns.ipv6}, self.tsig_secret)
         self._spawn("knotd", ["ip", "netns", "exec", self.dns.netns, "knotd", "-c", str(conf)])
-        self._wait_for("DNS server", lambda: self.dns_query(self.domain, "SOA") != [])
+        self._wait_for("DNS server", lambda: self.dns_query(self.forward_zones[0], "SOA") != [])
 
     def _start_apt_relay(self) -> None:
         sock = self.run_dir / "apt-relay.sock"
@@ -339,7 +338,6 @@ class Lab:
 
     def state(self) -> dict:
         return {
-            "domain": self.domain,
             "mx_hostname": self.mx_hostname,
             "zones": self.forward_zones + self.reverse_zones,
             "hosts": {name: asdict(h) for name, h in self.hosts.items()},
@@ -366,7 +364,7 @@ class Lab:
     def from_state(cls) -> "Lab":
         """The lab described by .lab/lab.json (a lab started by `python -m tests.e2e.lab up`)."""
         state = json.loads(STATE_FILE.read_text())
-        lab = cls(state["domain"], state["mx_hostname"], tuple(z for z in state["zones"] if not z.endswith(".arpa")),
+        lab = cls(state["mx_hostname"], tuple(z for z in state["zones"] if not z.endswith(".arpa")),
                   Path(state["run_dir"]))
         lab.mx_host_key, lab.tsig_secret = state["mx_host_key"], state["tsig"]["secret"]
         lab.pids, lab.timings = state["pids"], state["timings"]
@@ -389,70 +387,68 @@ def _is_our_relay(pid: int) -> bool:
 
 
 def _deploy_world(lab: Lab) -> dict:
-    """The peer's world and the e2e stack deployed on mx; what a person needs to use them."""
-    from .deploy import Deployment
-    from .stack import SECRET_KEYS, USERS, e2e_config
+    """The peer's world and the lab's stacks deployed on mx; what a person needs to use them."""
+    from .deploy import LabStacks
+    from .stack import DOMAIN_SETTINGS, HOST_STACK, HOSTNAME, POSTMASTER_ADDRESS, mailboxes_of
     from .world import PEER_NAME, make_world, sink_dir
 
     make_world(lab, detached=True)  # runs until `down` stops the processes in the lab's namespaces
     deployer = _deployer_for_up()
-    if deployer == "engine":
-        from .engine.deployer import EngineDeployment
-
-        deployment = EngineDeployment(lab)
-    else:
-        deployment = Deployment(lab)
+    stacks = LabStacks.mock(lab)
     started = time.monotonic()
-    deployment.up(e2e_config(lab), SECRET_KEYS)
+    stacks.up()
     return {
         "lab": LAB_NAME,
         "deployer": deployer,
-        **({"engine": deployment.engine.by_hand()} if deployer == "engine" else {}),
-        "domain": lab.domain,
         "mx_hostname": lab.mx_hostname,
         "hosts": {name: asdict(h) for name, h in lab.hosts.items()},
-        "users": [{"name": name, "password": password, "addresses": addresses}
-                  for name, (password, addresses, _) in USERS.items()],
+        "host_stack": {"stack": HOST_STACK, "hostname": HOSTNAME, "postmaster_address": POSTMASTER_ADDRESS},
+        "domains": {
+            domain: {
+                "stack": domain,
+                **settings,
+                "users": [{"login": m.address, "password": m.password, "addresses": list(m.addresses)}
+                          for m in mailboxes_of(domain)],
+            }
+            for domain, settings in DOMAIN_SETTINGS.items()
+        },
         "peer": {"name": PEER_NAME, "address": lab.hosts["peer"].ipv4, "received_mail": str(sink_dir(lab))},
         "ssh_command": lab.ssh_argv(),
-        "deployment": {"seconds": round(time.monotonic() - started, 1), "ssh_sessions": deployment.ssh_sessions,
-                       "runs": {run.name: round(run.seconds, 1) for run in deployment.runs}},
+        "deployment": {
+            "seconds": round(time.monotonic() - started, 1),
+            "stacks": {d.stack: {"seconds": stacks.seconds.get("host" if d is stacks.host else d.stack),
+                                 "units": {run.name: round(run.seconds, 1) for run in d.runs}}
+                       for d in stacks.all},
+        },
     }
 
 
 def _how_to_reach(lab: Lab, summary: dict) -> str:
-    """What to try once the lab is up: mail in, mail out over IMAP, pulumi by hand."""
+    """What to try once the lab is up: mail in, mail out over IMAP."""
     name = "" if LAB_NAME == "msl" else f"MAILSTACK_LAB={LAB_NAME} "
-    user = summary["users"][0]
     py = f"{REPO}/.venv/bin/python {E2E_DIR}/mailclient.py"
-    send = json.dumps({"host": lab.mx.ipv4, "mail_from": "someone@example.net", "rcpt_to": [user["addresses"][0]],
-                       "message": "Subject: hello\r\n\r\nHello from the peer.\r\n"})
-    imap = json.dumps({"host": lab.mx.ipv4, "user": user["name"], "password": user["password"]})
-    lines = [
-        f"lab {LAB_NAME!r} is up, deployed by the {summary['deployer']} deployer; state in {STATE_FILE}",
-        f"  a shell on mx:        {name}python -m tests.e2e.lab ssh",
-        f"  send mail from peer:  ip netns exec {lab.hosts['peer'].netns} {py} send '{send}'",
-        f"  read it over IMAP:    ip netns exec {lab.hosts['client'].netns} {py} imap '{imap}'",
-    ]
-    if summary.get("engine"):
-        lines.append(f"  pulumi by hand:       {summary['engine']['shell']}")
-        lines.append("                        pulumi preview --diff    # then: pulumi up, pulumi stack output")
+    lines = [f"lab {LAB_NAME!r} is up, deployed by the {summary['deployer']} deployer; state in {STATE_FILE}",
+             f"  a shell on mx:        {name}python -m tests.e2e.lab ssh"]
+    for domain, about in summary["domains"].items():
+        user = about["users"][0]
+        send = json.dumps({"host": lab.mx.ipv4, "mail_from": "someone@example.net", "rcpt_to": [user["login"]],
+                           "message": "Subject: hello\r\n\r\nHello from the peer.\r\n"})
+        imap = json.dumps({"host": lab.mx.ipv4, "user": user["login"], "password": user["password"]})
+        lines += [f"  {domain}: send mail from peer:  ip netns exec {lab.hosts['peer'].netns} {py} send '{send}'",
+                  f"  {domain}: read it over IMAP:    ip netns exec {lab.hosts['client'].netns} {py} imap '{imap}'"]
     lines.append(f"  take it down:         {name}python -m tests.e2e.lab down")
     return "\n".join(lines)
 
 
 def _deployer_for_up() -> str:
-    """`engine` (a real `pulumi up`) when the CLI is built, else `mock`; MAILSTACK_LAB_DEPLOYER chooses."""
+    """The mock deployer: the engine's (tests/e2e/engine/) deploys one stack, and the lab has three."""
     from .engine.deployer import deployer_choice
 
-    deployer = deployer_choice(default="auto")
-    if deployer == "mock":
-        why = ("MAILSTACK_LAB_DEPLOYER=mock" if os.environ.get("MAILSTACK_LAB_DEPLOYER")
-               else "no Pulumi CLI is built (scripts/setup builds one)")
-        print(f"deploying with the mock deployer (tests/e2e/deploy.py): {why}", file=sys.stderr)
-    else:
-        print("deploying with the real `pulumi up` (tests/e2e/engine/)", file=sys.stderr)
-    return deployer
+    if deployer_choice(default="mock") == "engine":
+        raise LabError("MAILSTACK_LAB_DEPLOYER=engine: the engine deployer cannot deploy the lab's host stack "
+                       "and domain stacks yet; use the mock deployer (unset MAILSTACK_LAB_DEPLOYER)")
+    print("deploying with the mock deployer (tests/e2e/deploy.py)", file=sys.stderr)
+    return "mock"
 
 
 def main(argv: list[str]) -> int:

@@ -7,7 +7,7 @@ over SSH. What makes it behave like one:
   invisible to the machine and vanish with it;
 * a fresh, small /dev (null, zero, full, random, urandom, tty, a private
   devpts with ptmx); the machine's /dev is never bound in;
-* its own UTS namespace, so `hostname` says mail.example.com;
+* its own UTS namespace, so `hostname` says mail.example.net;
 * /etc/resolv.conf pointing at the lab DNS server;
 * /usr/sbin/policy-rc.d exiting 101 (set in the cached rootfs): installing a
   package never starts its daemon. There is no init system, so the deployment

@@ -1,9 +1,14 @@
-"""The e2e stack: the guide's setup for the lab's mail host.
+"""The e2e stacks: one host stack for the lab's mx and a domain stack per mail domain.
 
-Addresses are the lab's (198.51.100.0/24, 2001:db8:100::/64); the SSH key
-and host key are the ones the lab made for mx; password hashes are made
-from the fixed test passwords below, with a fixed salt so that the stack's
-inputs are the same on every run.
+- host stack "host-e2e": mx as mail.example.net (a name in none of the mail
+  domains), the lab's addresses, SSH key and host key;
+- domain stacks "example.com" and "example.org", both on host-e2e. Each has
+  a user alice, with a password and a Sieve script of her own; example.com
+  has an alias into example.org; example.org has a catch-all, its own DKIM
+  selector and a strict DMARC policy.
+
+Password hashes are made from the fixed test passwords below, with a fixed
+salt, so that the stacks' inputs are the same on every run.
 """
 
 from __future__ import annotations
@@ -12,48 +17,107 @@ import re
 import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from functools import cache
 from typing import Any
 
 from .lab import Lab
 
-DOMAIN = "example.com"
-HOSTNAME = "mail.example.com"
+HOST_STACK = "host-e2e"
+HOSTNAME = "mail.example.net"
+POSTMASTER_ADDRESS = "alice@example.com"  # where root@ and postmaster@mail.example.net go
 
-# Test users: name -> (password, addresses, has the guide's Sieve script).
-USERS = {
-    "alice": ("alice-Secret-1", ["alice@example.com", "bob@example.com"], True),
-    "carol": ("carol-Secret-2", ["carol@example.com"], False),
-}
+
+@dataclass(frozen=True)
+class Mailbox:
+    """A test user: a mailbox of one domain, logged in to with its full address."""
+
+    name: str
+    domain: str
+    password: str
+    addresses: tuple[str, ...]  # what the user may send as and receives at
+    sieve: str = ""  # the user's Sieve script, if any
+
+    @property
+    def address(self) -> str:
+        """The mailbox's own address: the login name too."""
+        return f"{self.name}@{self.domain}"
+
 
 GUIDE_SIEVE = """require [
   "fileinto", # Put mail in dirs
   "mailbox"]; # Create dirs
 
 if allof (
-  address :matches :all "from" "MAILER-DAEMON@mail.example.com",
+  address :matches :all "from" "MAILER-DAEMON@mail.example.net",
   header :matches "subject" "Postfix SMTP server: errors from *") {
     fileinto :create "System";
 }
 """
 
-SECRET_KEYS = ["mailstack:ssh_private_key", "mailstack:ssh_host_key", "mailstack:users"]
+# alice@example.org's own script: mailing-list mail into Lists (and the guide's rule not at all).
+LISTS_SIEVE = """require ["fileinto", "mailbox"];
+
+if header :contains "subject" "[lists]" {
+    fileinto :create "Lists";
+}
+"""
+
+MAILBOXES = (
+    Mailbox("alice", "example.com", "alice.com-Secret-1", ("alice@example.com", "bob@example.com"), GUIDE_SIEVE),
+    Mailbox("carol", "example.com", "carol.com-Secret-2", ("carol@example.com",)),
+    Mailbox("alice", "example.org", "alice.org-Secret-3", ("alice@example.org",), LISTS_SIEVE),
+    Mailbox("dave", "example.org", "dave.org-Secret-4", ("dave@example.org",)),
+)
+MAILBOX = {m.address: m for m in MAILBOXES}  # "alice@example.com" -> Mailbox
+
+# Settings of each domain stack besides its users.
+DOMAIN_SETTINGS: dict[str, dict[str, Any]] = {
+    "example.com": {
+        # One target per domain: the alias crosses into example.org.
+        "aliases": [{"address": "team@example.com", "to": ["alice@example.com", "dave@example.org"]}],
+    },
+    "example.org": {
+        "catch_all": "dave",
+        "dkim_selector": "s2026",
+        "dmarc_policy": "reject",
+    },
+}
+DOMAINS = tuple(DOMAIN_SETTINGS)
+# The order the domain stacks are deployed in, after the host stack: example.org first,
+# since example.com aliases into it (the host's assembler refuses an alias to an address
+# that no hosted domain has).
+DEPLOY_ORDER = ("example.org", "example.com")
+
+HOST_SECRET_KEYS = ["mailstack:ssh_private_key", "mailstack:ssh_host_key"]
+DOMAIN_SECRET_KEYS = ["mailstack:users"]
+
+
+def mailboxes_of(domain: str) -> list[Mailbox]:
+    return [m for m in MAILBOXES if m.domain == domain]
+
+
+def password(login: str) -> str:
+    """The password of the mailbox whose address is `login`."""
+    return MAILBOX[login].password
 
 
 @cache
-def password_hash(name: str) -> str:
-    password = USERS[name][0]
-    return subprocess.run(
-        ["openssl", "passwd", "-6", "-salt", f"mailstack{name}", "-stdin"],
-        input=password, capture_output=True, text=True, check=True,
-    ).stdout.strip()
+def password_hash(login: str) -> str:
+    """A SHA-512 crypt hash of the mailbox's password, with a salt fixed per mailbox."""
+    mailbox = MAILBOX[login]
+    salt = re.sub(r"[^a-z0-9]", "", f"ms{mailbox.name}{mailbox.domain}")[:16]
+    return sha512_crypt(mailbox.password, salt)
 
 
-def e2e_config(lab: Lab, **overrides: Any) -> dict[str, Any]:
-    """Stack values (as in a stack file, secrets in clear) for the lab's mx."""
+def sha512_crypt(secret: str, salt: str) -> str:
+    return subprocess.run(["openssl", "passwd", "-6", "-salt", salt, "-stdin"], input=secret,
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
+def host_config(lab: Lab, **overrides: Any) -> dict[str, Any]:
+    """The host stack's values (as in a stack file, secrets in clear) for the lab's mx."""
     values: dict[str, Any] = {
-        "mailstack:domain": DOMAIN,
         "mailstack:hostname": HOSTNAME,
         "mailstack:ipv4": [lab.mx.ipv4],
         "mailstack:ipv6": [lab.mx.ipv6],
@@ -66,18 +130,37 @@ def e2e_config(lab: Lab, **overrides: Any) -> dict[str, Any]:
         "mailstack:opendkim_nameservers": [lab.dns.ipv4],
         "mailstack:opendkim_dnssec": False,
         "mailstack:soft_bounce": False,
-        "mailstack:users": [
-            {
-                "name": name,
-                "password_hash": password_hash(name),
-                "addresses": addresses,
-                **({"sieve": GUIDE_SIEVE} if has_sieve else {}),
-            }
-            for name, (_, addresses, has_sieve) in USERS.items()
-        ],
+        "mailstack:postmaster_address": POSTMASTER_ADDRESS,
     }
     values.update({f"mailstack:{k}": v for k, v in overrides.items()})
     return values
+
+
+def user_entry(mailbox: Mailbox) -> dict[str, Any]:
+    """The mailbox as an entry of mailstack:users."""
+    return {
+        "name": mailbox.name,
+        "password_hash": password_hash(mailbox.address),
+        "addresses": list(mailbox.addresses),
+        **({"sieve": mailbox.sieve} if mailbox.sieve else {}),
+    }
+
+
+def domain_config(lab: Lab, domain: str, **overrides: Any) -> dict[str, Any]:
+    """The values of the domain stack of `domain` (secrets in clear), on the host stack host-e2e."""
+    values: dict[str, Any] = {
+        "mailstack:domain": domain,
+        "mailstack:host_stack": HOST_STACK,
+        "mailstack:users": [user_entry(m) for m in mailboxes_of(domain)],
+        **{f"mailstack:{k}": v for k, v in DOMAIN_SETTINGS[domain].items()},
+    }
+    values.update({f"mailstack:{k}": v for k, v in overrides.items()})
+    return values
+
+
+def stack_users(lab: Lab, domain: str) -> list[dict[str, Any]]:
+    """A fresh copy of the domain stack's users, to change in a test."""
+    return domain_config(lab, domain)["mailstack:users"]
 
 
 @contextmanager

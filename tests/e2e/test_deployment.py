@@ -1,5 +1,10 @@
 """Deploying again: no-op runs, one-setting changes, rejected configs and cut connections.
 
+The lab has three stacks (tests/e2e/stack.py): the host stack, whose units
+converge the daemons, and the domain stacks example.com and example.org,
+whose units write the domains' own files. Host settings change through the
+host stack, users and their Sieve scripts through a domain stack.
+
 The units' promise (docs/design.md, "Host units"): each is idempotent; a service
 unit stages its files, checks them with the daemon's own checker, swaps the
 changed ones atomically and reloads only that service; a config the checker
@@ -35,19 +40,24 @@ from . import netns
 from .conftest import run_client
 from .deploy import DeploymentFailed
 from .lab import LAB_NAME, REPO
-from .stack import SECRET_KEYS, USERS, banner_rewrite, e2e_config, main_cf_rewritten
+from .stack import DOMAINS, MAILBOXES, banner_rewrite, host_config, main_cf_rewritten, stack_users
 
 COMMAND = "command:remote:Command"
-POSTFIX_UNIT = "mail-host-postfix"
+POSTFIX_UNIT = "host-postfix"
 POSTFIX_KEY = f"{COMMAND}::{POSTFIX_UNIT}"
 DEFAULT_SIZE = 25_000_000  # components.config: message_size_limit's default
+HOST_UNITS = {"packages", "tls", "tables", "opendkim", "policyd-spf", "dovecot", "postfix"}
+DOMAIN_UNITS = {"dkim", "files", "passwords"}
+ALICE_SIEVE = "/var/vmail/example.com/alice/.dovecot.sieve"
 
-# Files the units write. A run that changes nothing must leave every mtime as it was.
+# Files the units write (the users' Sieve scripts among the mailboxes' files).
+# A run that changes nothing must leave every mtime as it was.
 WATCHED = (
-    "find /etc/postfix /etc/postfix-policyd-spf-python /etc/dovecot /etc/opendkim"
-    " /etc/opendkim.conf /etc/aliases /etc/aliases.db /home/alice/.dovecot.sieve"
+    "{ find /etc/postfix /etc/postfix-policyd-spf-python /etc/dovecot /etc/opendkim"
+    " /etc/opendkim.conf /etc/aliases /etc/aliases.db /etc/mailstack"
     " /etc/ssl/private/postfix.cacert.pem /etc/ssl/private/postfix.privkey.pem"
-    " -xdev -type f -printf '%p\\t%T@\\n' | sort"
+    " -xdev -type f -printf '%p\\t%T@\\n';"
+    " find /var/vmail -mindepth 3 -maxdepth 3 -name '.dovecot.sieve' -printf '%p\\t%T@\\n'; } | sort"
 )
 PIDS = {
     "postfix": "/var/spool/postfix/pid/master.pid",
@@ -103,7 +113,7 @@ def ehlo_size(lab) -> int:
 def leftovers(lab) -> list[str]:
     """Stage directories and half-swapped files the units may leave behind."""
     out = lab.ssh("ls -d /var/tmp/mailstack-* 2>/dev/null; "
-                  "find /etc /home -xdev -name '*.mailstack-new' 2>/dev/null; true").stdout
+                  "find /etc /var/vmail -xdev -name '*.mailstack-new' 2>/dev/null; true").stdout
     return out.split()
 
 
@@ -114,7 +124,7 @@ def postconf_is_clean(lab) -> None:
 
 
 def rendered_postfix(lab, **overrides) -> dict[str, str]:
-    cfg = load_config(config_for_pulumi(e2e_config(lab, **overrides)))
+    cfg = load_config(config_for_pulumi(host_config(lab, **overrides)))
     return {f.path: f.content for f in render_host_files(cfg)["postfix"]}
 
 
@@ -129,13 +139,14 @@ def run_of(deployment, name: str):
 
 
 def deploy(deployment, lab, **overrides) -> float:
+    """`up` of the host stack with `overrides`; its wall time."""
     started = time.monotonic()
-    deployment.up(e2e_config(lab, **overrides), SECRET_KEYS)
+    deployment.up_host(**overrides)
     return round(time.monotonic() - started, 2)
 
 
 def restore(deployment, lab) -> None:
-    """Deploy the stack's own config again (a test's changes undone on the host)."""
+    """Deploy the host stack's own config again (a test's changes undone on the host)."""
     deploy(deployment, lab)
 
 
@@ -151,50 +162,58 @@ def assert_mail_reaches_alice(lab) -> None:
     assert sent["ok"], sent
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        if lab.ssh(f"grep -rlF {subject!r} /home/alice/Maildir/new /home/alice/Maildir/cur", check=False).stdout:
+        if lab.ssh(f"grep -rlF {subject!r} /var/vmail/example.com/alice/Maildir/new "
+                   "/var/vmail/example.com/alice/Maildir/cur", check=False).stdout:
             return
         time.sleep(1)
-    raise AssertionError("the message from peer did not reach ~alice/Maildir")
+    raise AssertionError("the message from peer did not reach alice@example.com's Maildir")
 
 
 # --- 1. nothing changed: nothing runs, and the scripts themselves change nothing ------------------
 
 
 def test_second_deployment_runs_nothing_and_every_unit_is_idempotent(lab, deployment):
-    first = list(deployment.runs)
-    if any(run.name == "mail-host-packages" for run in first):  # the fixture's deployment, untouched yet
-        packages = sum(run.seconds for run in first if run.name == "mail-host-packages")
+    host = deployment.host
+    first = list(host.runs)
+    if any(run.name == "host-packages" for run in first):  # the fixture's deployment, untouched yet
+        packages = sum(run.seconds for run in first if run.name == "host-packages")
         TIMINGS["first"] = {
-            "wall_seconds": round(deployment.first_seconds, 2),
+            "wall_seconds": round(host.first_seconds, 2),
             "packages_unit_seconds": round(packages, 2),
-            "everything_else_seconds": round(deployment.first_seconds - packages, 2),
-            "ssh_sessions": deployment.ssh_sessions,
+            "everything_else_seconds": round(host.first_seconds - packages, 2),
+            "ssh_sessions": host.ssh_sessions,
             "units": {run.name: round(run.seconds, 2) for run in first},
+            "domain_stacks_seconds": {d: deployment.seconds.get(d) for d in DOMAINS},
         }
     files, daemons = mtimes(lab), pids(lab)
-    assert files and "/etc/postfix/main.cf" in files and "/home/alice/.dovecot.sieve" in files, files
+    assert files and "/etc/postfix/main.cf" in files and ALICE_SIEVE in files, files
 
-    # As under `pulumi up` with unchanged inputs: not one command, not one SSH session.
+    # As under `pulumi up` with unchanged inputs: not one command, not one SSH session, in any stack.
     seconds = deploy(deployment, lab)
-    TIMINGS["second_no_op"] = {"wall_seconds": seconds, "ssh_sessions": deployment.ssh_sessions}
-    assert deployment.runs == []
-    assert deployment.ssh_sessions == 0
+    for domain in DOMAINS:
+        deployment.up_domain(domain)
+    TIMINGS["second_no_op"] = {"wall_seconds": seconds, "ssh_sessions": host.ssh_sessions}
+    for stack in deployment.all:
+        assert stack.runs == [], f"{stack.stack}: {unit_names(stack)}"
+        assert stack.ssh_sessions == 0
 
     # The scripts themselves, run again by hand exactly as the deployment ran them.
-    commands = {key.split("::", 1)[1]: entry for key, entry in deployment.state.items() if key.startswith(COMMAND)}
-    units = {"packages", "tls", "dkim", "accounts", "opendkim", "policyd-spf", "dovecot", "postfix", "sieve"}
-    assert {f"mail-host-{unit}" for unit in units} <= commands.keys(), sorted(commands)
-    for name, entry in commands.items():
-        inputs = entry["inputs"]
-        result = lab.ssh(inputs["create"], stdin=inputs.get("stdin"), check=False)
-        assert result.returncode == 0, f"{name}: exit {result.returncode}: {result.stderr}"
-        said = re.findall(r"^(?:updated|reloaded|restarted|started|generating|created user|installing)\b.*$",
-                          result.stderr, re.M)
-        assert not said, f"{name} did something on a converged host: {said}"
-        if name == "mail-host-dkim":
-            assert result.stdout == entry["outputs"]["stdout"], "the DKIM unit printed another public key"
-        if name == "mail-host-tls":
-            assert result.stdout == entry["outputs"]["stdout"], "the TLS unit printed another fingerprint"
+    commands = {key.split("::", 1)[1]: entry for stack in deployment.all
+                for key, entry in stack.state.items() if key.startswith(COMMAND)}
+    expected = {f"host-{unit}" for unit in HOST_UNITS} | {f"domain-{unit}" for unit in DOMAIN_UNITS}
+    assert set(commands) == expected, sorted(commands)  # by name: each domain stack has its domain-* units
+    for stack in deployment.all:
+        for key, entry in stack.state.items():
+            if not key.startswith(COMMAND):
+                continue
+            name, inputs = f"{stack.stack}: {key.split('::', 1)[1]}", entry["inputs"]
+            result = lab.ssh(inputs["create"], stdin=inputs.get("stdin"), check=False)
+            assert result.returncode == 0, f"{name}: exit {result.returncode}: {result.stderr}"
+            said = re.findall(r"^(?:updated|reloaded|restarted|started|generating|created|installing|closed|retired)"
+                              r"\b.*$", result.stderr, re.M)
+            assert not said, f"{name} did something on a converged host: {said}"
+            if key.endswith("-dkim") or key.endswith("-tls"):
+                assert result.stdout == entry["outputs"]["stdout"], f"{name} printed another key or fingerprint"
 
     after = mtimes(lab)
     assert {p: t for p, t in after.items() if files.get(p) != t} == {}, "files rewritten by an idempotent run"
@@ -214,13 +233,13 @@ def test_changing_message_size_limit_runs_postfix_alone_and_reloads_only_postfix
     assert ehlo_size(lab) == DEFAULT_SIZE
     try:
         seconds = deploy(deployment, lab, message_size_limit=new_size)
-        TIMINGS["one_setting_change"] = {"wall_seconds": seconds, "ssh_sessions": deployment.ssh_sessions,
-                                         "units": {run.name: round(run.seconds, 2) for run in deployment.runs}}
-        assert unit_names(deployment) == [POSTFIX_UNIT]
-        assert deployment.ssh_sessions == 1
+        TIMINGS["one_setting_change"] = {"wall_seconds": seconds, "ssh_sessions": deployment.host.ssh_sessions,
+                                         "units": {run.name: round(run.seconds, 2) for run in deployment.host.runs}}
+        assert unit_names(deployment.host) == [POSTFIX_UNIT]
+        assert deployment.host.ssh_sessions == 1
         after = mtimes(lab)
         assert [p for p, t in after.items() if files.get(p) != t] == ["/etc/postfix/main.cf"]
-        stderr = run_of(deployment, POSTFIX_UNIT).stderr
+        stderr = run_of(deployment.host, POSTFIX_UNIT).stderr
         assert "updated /etc/postfix/main.cf" in stderr and "reloaded postfix" in stderr, stderr
         assert "restarted postfix" not in stderr, stderr
         now = pids(lab)
@@ -230,7 +249,7 @@ def test_changing_message_size_limit_runs_postfix_alone_and_reloads_only_postfix
         assert ehlo_size(lab) == new_size
     finally:
         restore(deployment, lab)
-    assert unit_names(deployment) == [POSTFIX_UNIT]
+    assert unit_names(deployment.host) == [POSTFIX_UNIT]
     assert ehlo_size(lab) == DEFAULT_SIZE
 
 
@@ -238,22 +257,22 @@ def test_changing_message_size_limit_runs_postfix_alone_and_reloads_only_postfix
 
 
 def test_invalid_sieve_script_fails_with_sievec_message_and_keeps_the_live_script(lab, deployment):
-    live = "/home/alice/.dovecot.sieve"
-    before_sum, before_mtime = sha256(lab, live), mtimes(lab)[live]
-    users = copy.deepcopy(e2e_config(lab)["mailstack:users"])
+    before_sum, before_mtime = sha256(lab, ALICE_SIEVE), mtimes(lab)[ALICE_SIEVE]
+    users = stack_users(lab, "example.com")
     alice = next(u for u in users if u["name"] == "alice")
     alice["sieve"] = alice["sieve"] + 'frobnicate "INBOX";\n'
+    com = deployment.domains["example.com"]
     with pytest.raises(DeploymentFailed) as failure:
-        deploy(deployment, lab, users=users)
+        deployment.up_domain("example.com", users=users)
     message_text = str(failure.value)
-    assert message_text.startswith("mail-host-sieve: exit 1"), message_text
+    assert message_text.startswith("domain-files: exit 1"), message_text
     assert "frobnicate" in message_text and "error" in message_text.lower(), message_text  # sievec's own words
-    assert unit_names(deployment) == ["mail-host-sieve"], "only the sieve unit had new inputs"
-    assert sha256(lab, live) == before_sum and mtimes(lab)[live] == before_mtime
+    assert unit_names(com) == ["domain-files"], "only the files unit had new inputs"
+    assert sha256(lab, ALICE_SIEVE) == before_sum and mtimes(lab)[ALICE_SIEVE] == before_mtime
     assert leftovers(lab) == []
     # The failed unit was not recorded: the good config is what the state holds, so deploying it runs nothing.
-    deploy(deployment, lab)
-    assert deployment.runs == []
+    deployment.up_domain("example.com")
+    assert com.runs == []
 
 
 def test_setting_postconf_rejects_fails_with_postconf_message_and_postfix_keeps_serving(lab, deployment):
@@ -272,13 +291,13 @@ def test_setting_postconf_rejects_fails_with_postconf_message_and_postfix_keeps_
         assert "truncated macro reference" in message_text, message_text
         assert sha256(lab, main_cf) == before_sum and mtimes(lab)[main_cf] == before_mtime
         assert pids(lab) == daemons
-        assert deployment.state[POSTFIX_KEY]["inputs"]["stdin"].count(bad_banner) == 0, "a failed unit was recorded"
+        assert deployment.host.state[POSTFIX_KEY]["inputs"]["stdin"].count(bad_banner) == 0, "a failed unit was recorded"
         postconf_is_clean(lab)
         assert leftovers(lab) == []
         assert_mail_reaches_alice(lab)
     finally:
         restore(deployment, lab)
-    assert deployment.runs == []  # the host never left the good config
+    assert deployment.host.runs == []  # the host never left the good config
 
 
 # --- 4. the connection is cut in the middle of a unit; the next deployment converges ----------------
@@ -418,7 +437,7 @@ def test_cut_in_the_middle_of_the_postfix_unit_then_deploying_again_converges(la
     new_size = 27_262_976
     old_files, new_files = rendered_postfix(lab), rendered_postfix(lab, message_size_limit=new_size)
     assert [p for p in new_files if old_files[p] != new_files[p]] == ["/etc/postfix/main.cf"]
-    recorded = copy.deepcopy(deployment.state[POSTFIX_KEY])
+    recorded = copy.deepcopy(deployment.host.state[POSTFIX_KEY])
     daemons = pids(lab)
     assert ehlo_size(lab) == DEFAULT_SIZE  # leaves an idle smtpd that read the old main.cf
 
@@ -435,7 +454,7 @@ def test_cut_in_the_middle_of_the_postfix_unit_then_deploying_again_converges(la
         exit_status = re.match(rf"{POSTFIX_UNIT}: exit (-?\d+)", str(failure.value))
         assert exit_status and int(exit_status[1]) != 0, failure.value
         # A failed create is not recorded: the next deployment runs the unit again.
-        assert deployment.state[POSTFIX_KEY] == recorded
+        assert deployment.host.state[POSTFIX_KEY] == recorded
 
         # What the cut left on mx: each live file is the old or the new one, whole; Postfix parses it.
         _wait_gone(cutter.remote)
@@ -450,8 +469,8 @@ def test_cut_in_the_middle_of_the_postfix_unit_then_deploying_again_converges(la
         seconds = deploy(deployment, lab, message_size_limit=new_size)
         TIMINGS.setdefault("converge_after_cut", {})[f"{moment}/{how}"] = {
             "wall_seconds": seconds, "left_by_the_cut": cut_left}
-        assert unit_names(deployment) == [POSTFIX_UNIT]
-        stderr = run_of(deployment, POSTFIX_UNIT).stderr
+        assert unit_names(deployment.host) == [POSTFIX_UNIT]
+        stderr = run_of(deployment.host, POSTFIX_UNIT).stderr
         assert re.search(r"^(reloaded|restarted|started) postfix", stderr, re.M), \
             f"the converging run did not apply the change to the running Postfix:\n{stderr}"
         for path, new in new_files.items():
@@ -495,28 +514,32 @@ def test_lab_command_up_deploys_and_describes_the_lab_and_down_removes_it(lab):
         state = json.loads(state_file.read_text())
         assert oct(state_file.stat().st_mode & 0o777) == "0o600"  # it holds the TSIG secret and passwords
         printed = up.stdout
-        assert state["domain"] == "example.com" and state["mx_hostname"] == "mail.example.com"
+        assert state["mx_hostname"] == "mail.example.net" and state["host_stack"]["hostname"] == "mail.example.net"
+        assert list(state["domains"]) == list(DOMAINS)
         assert set(state["hosts"]) == {"admin", "mx", "peer", "stranger", "client", "dns"}
         for role, host in state["hosts"].items():
             assert host["netns"] == f"{name}-{role}"
             assert host["ipv4"].startswith("198.51.100.") and host["ipv6"].startswith("2001:db8:100::")
             assert netns.exists(host["netns"]), f"{host['netns']} is not up"
             assert host["netns"] in printed and host["ipv4"] in printed and host["ipv6"] in printed
-        assert {u["name"]: (u["password"], u["addresses"]) for u in state["users"]} == {
-            n: (password, addresses) for n, (password, addresses, _) in USERS.items()}
-        for user in state["users"]:
-            assert user["name"] in printed and user["password"] in printed
-            assert all(a in printed for a in user["addresses"])
-        assert "example.com" in printed and "mail.example.com" in printed
+        users = {u["login"]: (u["password"], tuple(u["addresses"]))
+                 for about in state["domains"].values() for u in about["users"]}
+        assert users == {m.address: (m.password, m.addresses) for m in MAILBOXES}
+        for login, (secret, addresses) in users.items():
+            assert login in printed and secret in printed
+            assert all(a in printed for a in addresses)
+        assert all(d in printed for d in DOMAINS) and "mail.example.net" in printed
 
-        # The lab is running and deployed: alice logs in over IMAPS from the client host, with lab.json's data.
-        alice = next(u for u in state["users"] if u["name"] == "alice")
+        # The lab is running and deployed: each alice logs in over IMAPS from the client host, with lab.json's data.
         client = state["hosts"]["client"]["netns"]
-        answer = subprocess.run(
-            ["ip", "netns", "exec", client, sys.executable, str(Path(__file__).parent / "mailclient.py"), "imap",
-             json.dumps({"host": state["hosts"]["mx"]["ipv4"], "user": alice["name"], "password": alice["password"]})],
-            capture_output=True, text=True, timeout=120)
-        assert json.loads(answer.stdout)["ok"], answer.stdout + answer.stderr
+        for domain in DOMAINS:
+            alice = next(u for u in state["domains"][domain]["users"] if u["login"] == f"alice@{domain}")
+            answer = subprocess.run(
+                ["ip", "netns", "exec", client, sys.executable, str(Path(__file__).parent / "mailclient.py"), "imap",
+                 json.dumps({"host": state["hosts"]["mx"]["ipv4"], "user": alice["login"],
+                             "password": alice["password"]})],
+                capture_output=True, text=True, timeout=120)
+            assert json.loads(answer.stdout)["ok"], answer.stdout + answer.stderr
     finally:
         down = subprocess.run([sys.executable, "-m", "tests.e2e.lab", "down"], cwd=REPO, env=env,
                               capture_output=True, text=True, timeout=300)

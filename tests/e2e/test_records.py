@@ -1,6 +1,8 @@
-"""The domain's DNS records as the world sees them: what the program registered, nothing else.
+"""The stacks' DNS records as the world sees them: what the program registered, nothing else.
 
-Every `cloudflare.DnsRecord` the deployment registered (tests/e2e/deploy.py
+The host stack registers the mail host's own records (A/AAAA, PTR, the HELO
+name's SPF); each domain stack its domain's (MX, SPF, DKIM, DMARC), and none
+of the host's. Every `cloudflare.DnsRecord` a stack registered (tests/e2e/deploy.py
 publishes each one to the lab DNS exactly as registered) must be answered by
 the lab DNS with the same content: MX target and priority, A/AAAA address,
 TXT chunks as the same character-strings, PTR target. For mx's addresses the
@@ -22,10 +24,10 @@ import pytest
 from checkdmarc.dmarc import parse_dmarc_record
 from checkdmarc.spf import parse_spf_record
 
-from .stack import DOMAIN, HOSTNAME
+from .stack import DOMAIN_SETTINGS, DOMAINS, HOSTNAME
+from .test_submission import dkim_public_key, selector_of
 
 DNS_RECORD = "cloudflare:index/dnsRecord:DnsRecord"
-DKIM_UNIT = "command:remote:Command::mail-host-dkim"
 
 # One process in a lab namespace asks every question (a process per query costs ~0.3 s).
 _ASK = """
@@ -49,9 +51,9 @@ def ask_lab_dns(lab, questions: list[tuple[str, str]], on: str = "peer") -> dict
     return {question: answer["records"] for question, answer in zip(questions, answers, strict=True)}
 
 
-def registered_records(deployment) -> list[dict]:
-    """The inputs of every DnsRecord the program registered (as the deployment published them)."""
-    return [entry["inputs"] for key, entry in deployment.state.items() if key.startswith(DNS_RECORD + "::")]
+def registered_records(stack) -> list[dict]:
+    """The inputs of every DnsRecord a stack registered (as its deployment published them)."""
+    return [entry["inputs"] for key, entry in stack.state.items() if key.startswith(DNS_RECORD + "::")]
 
 
 def txt_strings(content: str) -> list[str]:
@@ -110,15 +112,22 @@ class LabAnswers(dns.resolver.Resolver):
 
 
 @pytest.fixture(scope="module")
-def records(deployment) -> list[dict]:
-    return registered_records(deployment)
+def records_of(deployment) -> dict[str, list[dict]]:
+    """{"host": the host stack's records, "example.com": that domain stack's, ...}."""
+    return {"host": registered_records(deployment.host),
+            **{d: registered_records(stack) for d, stack in deployment.domains.items()}}
+
+
+@pytest.fixture(scope="module")
+def records(records_of) -> list[dict]:
+    return [r for stack_records in records_of.values() for r in stack_records]
 
 
 @pytest.fixture(scope="module")
 def served(lab, records) -> dict[tuple[str, str], list[dict]]:
     """The lab DNS's answers for every registered (name, type), plus mx's forward names and MX."""
     questions = [(r["name"], r["type"]) for r in records]
-    questions += [(HOSTNAME, "A"), (HOSTNAME, "AAAA"), (DOMAIN, "MX")]
+    questions += [(HOSTNAME, "A"), (HOSTNAME, "AAAA"), *((d, "MX") for d in DOMAINS)]
     questions += [(ipaddress.ip_address(a).reverse_pointer, "PTR") for a in (lab.mx.ipv4, lab.mx.ipv6)]
     return ask_lab_dns(lab, questions)
 
@@ -126,19 +135,28 @@ def served(lab, records) -> dict[tuple[str, str], list[dict]]:
 # --- tests ----------------------------------------------------------------------------------------
 
 
-def test_program_registers_every_mail_record(lab, records):
-    kinds = sorted((r["name"], r["type"]) for r in records)
+def test_host_stack_registers_the_hosts_records_only(lab, records_of):
+    kinds = sorted((r["name"], r["type"]) for r in records_of["host"])
     assert kinds == sorted([
-        (DOMAIN, "MX"),
         (HOSTNAME, "A"),
         (HOSTNAME, "AAAA"),
-        (DOMAIN, "TXT"),  # SPF
         (HOSTNAME, "TXT"),  # SPF of the HELO name
-        (f"mail._domainkey.{DOMAIN}", "TXT"),  # DKIM, selector mail
-        (f"_dmarc.{DOMAIN}", "TXT"),
         (ipaddress.ip_address(lab.mx.ipv4).reverse_pointer, "PTR"),
         (ipaddress.ip_address(lab.mx.ipv6).reverse_pointer, "PTR"),
     ])
+    assert {r["zoneId"] for r in records_of["host"] if r["type"] != "PTR"} == {"example.net"}
+
+
+@pytest.mark.parametrize("domain", DOMAINS)
+def test_domain_stack_registers_its_mail_records_only(lab, records_of, domain):
+    kinds = sorted((r["name"], r["type"]) for r in records_of[domain])
+    assert kinds == sorted([
+        (domain, "MX"),
+        (domain, "TXT"),  # SPF
+        (f"{selector_of(domain)}._domainkey.{domain}", "TXT"),  # DKIM, the domain's selector
+        (f"_dmarc.{domain}", "TXT"),
+    ])
+    assert {r["zoneId"] for r in records_of[domain]} == {domain}
 
 
 def test_lab_dns_answers_exactly_the_registered_records(records, served):
@@ -152,19 +170,26 @@ def test_lab_dns_answers_exactly_the_registered_records(records, served):
         assert sorted(answer) == sorted(expected), f"{name} {kind}: served {answer}, registered {expected}"
 
 
-def test_mail_records_say_what_the_guide_needs(lab, deployment, served):
-    assert [r["text"] for r in served[(DOMAIN, "MX")]] == [f"10 {HOSTNAME}."]
+@pytest.mark.parametrize("domain", DOMAINS)
+def test_mail_records_say_what_the_guide_needs(lab, deployment, served, domain):
+    assert [r["text"] for r in served[(domain, "MX")]] == [f"10 {HOSTNAME}."]
     assert [r["text"] for r in served[(HOSTNAME, "A")]] == [lab.mx.ipv4]
     assert [r["text"] for r in served[(HOSTNAME, "AAAA")]] == [lab.mx.ipv6]
     spf = f"v=spf1 ip4:{lab.mx.ipv4} ip6:{lab.mx.ipv6} -all"
-    assert joined_txt(served, DOMAIN) == [spf]
+    assert joined_txt(served, domain) == [spf]
     assert joined_txt(served, HOSTNAME) == [spf]
-    # The DKIM key in DNS is the one the host generated (the DKIM unit's stdout).
-    public_key = "".join(deployment.state[DKIM_UNIT]["outputs"]["stdout"].split())
+    # The DKIM key in DNS is the one the host generated for this domain (its DKIM unit's stdout).
+    public_key = dkim_public_key(deployment, domain)
     assert public_key
-    (dkim,) = joined_txt(served, f"mail._domainkey.{DOMAIN}")
+    dkim_name = f"{selector_of(domain)}._domainkey.{domain}"
+    (dkim,) = joined_txt(served, dkim_name)
     assert dkim == f"v=DKIM1; h=sha256; k=rsa; s=email; p={public_key}"
-    assert all(len(s.encode()) <= 255 for r in served[(f"mail._domainkey.{DOMAIN}", "TXT")] for s in r["strings"])
+    assert all(len(s.encode()) <= 255 for r in served[(dkim_name, "TXT")] for s in r["strings"])
+
+
+def test_each_domain_has_a_dkim_key_of_its_own(deployment):
+    keys = [dkim_public_key(deployment, d) for d in DOMAINS]
+    assert all(keys) and len(set(keys)) == len(keys), "two domains publish the same DKIM key"
 
 
 @pytest.mark.parametrize("family", ["ipv4", "ipv6"])
@@ -176,10 +201,11 @@ def test_reverse_dns_of_mx_is_forward_confirmed(lab, served, family):
     assert [ipaddress.ip_address(a) for a in forward] == [ipaddress.ip_address(address)]
 
 
-def test_spf_parses_with_checkdmarc(lab, served):
-    (record,) = joined_txt(served, DOMAIN)
+@pytest.mark.parametrize("domain", DOMAINS)
+def test_spf_parses_with_checkdmarc(lab, served, domain):
+    (record,) = joined_txt(served, domain)
     resolver = LabAnswers(served)
-    parsed = parse_spf_record(record, DOMAIN, resolver=resolver)
+    parsed = parse_spf_record(record, domain, resolver=resolver)
     assert parsed["parsed"]["mechanisms"] == [
         {"action": "pass", "mechanism": "ip4", "value": lab.mx.ipv4},
         {"action": "pass", "mechanism": "ip6", "value": lab.mx.ipv6},
@@ -190,13 +216,14 @@ def test_spf_parses_with_checkdmarc(lab, served):
     assert parse_spf_record(joined_txt(served, HOSTNAME)[0], HOSTNAME, resolver=resolver)["parsed"] == parsed["parsed"]
 
 
-def test_dmarc_parses_with_checkdmarc(served):
-    (record,) = joined_txt(served, f"_dmarc.{DOMAIN}")
-    parsed = parse_dmarc_record(record, DOMAIN, resolver=LabAnswers(served))
+@pytest.mark.parametrize("domain", DOMAINS)
+def test_dmarc_parses_with_checkdmarc(served, domain):
+    (record,) = joined_txt(served, f"_dmarc.{domain}")
+    parsed = parse_dmarc_record(record, domain, resolver=LabAnswers(served))
     tags = parsed["tags"]
     assert tags["v"]["value"] == "DMARC1"
-    assert tags["p"]["value"] == "quarantine"
-    assert [uri["address"] for uri in tags["rua"]["value"]] == [f"postmaster@{DOMAIN}"]
-    # Alignment stays relaxed (bounces are checked by the HELO name mail.example.com).
+    assert tags["p"]["value"] == DOMAIN_SETTINGS[domain].get("dmarc_policy", "quarantine")
+    assert [uri["address"] for uri in tags["rua"]["value"]] == [f"postmaster@{domain}"]
+    # Alignment stays relaxed (bounces are checked by the HELO name mail.example.net).
     assert tags["adkim"]["value"] == "r" and tags["aspf"]["value"] == "r"
     assert parsed["warnings"] == [], parsed["warnings"]

@@ -9,9 +9,10 @@ The guide also makes Postfix slow down after one error (smtpd_soft_error_limit
 three; so each dialog here makes at most one mistake, except the one that tests
 those limits (with a shorter sleep).
 
-Tests that need other settings redeploy with them and restore the e2e stack
-afterwards, even when they fail (`redeployed`): the deployment is shared by
-the whole session.
+Tests that need other settings redeploy the host stack with them and restore
+it afterwards, even when they fail (`redeployed`): the deployment is shared
+by the whole session. The settings here are all the host's: they hold for
+every domain on it.
 """
 
 from __future__ import annotations
@@ -22,16 +23,17 @@ import uuid
 from contextlib import contextmanager
 
 from .conftest import PEER_DOMAIN, run_client
-from .stack import HOSTNAME, SECRET_KEYS, USERS, e2e_config
+from .stack import HOSTNAME, password
 
 BANNER = f"{HOSTNAME} ESMTP Postfix"  # the guide's smtpd_banner = $myhostname ESMTP $mail_name
 PEER_HELO = "peer.example.net"  # peer's name, with forward-confirmed reverse DNS
 LAPTOP_HELO = "laptop.example.org"  # what a mail user's machine calls itself
 SENDER = f"someone@{PEER_DOMAIN}"  # a sender at peer's domain (resolvable, SPF allows peer)
 LOCAL_USER = "alice@example.com"
+OTHER_DOMAIN_USER = "alice@example.org"  # a user of the host's other domain
 FOREIGN = f"friend@{PEER_DOMAIN}"  # at a domain mx is not the final destination for
 NXDOMAIN = "nowhere.example.com"  # the lab DNS answers NXDOMAIN for it
-ALICE = ("alice", USERS["alice"][0])
+ALICE = (LOCAL_USER, password(LOCAL_USER))
 
 
 # --- dialogs -------------------------------------------------------------------------------
@@ -73,7 +75,7 @@ def submit(lab, on: str, rcpt_to: list[str], subject: str, body: str = "From the
 
 def relay_reply(lab, on: str = "peer") -> list:
     """RCPT TO a foreign domain without AUTH, on port 25."""
-    return rcpt_reply(lab, on, recipient=f"nobody@{uuid.uuid4().hex[:8]}.example.org")
+    return rcpt_reply(lab, on, recipient=f"nobody@{uuid.uuid4().hex[:8]}.{PEER_DOMAIN}")
 
 
 def ehlo_keywords(lab, on: str = "peer") -> list[str]:
@@ -87,12 +89,12 @@ def assert_reply(reply: list, code: int, *texts: str) -> None:
 
 @contextmanager
 def redeployed(lab, deployment, **overrides):
-    """The e2e stack redeployed with `overrides`; the e2e stack restored afterwards, whatever happens."""
-    deployment.up(e2e_config(lab, **overrides), SECRET_KEYS)
+    """The host stack redeployed with `overrides`; restored afterwards, whatever happens."""
+    deployment.up_host(**overrides)
     try:
         yield deployment
     finally:
-        deployment.up(e2e_config(lab), SECRET_KEYS)
+        deployment.up_host()
 
 
 # --- 3. HELO ----------------------------------------------------------------------------------
@@ -112,8 +114,9 @@ def test_helo_is_required_and_must_be_a_valid_fully_qualified_name(lab, deployme
         assert_reply(rcpt_reply(lab, "peer", helo="peer", greeting=greeting), 504,
                      "5.5.2 <peer>: Helo command rejected: need fully-qualified hostname")
 
-    # The same dialog with a proper name is accepted.
+    # The same dialog with a proper name is accepted, for a user of either domain.
     assert_reply(rcpt_reply(lab, "peer"), 250, "2.1.5 Ok")
+    assert_reply(rcpt_reply(lab, "peer", recipient=OTHER_DOMAIN_USER), 250, "2.1.5 Ok")
 
 
 # --- 4. clients without forward-confirmed reverse DNS ----------------------------------------------
@@ -121,7 +124,7 @@ def test_helo_is_required_and_must_be_a_valid_fully_qualified_name(lab, deployme
 
 def test_client_without_reverse_dns_is_refused_on_25_but_submits_on_587_with_auth(lab, world, deployment):
     # reject_unknown_client_hostname: stranger has no PTR. unknown_client_reject_code is 450.
-    for recipient in (LOCAL_USER, FOREIGN):
+    for recipient in (LOCAL_USER, OTHER_DOMAIN_USER, FOREIGN):
         assert_reply(rcpt_reply(lab, "stranger", helo="stranger.example.org", recipient=recipient), 450,
                      "4.7.25 Client host rejected: cannot find your hostname, [198.51.100.30]")
     # peer, with forward-confirmed reverse DNS, passes.
@@ -130,7 +133,7 @@ def test_client_without_reverse_dns_is_refused_on_25_but_submits_on_587_with_aut
     # On submission the client restriction is removed: STARTTLS + AUTH as alice, to a local user and abroad.
     subject = f"stranger submits {uuid.uuid4()}"
     relayed_before = world.count()
-    sent = submit(lab, "stranger", ["carol@example.com", FOREIGN], subject)
+    sent = submit(lab, "stranger", ["carol@example.com", OTHER_DOMAIN_USER, FOREIGN], subject)
     assert sent["ok"], sent
     assert sent["code"] == 250 and not sent["auth_before_tls"], sent
     assert any(subject in m for m in world.received(since=relayed_before)), "mx did not relay it to example.net"
@@ -179,8 +182,11 @@ def test_relaying_without_auth_is_refused(lab, deployment):
 def test_vrfy_and_etrn_are_refused_and_the_banner_hides_version_and_os(lab, deployment):
     assert_reply(dialog(lab, "peer", [f"EHLO {PEER_HELO}", "VRFY alice"])["replies"][1], 502,
                  "5.5.1 VRFY command is disabled")
-    assert_reply(dialog(lab, "peer", [f"EHLO {PEER_HELO}", "ETRN example.com"])["replies"][1], 554,
-                 "5.7.1 <example.com>: Etrn command rejected: Access denied")
+    assert_reply(dialog(lab, "peer", [f"EHLO {PEER_HELO}", "VRFY alice@example.org"])["replies"][1], 502,
+                 "5.5.1 VRFY command is disabled")
+    for domain in ("example.com", "example.org"):
+        assert_reply(dialog(lab, "peer", [f"EHLO {PEER_HELO}", f"ETRN {domain}"])["replies"][1], 554,
+                     f"5.7.1 <{domain}>: Etrn command rejected: Access denied")
 
     for on, port in (("peer", 25), ("stranger", 25), ("client", 587)):
         banner = dialog(lab, on, [], port=port)["banner"]
@@ -251,10 +257,10 @@ def test_after_one_error_replies_are_delayed_and_the_third_error_disconnects(lab
         answer = dialog(lab, "peer", [
             f"EHLO {PEER_HELO}",
             f"MAIL FROM:<{SENDER}>",
-            "RCPT TO:<one@example.org>",  # error 1: soft limit reached
+            f"RCPT TO:<one@{PEER_DOMAIN}>",  # error 1 (relay denied): soft limit reached
             "NOOP",  # not an error, but delayed all the same
-            "RCPT TO:<two@example.org>",  # error 2
-            "RCPT TO:<three@example.org>",  # error 3: hard limit
+            f"RCPT TO:<two@{PEER_DOMAIN}>",  # error 2
+            f"RCPT TO:<three@{PEER_DOMAIN}>",  # error 3: hard limit
         ], linger=3 * sleep)
     codes = [r[0] for r in answer["replies"]]
     assert codes == [250, 250, 554, 250, 554, 554], answer

@@ -1,14 +1,16 @@
 """Mail out: submission on 587 (TLS, AUTH, sender ownership), SPF on 25, DKIM signing.
 
-- 587 offers AUTH only after STARTTLS; alice logs in; she may use only the
-  MAIL FROM addresses the sender login map gives her (alice@, bob@); what she
-  submits is relayed to the Internet (the peer's sink).
+- 587 offers AUTH only after STARTTLS; alice of each domain logs in with her
+  full address; she may use only the MAIL FROM addresses the sender login map
+  gives her (alice@example.com: alice@, bob@); what she submits is relayed to
+  the Internet (the peer's sink).
 - On 25, policyd-spf rejects a sender whose SPF fails for the connecting
   address with the guide's message, and lets an SPF pass through.
-- What leaves mx carries OpenDKIM's signature (selector mail, From oversigned)
-  that verifies against the key in the lab DNS; a receiver's verdict
-  (authheaders, run on peer where the lab DNS resolves) is spf, dkim and
-  dmarc pass.
+- What leaves mx carries OpenDKIM's signature by the sender's domain, with
+  that domain's selector (mail for example.com, s2026 for example.org; From
+  oversigned), that verifies against the key in the lab DNS; a receiver's
+  verdict (authheaders, run on peer where the lab DNS resolves) is spf, dkim
+  and dmarc pass.
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ import dkim
 import pytest
 
 from .conftest import PEER_NAME, run_client, wait_for
-from .stack import DOMAIN, HOSTNAME, USERS
+from .stack import DOMAIN_SETTINGS, DOMAINS, HOSTNAME, MAILBOX, password
 
-DKIM_UNIT = "command:remote:Command::mail-host-dkim"
+COMMAND = "command:remote:Command"
+ALICES = [f"alice@{d}" for d in DOMAINS]
 LAPTOP = "laptop.example.org"  # the client's HELO: a FQDN with no DNS at all
 OUTSIDE = "someone@example.net"  # a recipient on the Internet (the peer's sink)
 SPF_FAIL_DOMAIN = "spf-fail.example.net"
@@ -40,15 +43,27 @@ def message(sender: str, to: str, token: str) -> str:
             f"Message-ID: <{token}@{LAPTOP}>\r\n\r\nHello from the laptop, {token}.\r\n")
 
 
-def submit(lab, mail_from: str, rcpt_to: str = OUTSIDE, user: str = "alice", token: str = "") -> dict:
-    """smtplib from `client` to 587: STARTTLS, AUTH as `user`, one message."""
+def submit(lab, mail_from: str, rcpt_to: str = OUTSIDE, user: str = "alice@example.com", token: str = "") -> dict:
+    """smtplib from `client` to 587: STARTTLS, AUTH as `user` (a mailbox address), one message."""
     return run_client(lab, "client", "send", host=lab.mx.ipv4, port=587, helo=LAPTOP, mail_from=mail_from,
                       rcpt_to=[rcpt_to], message=message(mail_from, rcpt_to, token or uuid.uuid4().hex),
-                      starttls=True, login=[user, USERS[user][0]])
+                      starttls=True, login=[user, password(user)])
 
 
-def auth_plain(user: str) -> str:
-    return "AUTH PLAIN " + base64.b64encode(f"\0{user}\0{USERS[user][0]}".encode()).decode()
+def auth_plain(user: str, secret: str | None = None) -> str:
+    secret = password(user) if secret is None else secret
+    return "AUTH PLAIN " + base64.b64encode(f"\0{user}\0{secret}".encode()).decode()
+
+
+def selector_of(domain: str) -> str:
+    return DOMAIN_SETTINGS[domain].get("dkim_selector", "mail")
+
+
+def dkim_public_key(deployment, domain: str) -> str:
+    """What the domain stack's DKIM unit printed: the public key it generated on the host."""
+    (key,) = [entry["outputs"]["stdout"] for name, entry in deployment.domains[domain].state.items()
+              if name.startswith(f"{COMMAND}::") and name.endswith("dkim")]
+    return "".join(key.split())
 
 
 def envelope_dialog(lab, on: str, address: str, port: int, helo: str, mail_from: str, rcpt_to: str,
@@ -122,7 +137,7 @@ def lab_dnsfunc(lab, asked: list[str]):
 
 def inbox(lab, user: str) -> list[str]:
     """The messages in the user's INBOX, over IMAPS from client."""
-    return run_client(lab, "client", "imap", host=lab.mx.ipv4, user=user, password=USERS[user][0])["messages"]
+    return run_client(lab, "client", "imap", host=lab.mx.ipv4, user=user, password=password(user))["messages"]
 
 
 # A receiver's verdict, run on peer: there /etc/resolv.conf is the lab DNS, so
@@ -149,17 +164,22 @@ def receiver_verdict(lab, message_file, ip: str, mail_from: str, helo: str) -> s
 # --- fixtures ------------------------------------------------------------------------------------
 
 
+SENDERS = [address for alice in ALICES for address in MAILBOX[alice].addresses]  # each alice's addresses
+
+
 @pytest.fixture(scope="module")
 def submitted(lab, world, deployment) -> dict[str, dict]:
-    """alice submits one message as each address she owns (alice@, bob@) to the Internet.
+    """Each alice submits one message as each address she owns (alice@, bob@example.com; alice@example.org)
+    to the Internet.
 
     {address: {"answer": send's answer, "token": str, "raw": the message as the peer's sink got it}}.
     """
     since = world.count()
     sent = {}
-    for address in USERS["alice"][1]:
-        token = uuid.uuid4().hex
-        sent[address] = {"answer": submit(lab, address, token=token), "token": token}
+    for alice in ALICES:
+        for address in MAILBOX[alice].addresses:
+            token = uuid.uuid4().hex
+            sent[address] = {"answer": submit(lab, address, user=alice, token=token), "token": token}
     arrived = relayed(world, since, [s["token"] for s in sent.values() if s["answer"]["ok"]])
     for entry in sent.values():
         entry["raw"] = arrived.get(entry["token"])
@@ -180,32 +200,39 @@ def spf_fail_domain(lab):
 # --- 587: TLS before AUTH, sender ownership, relay ----------------------------------------------
 
 
-def test_submission_offers_auth_only_after_starttls(lab, deployment):
+@pytest.mark.parametrize("alice", ALICES)
+def test_submission_offers_auth_only_after_starttls(lab, deployment, alice):
     plain = run_client(lab, "client", "dialog", host=lab.mx.ipv4, port=587,
-                       lines=[f"EHLO {LAPTOP}", auth_plain("alice")])
+                       lines=[f"EHLO {LAPTOP}", auth_plain(alice)])
     (ehlo_code, ehlo), (auth_code, auth) = plain["replies"]
     assert ehlo_code == 250 and "STARTTLS" in ehlo.splitlines()
     assert not [line for line in ehlo.splitlines() if line.startswith("AUTH")], f"AUTH offered in plaintext: {ehlo}"
     assert auth_code == 503, f"AUTH in plaintext answered {auth_code} {auth}"
 
     tls = run_client(lab, "client", "dialog", host=lab.mx.ipv4, port=587, starttls=True, tls_first_ehlo=LAPTOP,
-                     lines=[auth_plain("alice")])
+                     lines=[auth_plain(alice)])
     assert tls["starttls"][0] == 220
     code, ehlo = tls["ehlo_after_tls"]
     assert code == 250 and [line for line in ehlo.splitlines() if line.startswith("AUTH ")], ehlo
     assert "PLAIN" in ehlo and "STARTTLS" not in ehlo.splitlines()
-    assert tls["replies"][0][0] == 235, f"alice's AUTH after STARTTLS: {tls['replies']}"
+    assert tls["replies"][0][0] == 235, f"{alice}'s AUTH after STARTTLS: {tls['replies']}"
 
 
-def test_alice_may_not_send_as_an_address_she_does_not_own(lab, deployment):
-    replies = envelope_dialog(lab, "client", lab.mx.ipv4, 587, LAPTOP, f"carol@{DOMAIN}", OUTSIDE,
-                              before=(auth_plain("alice"),), starttls=True)
-    assert replies[1][0] == 235, f"alice's AUTH: {replies}"
+# A user of the same domain whose address alice does not own.
+NOT_HERS = {"alice@example.com": "carol@example.com", "alice@example.org": "dave@example.org"}
+
+
+@pytest.mark.parametrize("alice", ALICES)
+def test_alice_may_not_send_as_an_address_she_does_not_own(lab, deployment, alice):
+    other = NOT_HERS[alice]
+    replies = envelope_dialog(lab, "client", lab.mx.ipv4, 587, LAPTOP, other, OUTSIDE,
+                              before=(auth_plain(alice),), starttls=True)
+    assert replies[1][0] == 235, f"{alice}'s AUTH: {replies}"
     code, text = rejected_at_rcpt(replies)  # smtpd_delay_reject: MAIL FROM is judged at RCPT
-    assert code == 553 and f"<carol@{DOMAIN}>: Sender address rejected: not owned by user alice" in text, text
+    assert code == 553 and f"<{other}>: Sender address rejected: not owned by user {alice}" in text, text
 
 
-@pytest.mark.parametrize("address", USERS["alice"][1])
+@pytest.mark.parametrize("address", SENDERS)
 def test_alice_sends_as_her_addresses_and_mail_is_relayed_out(lab, submitted, address):
     entry = submitted[address]
     assert entry["answer"]["ok"], entry["answer"]
@@ -222,23 +249,25 @@ def test_alice_sends_as_her_addresses_and_mail_is_relayed_out(lab, submitted, ad
 
 
 @pytest.mark.parametrize("family", ["ipv4", "ipv6"])
-def test_sender_failing_spf_is_rejected_with_the_guides_message(lab, deployment, spf_fail_domain, family):
+@pytest.mark.parametrize("alice", ALICES)
+def test_sender_failing_spf_is_rejected_with_the_guides_message(lab, deployment, spf_fail_domain, family, alice):
     replies = envelope_dialog(lab, "peer", getattr(lab.mx, family), 25, PEER_NAME, f"someone@{spf_fail_domain}",
-                              f"alice@{DOMAIN}")
+                              alice)
     code, text = rejected_at_rcpt(replies)
     assert code == 550, text
     assert "Recipient address rejected: Message rejected due to: SPF fail - not authorized" in text, text
 
 
 @pytest.mark.parametrize("family", ["ipv4", "ipv6"])
-def test_sender_passing_spf_is_accepted_and_marked_pass(lab, deployment, family):
-    token, to = uuid.uuid4().hex, f"alice@{DOMAIN}"
+@pytest.mark.parametrize("alice", ALICES)
+def test_sender_passing_spf_is_accepted_and_marked_pass(lab, deployment, family, alice):
+    token, to = uuid.uuid4().hex, alice
     answer = run_client(lab, "peer", "send", host=getattr(lab.mx, family), port=25, helo=PEER_NAME,
                         mail_from=OUTSIDE, rcpt_to=[to], message=message(OUTSIDE, to, token))
     assert answer["ok"], answer
     # policyd-spf judged it: its Received-SPF header says Pass, for peer's address.
-    delivered = wait_for(lambda: [m for m in inbox(lab, "alice") if token in m])
-    assert delivered, "the message never reached alice's INBOX"
+    delivered = wait_for(lambda: [m for m in inbox(lab, alice) if token in m])
+    assert delivered, f"the message never reached {alice}'s INBOX"
     received_spf = email.message_from_string(delivered[0]).get_all("Received-SPF") or []
     assert len(received_spf) == 1 and received_spf[0].startswith("Pass"), received_spf
     assert f"client-ip={getattr(lab.hosts['peer'], family)};" in " ".join(received_spf[0].split())
@@ -247,37 +276,40 @@ def test_sender_passing_spf_is_accepted_and_marked_pass(lab, deployment, family)
 # --- DKIM: OpenDKIM signs what leaves ----------------------------------------------------------
 
 
-@pytest.mark.parametrize("address", USERS["alice"][1])
+@pytest.mark.parametrize("address", SENDERS)
 def test_submitted_mail_is_dkim_signed_and_verifies_against_the_lab_dns(lab, deployment, submitted, address):
+    domain, selector = address.split("@")[1], selector_of(address.split("@")[1])
     raw = submitted[address]["raw"]
     assert raw is not None, f"the message from {address} never reached the peer's sink"
     _, signed = split_sink(raw)
     tags = dkim_tags(signed)
-    assert (tags["s"], tags["d"]) == ("mail", DOMAIN)
+    assert (tags["s"], tags["d"]) == (selector, domain)
     assert tags["a"] == "rsa-sha256" and tags["c"] == "relaxed/relaxed"
     # OversignHeaders From: the one From plus a null From, so no From can be added later.
     assert [h.lower() for h in tags["h"].split(":")].count("from") == 2, tags["h"]
 
     asked: list[str] = []
     assert dkim.verify(signed, dnsfunc=lab_dnsfunc(lab, asked)), "DKIM signature does not verify"
-    assert [name.rstrip(".") for name in asked] == [f"mail._domainkey.{DOMAIN}"]
-    # The key verified against is the one the host generated (the DKIM unit's stdout).
-    (record,) = lab.dns_txt(f"mail._domainkey.{DOMAIN}")
+    assert [name.rstrip(".") for name in asked] == [f"{selector}._domainkey.{domain}"]
+    # The key verified against is the one the host generated for this domain (its DKIM unit's stdout).
+    (record,) = lab.dns_txt(f"{selector}._domainkey.{domain}")
     published = dict(t.strip().split("=", 1) for t in "".join(record).split(";") if t.strip())["p"]
-    assert published == "".join(deployment.state[DKIM_UNIT]["outputs"]["stdout"].split())
+    assert published == dkim_public_key(deployment, domain)
 
 
-def test_receiver_verdict_is_spf_dkim_and_dmarc_pass(lab, submitted, tmp_path):
-    entry = submitted[f"alice@{DOMAIN}"]
-    assert entry["raw"] is not None, "alice's message never reached the peer's sink"
+@pytest.mark.parametrize("alice", ALICES)
+def test_receiver_verdict_is_spf_dkim_and_dmarc_pass(lab, submitted, tmp_path, alice):
+    domain = alice.split("@")[1]
+    entry = submitted[alice]
+    assert entry["raw"] is not None, f"{alice}'s message never reached the peer's sink"
     envelope, signed = split_sink(entry["raw"])
     # The verdict is for the connection as the peer saw it: mx's address, its HELO, alice's MAIL FROM.
     assert ipaddress.ip_address(envelope["peer"]) in (ipaddress.ip_address(lab.mx.ipv4),
                                                       ipaddress.ip_address(lab.mx.ipv6))
-    assert (envelope["helo"], envelope["mail-from"]) == (HOSTNAME, f"alice@{DOMAIN}")
+    assert (envelope["helo"], envelope["mail-from"]) == (HOSTNAME, alice)
     message_file = tmp_path / "relayed.eml"
     message_file.write_bytes(signed)
     verdict = receiver_verdict(lab, message_file, envelope["peer"], envelope["mail-from"], envelope["helo"])
     results = verdict_results(verdict)
     assert results == {"spf": "pass", "dkim": "pass", "dmarc": "pass"}, verdict
-    assert f"header.d={DOMAIN}" in verdict and f"header.from={DOMAIN}" in verdict, verdict
+    assert f"header.d={domain}" in verdict and f"header.from={domain}" in verdict, verdict

@@ -2,13 +2,14 @@
 
 verify runs inside the lab, on peer: a mail server of the lab's Internet with
 forward-confirmed reverse DNS (the `world` fixture), so that Postfix judges
-its relay attempt by the relay rules and not by reverse DNS. It reads the e2e
-stack from a stack file written here, asks the lab's DNS server
-(--nameserver) and reads the DKIM key from mx over SSH with the stack's key.
+its relay attempt by the relay rules and not by reverse DNS. It checks the
+domain stack example.com: it reads that stack's file and the file of its host
+stack (host-e2e), both written here, asks the lab's DNS server (--nameserver)
+and reads the DKIM key from mx over SSH with the host stack's key.
 
 Each broken variant must fail exactly the check it breaks, with a reason or
 fix that names the record or setting; everything it changes is put back
-(DNS records as they were, the stack as deployed), and the last test proves it.
+(DNS records as they were, the stacks as deployed), and the last test proves it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -30,21 +32,22 @@ from components.services import postfix
 from components.config import load_config
 
 from .conftest import PEER_NAME
-from .stack import SECRET_KEYS, banner_rewrite, e2e_config, main_cf_rewritten
+from .stack import HOST_STACK, HOSTNAME, banner_rewrite, domain_config, host_config, main_cf_rewritten
 
 VERIFY_FROM = "peer"
 TTL = 300  # what the deployment publishes (Cloudflare's automatic TTL in the lab)
-STACK = "e2e"
+STACK = "example.com"  # the domain stack verify checks
 
 
 @pytest.fixture(scope="module")
 def project(lab, tmp_path_factory) -> Path:
-    """A project folder with stacks/Pulumi.e2e.yaml: the e2e stack as deployed (secrets in clear: a test file)."""
+    """A project folder with the stack files of host-e2e and example.com, as deployed (secrets in clear: test files)."""
     folder = tmp_path_factory.mktemp("verify-project")
     (folder / "stacks").mkdir()
-    stack_file = folder / "stacks" / f"Pulumi.{STACK}.yaml"
-    stack_file.touch(mode=0o600)
-    stack_file.write_text(yaml.safe_dump({"config": e2e_config(lab)}))
+    for name, values in ((HOST_STACK, host_config(lab)), (STACK, domain_config(lab, STACK))):
+        stack_file = folder / "stacks" / f"Pulumi.{name}.yaml"
+        stack_file.touch(mode=0o600)
+        stack_file.write_text(yaml.safe_dump({"config": values}))
     return folder
 
 
@@ -57,7 +60,7 @@ def registered_records(lab, deployment) -> None:
     what other tests left. Adding a record that is already there changes nothing
     (RFC 2136 3.4.2.2).
     """
-    for key, resource in deployment.state.items():
+    for key, resource in [item for stack in deployment.all for item in stack.state.items()]:
         if key.startswith("cloudflare:index/dnsRecord:DnsRecord::"):
             r = resource["inputs"]
             content = f"{int(r['priority'])} {r['content']}" if r["type"] == "MX" else r["content"]
@@ -66,7 +69,9 @@ def registered_records(lab, deployment) -> None:
 
 @pytest.fixture(scope="module")
 def cfg(lab):
-    return load_config(e2e_config(lab))
+    """The domain stack's config; `cfg.addresses`: the host's addresses (the host stack's keys)."""
+    domain = load_config(domain_config(lab, STACK))
+    return SimpleNamespace(domain=domain.domain, domain_config=domain, addresses=[lab.mx.ipv4, lab.mx.ipv6])
 
 
 def verify(lab, project: Path, *options: str) -> tuple[int, dict]:
@@ -95,7 +100,7 @@ def assert_healthy(cfg, code: int, report: dict) -> None:
     not_passing = with_status(report, "warn", "fail")
     # The guide's certificate is self-signed: a warning, not a failure.
     assert set(not_passing) == {f"smtp.cert[{a}]" for a in cfg.addresses}, not_passing
-    assert all("self-signed certificate for mail.example.com" in c["reason"] for c in not_passing.values())
+    assert all(f"self-signed certificate for {HOSTNAME}" in c["reason"] for c in not_passing.values())
     assert code == 0 and report["ok"] is True
 
 
@@ -126,9 +131,10 @@ def test_healthy_deployment_passes_every_check(lab, deployment, project, cfg):
 
 def test_dkim_key_from_the_stack_when_ssh_is_off(lab, deployment, project, cfg):
     # What the DKIM unit printed at deployment (the stack's DKIM record content comes from it).
-    (exported,) = [r["outputs"]["stdout"] for key, r in deployment.state.items()
+    (exported,) = [r["outputs"]["stdout"] for key, r in deployment.domains[STACK].state.items()
                    if key.startswith("command:remote:Command::") and key.endswith("-dkim")]
-    record = rec.dkim_value(cfg, exported)  # as `pulumi stack output records` shows it
+    domain = cfg.domain_config
+    record = rec.dkim_value(domain, rec.dkim_public_key(domain, exported))  # as `pulumi stack output records` shows it
     code, report = verify(lab, project, "--no-ssh", "--dkim-key", record)
     checks = {c["name"]: c for c in report["checks"]}
     assert code == 0 and checks["dkim.key"]["status"] == "pass", checks["dkim.key"]
@@ -173,8 +179,8 @@ def _variants(lab, cfg) -> dict[str, tuple[tuple[str, str, str, list[str]], set[
                                     PEER_NAME),
         "SPF without the IPv6 address": ((cfg.domain, cfg.domain, "TXT", [f'"v=spf1 ip4:{v4} -all"']),
                                          {f"spf.pass[{v6}]"}, f'example.com TXT "v=spf1 ip4:{v4} -all"'),
-        "DKIM record with another key": ((cfg.domain, rec.dkim_name(cfg), "TXT",
-                                          [rec.txt_content(rec.dkim_value(cfg, _other_dkim_key()))]),
+        "DKIM record with another key": ((cfg.domain, rec.dkim_name(cfg.domain_config), "TXT",
+                                          [rec.txt_content(rec.dkim_value(cfg.domain_config, _other_dkim_key()))]),
                                          {"dkim.key"}, "mail._domainkey.example.com"),
         "missing DMARC": ((cfg.domain, f"_dmarc.{cfg.domain}", "TXT", []), {"dmarc.record"}, "_dmarc.example.com"),
     }
@@ -198,26 +204,16 @@ def test_broken_record_fails_exactly_its_check(lab, deployment, project, cfg, va
 # --- broken Postfix: variant stacks, deployed by the program ----------------------------------------------
 
 
-@contextmanager
-def deployed_variant(lab, deployment, **overrides) -> Iterator[None]:
-    """The e2e stack with `overrides` deployed; the e2e stack itself deployed again afterwards."""
-    deployment.up(e2e_config(lab, **overrides), SECRET_KEYS)
-    try:
-        yield
-    finally:
-        deployment.up(e2e_config(lab), SECRET_KEYS)
-
-
 @pytest.mark.patches_program
 def test_banner_showing_the_version_fails_the_banner_check(lab, deployment, project, cfg):
     # The config model refuses $mail_version in the banner (the guide: no
     # version), so the variant is a rendering that puts it there.
     with main_cf_rewritten(banner_rewrite("$myhostname ESMTP $mail_name $mail_version")):
-        deployment.up(e2e_config(lab), SECRET_KEYS)
+        deployment.up_host()
     try:
         code, report = verify(lab, project)
     finally:
-        deployment.up(e2e_config(lab), SECRET_KEYS)
+        deployment.up_host()
     assert_fails_exactly(code, report, {f"smtp.banner[{a}]" for a in cfg.addresses}, "smtpd_banner")
     assert all("ESMTP Postfix 3." in c["reason"] for c in with_status(report, "fail").values())
 
@@ -230,12 +226,12 @@ def test_open_relay_fails_the_relay_check(lab, deployment, project, cfg, monkeyp
     # variant: Postfix refuses to run smtpd without a reject_unauth_destination somewhere.
     with monkeypatch.context() as patch:
         patch.setattr(postfix, "_mynetworks", lambda cfg: "0.0.0.0/0 [::]/0")
-        deployment.up(e2e_config(lab), SECRET_KEYS)
+        deployment.up_host()
     try:
         assert "mynetworks = 0.0.0.0/0 [::]/0" in lab.ssh("postconf mynetworks").stdout
         code, report = verify(lab, project)
     finally:
-        deployment.up(e2e_config(lab), SECRET_KEYS)  # render is itself again: the real mynetworks
+        deployment.up_host()  # render is itself again: the real mynetworks
     assert_fails_exactly(code, report, {f"smtp.relay[{a}]" for a in cfg.addresses}, "smtpd_relay_restrictions")
     assert all("open relay" in c["reason"] and "mynetworks" in c["fix"] for c in with_status(report, "fail").values())
 

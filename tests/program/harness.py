@@ -2,7 +2,13 @@
 
 The mock monitor sees every registration as the engine would: type, name,
 parent, dependencies and inputs (with secrets still marked). `evaluate`
-returns them, in registration order.
+returns them, in registration order; reads (a `pulumi.StackReference` is one)
+are recorded in `Evaluation.reads`.
+
+A domain stack reads its host stack's outputs through a StackReference. Under
+the mocks that is a read of type `pulumi:pulumi:StackReference` whose id is
+the referenced stack's name: `MailMocks(stacks=...)` answers it with the
+outputs given for that stack (`stack_reference_outputs`), secret ones marked.
 """
 
 from __future__ import annotations
@@ -54,6 +60,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
     def __init__(self, mocks: pulumi_mocks.Mocks):
         super().__init__(mocks)
         self.registrations: list[Registration] = []
+        self.reads: list[Registration] = []
         self.outputs: dict[str, dict[str, Any]] = {}
 
     def RegisterResource(self, request):
@@ -75,6 +82,24 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         )
         return response
 
+    def ReadResource(self, request):
+        response = super().ReadResource(request)
+        secrets: set[str] = set()
+        inputs = _unwrap(json_format.MessageToDict(request.properties), "", secrets)
+        self.reads.append(
+            Registration(
+                urn=response.urn,
+                type=request.type,
+                name=request.name,
+                parent=request.parent,
+                dependencies=sorted(request.dependencies),
+                custom=True,
+                inputs=inputs,
+                secret_paths=secrets,
+            )
+        )
+        return response
+
     def RegisterResourceOutputs(self, request):
         self.outputs[request.urn] = _unwrap(json_format.MessageToDict(request.outputs), "", set())
         return super().RegisterResourceOutputs(request)
@@ -84,6 +109,8 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
 class Evaluation:
     registrations: list[Registration]
     stack_outputs: dict[str, Any]
+    reads: list[Registration] = field(default_factory=list)  # e.g. the StackReference to the host stack
+    secret_outputs: list[str] = field(default_factory=list)  # the names of the exports that are secret
 
     def of_type(self, type_: str) -> list[Registration]:
         return [r for r in self.registrations if r.type == type_]
@@ -94,14 +121,43 @@ class Evaluation:
         return matches[0]
 
 
-class MailMocks(pulumi_mocks.Mocks):
-    """Outputs a provider would give: the DKIM unit prints `dkim_public_key`."""
+STACK_REFERENCE = "pulumi:pulumi:StackReference"
 
-    def __init__(self, dkim_public_key: str, stdout: Callable[[str], str] | None = None):
+
+def stack_reference_outputs(args: pulumi_mocks.MockResourceArgs, stacks: dict[str, dict[str, Any]],
+                            secret_outputs: dict[str, list[str]] | None = None):
+    """The answer to the read of a StackReference: the referenced stack's outputs, secret ones named.
+
+    The SDK reads it with id = the name it was given ("host-e2e", or in full
+    "organization/mailstack/host-e2e"); `stacks` and `secret_outputs` are keyed
+    by the bare stack name. A stack that is not there fails, as under the engine.
+    """
+    name = args.resource_id or args.inputs.get("name", "")
+    bare = name.rsplit("/", 1)[-1]
+    if bare not in stacks:
+        raise KeyError(f"StackReference {name!r}: no such stack (the test knows {sorted(stacks)})")
+    outputs = stacks[bare]
+    secret = [n for n in (secret_outputs or {}).get(bare, []) if n in outputs]
+    return name, {**args.inputs, "outputs": dict(outputs), "secretOutputNames": secret}
+
+
+class MailMocks(pulumi_mocks.Mocks):
+    """Outputs a provider would give: the DKIM unit prints `dkim_public_key`.
+
+    stacks: stack name -> its exported outputs, for StackReference reads;
+    secret_outputs: stack name -> the names of its outputs that are secret.
+    """
+
+    def __init__(self, dkim_public_key: str, stdout: Callable[[str], str] | None = None,
+                 stacks: dict[str, dict[str, Any]] | None = None, secret_outputs: dict[str, list[str]] | None = None):
         self.dkim_public_key = dkim_public_key
         self.stdout = stdout
+        self.stacks = stacks or {}
+        self.secret_outputs = secret_outputs or {}
 
     def new_resource(self, args: pulumi_mocks.MockResourceArgs):
+        if args.typ == STACK_REFERENCE:
+            return stack_reference_outputs(args, self.stacks, self.secret_outputs)
         outputs = dict(args.inputs)
         if args.typ == "command:remote:Command":
             if self.stdout is not None:
@@ -147,16 +203,25 @@ def evaluate(
     pulumi.runtime.set_all_config(config_for_pulumi(with_project_defaults(config)), secret_keys or [])
 
     exports: dict[str, Any] = {}
+    secret_exports: list[str] = []
 
     @pulumi.runtime.test
     def run():
         runpy.run_path(str(MAIN), run_name="__main__")
         # `pulumi.export` values: resolved here, as the engine would show them.
         root = ROOT.get()
-        return pulumi.Output.from_input(dict(root.outputs)).apply(exports.update)
+        outputs = dict(root.outputs)
+
+        async def secret_names():
+            for name, value in outputs.items():
+                if await pulumi.Output.from_input(value).is_secret():
+                    secret_exports.append(name)
+
+        return pulumi.Output.all(pulumi.Output.from_input(outputs).apply(exports.update),
+                                 pulumi.Output.from_input(secret_names()))
 
     run()
-    return Evaluation(monitor.registrations, exports)
+    return Evaluation(monitor.registrations, exports, monitor.reads, sorted(secret_exports))
 
 
 def with_project_defaults(values: dict[str, Any]) -> dict[str, Any]:
