@@ -16,7 +16,8 @@ stack's name, with the same users and password hashes. Afterwards:
 - the old accounts are locked, their Maildirs kept as Maildir.migrated, and
   the bare user name no longer logs in;
 - the DKIM key is the old one (its published record stays valid);
-- running the files unit again moves nothing.
+- running the files unit again moves nothing, and finishes a move that
+  stopped halfway.
 
 The lab: the session's lab is deployed by the other e2e tests, so this module
 brings up a lab of its own, named "<MAILSTACK_LAB>-mig", in a subprocess
@@ -428,5 +429,18 @@ def test_the_files_unit_said_what_it_moved_and_a_second_run_moves_nothing(move):
     assert again.returncode == 0, again.stderr
     assert "moved the mail" not in again.stderr and "warning" not in again.stderr, again.stderr
     assert move.lab.ssh(listing).stdout == before
+
+
+def test_a_move_stopped_between_its_renames_is_finished_by_the_next_run(move):
+    # As if the unit had been cut off after keeping the original and before renaming the copy in.
+    lab = move.lab
+    inputs = next(v["inputs"] for k, v in move.domain.state.items() if k.endswith("-files"))
+    lab.ssh("mv /var/vmail/example.com/carol/Maildir /var/vmail/example.com/carol/Maildir.mailstack-new")
+    again = lab.ssh(inputs["create"], stdin=inputs["stdin"], check=False)
+    assert again.returncode == 0, again.stderr
+    assert "moved the mail of account carol to carol@example.com" in again.stderr, again.stderr
+    assert "account alice" not in again.stderr
+    after = read(lab, "carol@example.com", "carol")
+    assert after["ok"] and after["folders"]["INBOX"] == move.before["carol"]["folders"]["INBOX"]
 
 
