@@ -11,7 +11,8 @@ soft_bounce for the window), then the domain stack that keeps the old
 stack's name, with the same users and password hashes. Afterwards:
 
 - every message is there over IMAP, logged in with the full address, with
-  the same UIDVALIDITY and UIDs (no client downloads anything again);
+  the same UIDVALIDITY, UIDs and flags (no client downloads anything again,
+  read mail stays read);
 - new mail is delivered; mail sent during the window was deferred (4xx);
 - the old accounts are locked, their Maildirs kept as Maildir.migrated, and
   the bare user name no longer logs in;
@@ -74,7 +75,7 @@ REPORT_SUBJECT = "Postfix SMTP server: errors from unknown[198.51.100.30]"
 
 
 def imap_folders(host: str, user: str, password: str, folders: list[str]) -> dict[str, Any]:
-    """Log in over IMAPS; each folder's UIDVALIDITY and its messages as [uid, subject]."""
+    """Log in over IMAPS; each folder's UIDVALIDITY and its messages as [uid, subject, flags]."""
     context = ssl.create_default_context()
     context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # the lab's self-signed certificate
     client = imaplib.IMAP4_SSL(host, 993, ssl_context=context, timeout=30)
@@ -91,12 +92,15 @@ def imap_folders(host: str, user: str, password: str, folders: list[str]) -> dic
                 continue
             validity = int(client.response("UIDVALIDITY")[1][0])
             messages = []
-            status, data = client.uid("FETCH", "1:*", "(UID BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+            status, data = client.uid("FETCH", "1:*", "(UID FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
             for part in data:
                 if isinstance(part, tuple):
                     uid = int(re.search(rb"UID (\d+)", part[0])[1])
+                    # \Recent belongs to the session (RFC 3501), not to the message.
+                    flags = sorted(f for f in re.search(rb"FLAGS \(([^)]*)\)", part[0])[1].decode().split()
+                                   if f != "\\Recent")
                     subject = part[1].decode("utf-8", "replace").partition(":")[2].strip()
-                    messages.append([uid, subject])
+                    messages.append([uid, subject, flags])
             answer["folders"][folder] = {"uidvalidity": validity, "messages": sorted(messages)}
         return answer
     finally:
@@ -270,7 +274,7 @@ def read(lab: Lab, login: str, name: str, folders: tuple[str, ...] = ("INBOX",))
 
 def subjects(answer: dict[str, Any], folder: str) -> list[str]:
     about = answer.get("folders", {}).get(folder) if answer.get("ok") else None
-    return [subject for _, subject in about["messages"]] if about else []
+    return [subject for _, subject, _ in about["messages"]] if about else []
 
 
 @dataclass
@@ -313,12 +317,17 @@ def move(mig_lab, old_worktree) -> Move:
     report = f"{REPORT_SUBJECT} {token}"
     assert send(lab, "alice@example.com", report, sender="MAILER-DAEMON@mail.example.com")["ok"]
     folders = {"alice": ("INBOX", "System"), "carol": ("INBOX",)}
+    read_one = done.subjects["alice"][0]  # alice has read this one: it must stay read
     for name, expected in done.subjects.items():
         answer = wait_for(lambda n=name, e=expected: (a := read(lab, n, n, folders[n]))["ok"]
                           and set(e) <= set(subjects(a, "INBOX"))
                           and (n != "alice" or report in subjects(a, "System")) and a, timeout=60)
         assert answer, f"the old layout did not deliver {name}'s mail: {read(lab, name, name, folders[name])}"
         done.before[name] = answer
+    lab.ssh(f"doveadm flags add -u alice '\\Seen' mailbox INBOX header subject {read_one!r}")
+    done.before["alice"] = read(lab, "alice", "alice", folders["alice"])
+    seen = [flags for _, s, flags in done.before["alice"]["folders"]["INBOX"]["messages"] if s == read_one]
+    assert seen == [["\\Seen"]], done.before["alice"]
     lap("mail delivered under the old layout")
 
     # 2. Without mailstack:adopt the host stack refuses the old layout's host.
@@ -384,8 +393,8 @@ def test_new_mail_is_delivered_into_the_moved_mailbox(move):
     assert send(lab, "alice@example.com", subject)["ok"]
     answer = wait_for(lambda: (a := read(lab, "alice@example.com", "alice")) and subject in subjects(a, "INBOX") and a)
     assert answer, "new mail did not reach alice@example.com"
-    old_uids = [uid for uid, _ in move.before["alice"]["folders"]["INBOX"]["messages"]]
-    new_uid = next(uid for uid, s in answer["folders"]["INBOX"]["messages"] if s == subject)
+    old_uids = [uid for uid, _, _ in move.before["alice"]["folders"]["INBOX"]["messages"]]
+    new_uid = next(uid for uid, s, _ in answer["folders"]["INBOX"]["messages"] if s == subject)
     assert new_uid > max(old_uids)
     assert lab.ssh(f"grep -rlF {subject!r} /var/vmail/example.com/alice/Maildir/new "
                    "/var/vmail/example.com/alice/Maildir/cur").stdout.strip()
