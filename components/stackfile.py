@@ -161,8 +161,25 @@ def load_host_stack(cfg: DomainConfig, project_dir: Path = PROJECT_DIR) -> tuple
     return name, host
 
 
-def host_facts_for(cfg: DomainConfig, project_dir: Path = PROJECT_DIR) -> HostFacts:
-    """What the domain stack would read from its host stack's outputs, from the host stack's file."""
-    name, host = load_host_stack(cfg, project_dir)
+def host_facts(name: str, host: HostConfig) -> HostFacts:
+    """The outputs the host stack `name` exports for its domain stacks (components/host.py), from its config."""
     return HostFacts(host_id=f"{PROJECT}/{name}", hostname=host.host_name, addresses=host.addresses,
                      ssh_user=host.ssh_user)
+
+
+def host_facts_for(cfg: DomainConfig, project_dir: Path = PROJECT_DIR) -> HostFacts:
+    """What the domain stack would read from its host stack's outputs, from the host stack's file."""
+    return host_facts(*load_host_stack(cfg, project_dir))
+
+
+def hosted_domains(host_stack: str, project_dir: Path = PROJECT_DIR) -> list[str]:
+    """The domains of the project's domain stacks that name `host_stack` (stack files that load)."""
+    domains = []
+    for stack in stack_names(project_dir):
+        try:
+            cfg = load_stack(stack, project_dir)
+        except (FileNotFoundError, ConfigError):
+            continue
+        if isinstance(cfg, DomainConfig) and host_stack_name(cfg) == host_stack:
+            domains.append(cfg.domain)
+    return domains
