@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from components.config import DomainConfig, HostConfig
-from components.records import host_records, mail_records, ptr_records, zone_file
+from components.records import Record, host_records, mail_records, ptr_records, zone_file
 from components.render import HostFile
 from components.services import render_host_files
 from components.stackfile import PROJECT_DIR, host_facts_for
@@ -43,6 +43,20 @@ def zone_path(out: Path, cfg: HostConfig | DomainConfig) -> Path:
     return out / "dns" / f"{cfg.zone_name}.zone"
 
 
+def stack_zone(
+    cfg: HostConfig | DomainConfig, dkim_public_key: str = DKIM_KEY_PLACEHOLDER, project_dir: Path = PROJECT_DIR
+) -> tuple[list[Record], str]:
+    """The stack's records and its zone file's text (a domain's host from its host stack's file)."""
+    if isinstance(cfg, HostConfig):
+        records = host_records(cfg) + ptr_records(cfg)
+        return records, zone_file(cfg.zone_name, records, ns_addresses=cfg.addresses,
+                                  about=f"the mail host {cfg.host_name}")
+    host = host_facts_for(cfg, project_dir)
+    records = mail_records(cfg, host, dkim_public_key)
+    return records, zone_file(cfg.zone_name, records, ns_addresses=host.addresses,
+                              about=f"the mail domain {cfg.domain}")
+
+
 def render_stack(
     cfg: HostConfig | DomainConfig,
     out: Path,
@@ -58,16 +72,12 @@ def render_stack(
     names mailstack:host_stack and that file when it cannot be used.
     `dkim_public_key`: a domain's DKIM key (unused for a host stack).
     """
+    _, zone = stack_zone(cfg, dkim_public_key, project_dir)
     if isinstance(cfg, HostConfig):
         files = [f for service, fs in render_host_files(cfg).items() if services is None or service in services
                  for f in fs]
-        records = host_records(cfg) + ptr_records(cfg)
-        zone = zone_file(cfg.zone_name, records, ns_addresses=cfg.addresses, about=f"the mail host {cfg.host_name}")
     else:
-        host = host_facts_for(cfg, project_dir)
         files = domain_files(cfg)
-        records = mail_records(cfg, host, dkim_public_key)
-        zone = zone_file(cfg.zone_name, records, ns_addresses=host.addresses, about=f"the mail domain {cfg.domain}")
     written = _write(out, files)
     path = zone_path(out, cfg)
     path.parent.mkdir(parents=True, exist_ok=True)
