@@ -39,7 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from components.stackfile import PROJECT_DIR, stack_names
+from components.stacknames import PROJECT_DIR, stack_names
 
 # Paths whose change can alter every stack's deployment.
 SHARED_DIRS = ("components/", "templates/", "policy/")

@@ -20,8 +20,8 @@ import yaml
 
 from components.config import PROJECT, ConfigError, DomainConfig, HostConfig, load_config
 from components.hostfacts import HostFacts
+from components.stacknames import PROJECT_DIR, stack_file, stack_names
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 
 class StackFileError(ConfigError):
@@ -43,15 +43,6 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             if isinstance(key, (str, int, float, bool)):
                 seen[key] = key_node.start_mark
         return super().construct_mapping(node, deep=deep)
-
-
-def stack_file(stack: str, project_dir: Path = PROJECT_DIR) -> Path:
-    return project_dir / "stacks" / f"Pulumi.{stack}.yaml"
-
-
-def stack_names(project_dir: Path = PROJECT_DIR) -> list[str]:
-    """The stacks a project has: one per stacks/Pulumi.<stack>.yaml."""
-    return sorted(p.name[len("Pulumi.") : -len(".yaml")] for p in (project_dir / "stacks").glob("Pulumi.*.yaml"))
 
 
 def _shown_path(path: Path, project_dir: Path) -> str:
@@ -151,7 +142,8 @@ def load_host_stack(cfg: DomainConfig, project_dir: Path = PROJECT_DIR) -> tuple
     shown = _shown_path(path, project_dir)
     where = f"mailstack:host_stack: {cfg.host_stack!r} names the host stack {name}, read from {shown}"
     if not path.is_file():
-        raise StackFileError([f"{where}, which does not exist (stacks here: {', '.join(stack_names(project_dir)) or 'none'})"])
+        known = ", ".join(stack_names(project_dir)) or "none"
+        raise StackFileError([f"{where}, which does not exist (stacks here: {known})"])
     try:
         host = load_config(read_stack_values(path, shown))
     except ConfigError as err:

@@ -181,3 +181,16 @@ def test_a_broken_host_stack_names_the_host_stack_file(repo):
     assert "example.com: cannot render the working tree" in result.stderr, result.stderr
     assert "stacks/Pulumi.host-mail.yaml, which is not usable" in result.stderr, result.stderr
     assert "192.0.2.300" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_touched_needs_the_standard_library_alone(repo):
+    """The workflows run `python3 -m components.diff touched` before installing requirements.txt."""
+    edit(repo / "stacks" / "Pulumi.host-mail.yaml", "mailstack:soft_bounce: true", "mailstack:soft_bounce: false")
+    edit(repo / "stacks" / "Pulumi.example.org.yaml", "mailstack:dmarc_policy: reject", "mailstack:dmarc_policy: none")
+    # -S: no site-packages, so neither PyYAML nor pydantic nor dnspython.
+    result = subprocess.run(
+        [sys.executable, "-S", "-m", "components.diff", "touched", "--base", "main", "--json"],
+        cwd=repo, capture_output=True, text=True,
+    )
+    assert (result.returncode, result.stderr) == (0, ""), result.stderr
+    assert json.loads(result.stdout) == ["host-mail", "example.org"]
