@@ -106,7 +106,7 @@ def changed_paths(project: Path, ref: str) -> list[str]:
 
 # A domain stack's file sets mailstack:domain (components/config.py load_config tells the kinds
 # apart by it); read with a pattern, since `touched` runs before PyYAML is installed.
-_DOMAIN_KEY = re.compile(r"^[ \t]+[\"']?mailstack:domain[\"']?[ \t]*:[ \t]*[^\s#]", re.M)
+_DOMAIN_KEY = re.compile(r"^[ \t]+[\"']?mailstack:domain[\"']?[ \t]*:[ \t]*(?![\"']{2}|~|null\b)[^\s#]", re.M)
 
 
 def host_stacks(project: Path, stacks: list[str]) -> set[str]:

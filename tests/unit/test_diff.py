@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from components.diff import host_stacks
+
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 # What rendering needs; the copy's own code renders both sides.
 PROJECT_FILES = ["components", "templates", "Pulumi.yaml", "__main__.py", "requirements.txt"]
@@ -194,3 +196,21 @@ def test_touched_needs_the_standard_library_alone(repo):
     )
     assert (result.returncode, result.stderr) == (0, ""), result.stderr
     assert json.loads(result.stdout) == ["host-mail", "example.org"]
+
+
+@pytest.mark.parametrize(
+    ("config", "host"),
+    [
+        ("  mailstack:domain: example.com\n  mailstack:host_stack: host-mail\n", False),
+        ('  "mailstack:domain": example.com\n', False),
+        ("  mailstack:hostname: mail.example.net\n", True),
+        ('  mailstack:domain: ""\n  mailstack:hostname: mail.example.net\n', True),
+        ("  mailstack:domain: null\n  mailstack:hostname: mail.example.net\n", True),
+        ("  # mailstack:domain: example.com\n  mailstack:hostname: mail.example.net\n", True),
+    ],
+)
+def test_a_stack_is_a_host_stack_unless_it_sets_mailstack_domain(tmp_path, config, host):
+    """What `touched` orders by, without PyYAML: load_config's rule (a domain stack sets mailstack:domain)."""
+    (tmp_path / "stacks").mkdir()
+    (tmp_path / "stacks" / "Pulumi.s.yaml").write_text("config:\n" + config)
+    assert host_stacks(tmp_path, ["s"]) == ({"s"} if host else set())
