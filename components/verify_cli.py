@@ -39,10 +39,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                         help="host stack: recipient in a foreign domain for the relay test (default: "
                              "postmaster@ the first of example.net, example.org, example.com that is neither the "
                              "host's domain nor one of the project's domain stacks on it)")
-    verify.add_argument("--dkim-key", metavar="BASE64",  # a domain stack's
-                        help="the key the host signs with (base64 DER, or the DKIM record's value as the stack "
-                             "exports it), compared with the published record when SSH cannot read it from the host")
-    verify.add_argument("--no-ssh", action="store_true", help="do not read the DKIM key from the host over SSH")
+    verify.add_argument("--dkim-key", metavar="BASE64",
+                        help="domain stack: the key the host signs with (base64 DER, or the DKIM record's value "
+                             "as the stack exports it), compared with the published record when SSH cannot read "
+                             "it from the host")
+    verify.add_argument("--no-ssh", action="store_true",
+                        help="domain stack: do not read the DKIM key from the host over SSH")
     verify.add_argument("--timeout", type=float, default=10.0, help="seconds per connection or lookup (default 10)")
     verify.set_defaults(run=main)
 
