@@ -77,9 +77,11 @@ def deployment(lab, world):
     from .engine.deployer import deployer_choice
 
     if deployer_choice() == "engine":
-        pytest.skip("the engine deployer (tests/e2e/engine/) deploys one stack; the lab's host stack and "
-                    "domain stacks need it to deploy several: run with MAILSTACK_LAB_DEPLOYER=mock")
-    stacks = LabStacks.mock(lab)
+        from .engine.deployer import EngineLabStacks
+
+        stacks = EngineLabStacks.engine(lab)  # `pulumi up` of each stack, one backend (tests/e2e/engine/)
+    else:
+        stacks = LabStacks.mock(lab)
     stacks.up()
     stacks.host.first_seconds = stacks.seconds["host"]
     return stacks

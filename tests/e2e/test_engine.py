@@ -4,14 +4,17 @@ The CLI is the one scripts/build-pulumi builds (v3.274.1); the program runs
 under the Python SDK's own language server (tests/e2e/engine/launcher.py, a
 stand-in for the Go language host), and the `command` and `cloudflare`
 providers are stand-ins that follow the real ones' rules
-(tests/e2e/engine/). State is a local file backend in a temporary folder,
-secrets are encrypted with a passphrase.
+(tests/e2e/engine/). State is a local file backend in a temporary folder with
+the lab's stacks in it: the host stack host-e2e and the domain stacks
+example.org and example.com, all encrypted with one passphrase (a domain
+stack's StackReference decrypts the host stack's secret outputs with it).
 
-The tests run in order, on one stack, as a person would use it: config with
-the README's commands, preview, up, preview again, one change, a change a
-checker refuses, the policy pack, outputs, destroy. The mail behaviours on the
-deployed host are the other e2e modules' tests, run with
-MAILSTACK_LAB_DEPLOYER=engine (README, "The real engine in the lab").
+The tests run in order, as a person would use the stacks: config with the
+README's commands, preview, up of the host stack, then of each domain stack,
+preview again, one change, a change a checker refuses, the policy pack,
+outputs, destroy of a domain stack and up again, destroy of the host stack.
+The mail behaviours on the deployed host are the other e2e modules' tests,
+run with MAILSTACK_LAB_DEPLOYER=engine (README, "The real engine in the lab").
 """
 
 from __future__ import annotations
@@ -25,31 +28,45 @@ import yaml
 
 from .conftest import run_client, wait_for
 from .engine.deployer import REPO, Engine, find_pulumi
-from .stack import USERS, e2e_config, password_hash
+from .stack import (DEPLOY_ORDER, HOST_STACK, HOSTNAME, MAILBOXES, domain_config, host_config, password_hash,
+                    stack_users)
 
 pytestmark = pytest.mark.skipif(find_pulumi() is None, reason="no Pulumi CLI built: run scripts/setup "
                                                                 "(scripts/build-pulumi builds it)")
 
-UNITS = ["packages", "tls", "dkim", "accounts", "opendkim", "policyd-spf", "dovecot", "postfix", "sieve"]
-POSTFIX_UNIT = "mail-host-postfix"
+HOST_UNITS = ["host-packages", "host-tls", "host-tables", "host-opendkim", "host-policyd-spf", "host-dovecot",
+              "host-postfix"]
+DOMAIN_UNITS = ["domain-dkim", "domain-files", "domain-passwords"]
+POSTFIX_UNIT = "host-postfix"
+FILES_UNIT = "domain-files"
 COMMAND = "command:remote:Command"
 RECORD = "cloudflare:index/dnsRecord:DnsRecord"
-SIEVE_UNIT = "mail-host-sieve"
+ORG, COM = "example.org", "example.com"
 # The config model refuses every Postfix value known to break main.cf; a
 # user's Sieve script is the stack's own program, which only sievec judges.
 BAD_SIEVE_LINE = 'frobnicate "INBOX";\n'
+# The host stack's name as a StackReference may give it in a file backend: the stack alone
+# (this project's), or organization/project/stack.
+HOST_STACK_FULL = f"organization/mailstack/{HOST_STACK}"
 
 
 @pytest.fixture(scope="module")
 def engine(lab, world, tmp_path_factory) -> Engine:
-    return Engine(tmp_path_factory.mktemp("engine"), stack="e2e").prepare()
+    """The host stack's Engine: project, file backend, PULUMI_HOME and passphrase in a temporary folder."""
+    return Engine(tmp_path_factory.mktemp("engine"), stack=HOST_STACK).prepare()
+
+
+@pytest.fixture(scope="module")
+def domains(engine) -> dict[str, Engine]:
+    """Each domain stack's Engine: the same project, backend and passphrase."""
+    return {domain: engine.for_stack(domain) for domain in DEPLOY_ORDER}
 
 
 @pytest.fixture(scope="module")
 def secrets(lab, engine) -> list[str]:
-    """Every secret value of the stack: none may appear in a preview, an output or the state in clear."""
+    """Every secret value of the stacks: none may appear in a preview, an output or the state in clear."""
     key_lines = [line for line in lab.mx_ssh_private_key.read_text().splitlines() if "PRIVATE KEY" not in line]
-    return [*key_lines, *(password_hash(name) for name in USERS), engine.passphrase_file.read_text().strip()]
+    return [*key_lines, *(password_hash(m.address) for m in MAILBOXES), engine.passphrase_file.read_text().strip()]
 
 
 def leaked(text: str, secrets: list[str]) -> list[str]:
@@ -63,6 +80,12 @@ def state_text(engine: Engine) -> str:
     return "\n".join(path.read_text() for path in files)
 
 
+def stack_checkpoint(engine: Engine) -> dict:
+    """The stack's state file as it is on disk (secrets encrypted)."""
+    (path,) = (engine.backend / ".pulumi" / "stacks").rglob(f"{engine.stack}.json")
+    return json.loads(path.read_text())
+
+
 def steps(engine: Engine, *args: str) -> list[dict]:
     """The steps of `pulumi preview --json` (op and urn of each)."""
     result = engine.run(["preview", "--json", *args])
@@ -73,8 +96,9 @@ def names(step_list: list[dict], op: str) -> list[str]:
     return sorted(s["urn"].split("::")[-1] for s in step_list if s["op"] == op)
 
 
-def main_cf_sum(lab) -> str:
-    return lab.ssh("sha256sum /etc/postfix/main.cf").stdout.split()[0]
+def changes(step_list: list[dict]) -> list[tuple[str, str]]:
+    """(op, name) of every step that is no `same` (a StackReference's read is no change)."""
+    return [(s["op"], s["urn"].split("::")[-1]) for s in step_list if s["op"] not in ("same", "read")]
 
 
 def ehlo(lab) -> str:
@@ -84,50 +108,81 @@ def ehlo(lab) -> str:
     return text
 
 
+def rcpt(lab, address: str) -> tuple[int, str]:
+    """The reply to RCPT TO:<address> from the peer, on port 25."""
+    answer = run_client(lab, "peer", "dialog", host=lab.mx.ipv4,
+                        lines=["EHLO peer.example.net", "MAIL FROM:<someone@example.net>", f"RCPT TO:<{address}>"])
+    return tuple(answer["replies"][-1])
+
+
+def send(lab, address: str, subject: str) -> None:
+    sent = run_client(lab, "peer", "send", host=lab.mx.ipv4, mail_from="someone@example.net", rcpt_to=[address],
+                      message=f"From: someone@example.net\r\nTo: {address}\r\nSubject: {subject}\r\n\r\nhi\r\n")
+    assert sent["ok"], sent
+
+
+def maildir(address: str) -> str:
+    local, domain = address.split("@")
+    return f"/var/vmail/{domain}/{local}/Maildir"
+
+
+def delivered(lab, address: str, subject: str) -> bool:
+    return bool(wait_for(lambda: lab.ssh(f"grep -rlF {subject!r} {maildir(address)}", check=False).stdout.strip()))
+
+
 # --- 1. stack init and config, as the README's quick start says -------------------------------------
 
 
-def test_stack_config_with_the_readme_commands_is_encrypted_and_typed_by_pulumi_yaml(lab, engine, secrets):
+def test_stack_config_with_the_readme_commands_is_encrypted_and_typed_by_pulumi_yaml(lab, engine, domains, secrets):
     readme = (REPO / "README.md").read_text()
     for command in ("pulumi config set --secret ssh_private_key <",
                     "pulumi config set --secret ssh_host_key",
                     "pulumi config set --secret --path 'users[0].password_hash'"):
         assert command in readme, f"the README's quick start no longer says `{command}`"
 
-    engine.write_config(e2e_config(lab))  # the stack file's plain values, then those very commands
+    # The stack files' plain values, then those very commands (the keys in the host stack,
+    # the password hashes in each domain stack).
+    engine.write_config(host_config(lab))
+    for domain, stack in domains.items():
+        stack.write_config(domain_config(lab, domain))
 
-    stack_file = engine.stack_file.read_text()
-    assert not leaked(stack_file, secrets), "a secret is in the stack file in clear"
-    config = yaml.safe_load(stack_file)["config"]
+    host_file = engine.stack_file.read_text()
+    assert not leaked(host_file, secrets), "a secret is in the host stack's file in clear"
+    config = yaml.safe_load(host_file)["config"]
     assert set(config["mailstack:ssh_private_key"]) == {"secure"}
     assert set(config["mailstack:ssh_host_key"]) == {"secure"}
-    assert all(set(user["password_hash"]) == {"secure"} for user in config["mailstack:users"])
-    got = engine.run(["config", "get", "--path", "users[0].password_hash"]).stdout.strip()
-    assert got == password_hash("alice")
     assert engine.run(["config", "get", "ssh_private_key"]).stdout.strip() == \
         lab.mx_ssh_private_key.read_text().strip()
+    for domain, stack in domains.items():
+        domain_file = stack.stack_file.read_text()
+        assert not leaked(domain_file, secrets), f"a secret is in {domain}'s stack file in clear"
+        users = yaml.safe_load(domain_file)["config"]["mailstack:users"]
+        assert all(set(user["password_hash"]) == {"secure"} for user in users)
+        got = stack.run(["config", "get", "--path", "users[0].password_hash"]).stdout.strip()
+        assert got == password_hash(f"{users[0]['name']}@{domain}")
 
     # Pulumi.yaml's typed `config:` block is the CLI's to enforce: users must be a list of objects.
-    engine.run(["config", "set", "users", "alice"])
-    refused = engine.run(["preview"], check=False)
+    org = domains[ORG]
+    org.run(["config", "set", "users", "alice"])
+    refused = org.run(["preview"], check=False)
     assert refused.returncode != 0
     assert "array<object>" in refused.stdout + refused.stderr, refused.stdout + refused.stderr
-    engine.write_config(e2e_config(lab))
-    assert engine.run(["config", "get", "--path", "users[1].name"]).stdout.strip() == "carol"
+    org.write_config(domain_config(lab, ORG))
+    assert org.run(["config", "get", "--path", "users[1].name"]).stdout.strip() == "dave"
 
 
-# --- 2. preview on a bare host ---------------------------------------------------------------------
+# --- 2. preview of the host stack on a bare host -----------------------------------------------------
 
 
-def test_preview_diff_lists_every_resource_with_config_lines_and_no_secret(engine, secrets):
+def test_host_preview_diff_lists_every_resource_with_config_lines_and_no_secret(engine, secrets):
     # On a create the CLI shortens each long input to its first lines; --show-full-output shows it all.
     preview = engine.run(["preview", "--diff", "--show-full-output"])
     text = preview.stdout + preview.stderr
     plan = steps(engine)
     created = names(plan, "create")
-    assert {f"mail-host-{unit}" for unit in UNITS} <= set(created), created
+    assert set(HOST_UNITS) <= set(created), created
     records = [s for s in plan if s["op"] == "create" and s["urn"].split("::")[-2].endswith(RECORD)]
-    assert len(records) >= 7, created
+    assert len(records) >= 3, created  # A, AAAA, the HELO name's SPF (PTRs besides)
     for name in created:  # every resource the plan creates is listed in the text a reviewer reads
         assert re.search(rf"^\s*\+ .*\b{re.escape(name)}\b|\[urn=urn:pulumi:.*::{re.escape(name)}\]", text, re.M), name
     # A reviewer reads the service units' config lines, not hashes of them.
@@ -136,48 +191,108 @@ def test_preview_diff_lists_every_resource_with_config_lines_and_no_secret(engin
     assert not leaked(text, secrets), "a secret is in the preview"
 
 
-# --- 3. up deploys the lab's mx --------------------------------------------------------------------
+# --- 3. up of the host stack, then of each domain stack ------------------------------------------------
 
 
-def test_up_deploys_mx_and_the_state_keeps_secrets_encrypted(lab, engine, secrets):
+def test_host_up_deploys_mx_and_the_state_keeps_secrets_encrypted(lab, engine, secrets):
     engine.take_runs()
     result = engine.run(["up", "--yes"])
     text = result.stdout + result.stderr
-    ran = {run["name"] for run in engine.take_runs()}
-    assert {f"mail-host-{unit}" for unit in UNITS} == ran, sorted(ran)
+    assert {run["name"] for run in engine.take_runs()} == set(HOST_UNITS)
     assert not leaked(text, secrets), "a secret is in the output of `pulumi up`"
-    assert lab.ssh("postconf -h myhostname").stdout.strip() == "mail.example.com"
+    assert lab.ssh("postconf -h myhostname").stdout.strip() == HOSTNAME
     assert "ESMTP" in run_client(lab, "peer", "dialog", host=lab.mx.ipv4, lines=["QUIT"])["banner"][1]
     state = state_text(engine)
     assert not leaked(state, secrets), "a secret is in the state file in clear"
     assert "ciphertext" in state
-    # The DKIM key the host generated is in the published record.
-    dkim = engine.resources()[f"{COMMAND}::mail-host-dkim"]["outputs"]["stdout"]
-    published = "".join("".join(s) for s in lab.dns_txt("mail._domainkey.example.com"))
+    outputs = engine.outputs()
+    assert outputs["host_id"] == f"mailstack/{HOST_STACK}" and outputs["hostname"] == HOSTNAME
+    assert outputs["ssh_private_key"].strip() == lab.mx_ssh_private_key.read_text().strip()
+    shown = engine.run(["stack", "output", "--json"]).stdout  # without --show-secrets
+    assert json.loads(shown)["ssh_private_key"] == "[secret]" and not leaked(shown, secrets)
+
+
+def test_domain_preview_shows_mx_and_spf_from_the_host_stacks_outputs(lab, domains, secrets):
+    org = domains[ORG]
+    plan = steps(org)
+    assert set(DOMAIN_UNITS) <= set(names(plan, "create")), names(plan, "create")
+    # The StackReference is read by the engine at preview: the host's name and addresses are known,
+    # so the MX and SPF records' contents are in the plan (the DKIM key is not: the host makes it).
+    planned = {}
+    for step in plan:
+        if step["op"] == "create" and step["urn"].split("::")[-2].endswith(RECORD):
+            inputs = step.get("newState", {}).get("inputs", {})
+            planned[(inputs.get("type"), inputs.get("name"))] = inputs.get("content")
+    assert planned[("MX", ORG)] == HOSTNAME, planned
+    spf = [c for (rtype, name), c in planned.items() if rtype == "TXT" and name == ORG and "v=spf1" in str(c)]
+    assert spf and f"ip4:{lab.mx.ipv4}" in spf[0] and f"ip6:{lab.mx.ipv6}" in spf[0], planned
+    text = org.run(["preview", "--diff", "--show-full-output"]).stdout
+    assert HOSTNAME in text and f"ip4:{lab.mx.ipv4}" in text, text[-3000:]
+    assert not leaked(text, secrets), "a secret (the host stack's SSH key?) is in the domain's preview"
+
+
+def test_domain_up_deploys_each_domain_with_the_host_stacks_secret_connection(lab, engine, domains, secrets):
+    for domain, stack in domains.items():
+        stack.take_runs()
+        result = stack.run(["up", "--yes"])
+        assert not leaked(result.stdout + result.stderr, secrets), f"a secret is in {domain}'s `pulumi up`"
+        assert sorted(run["name"] for run in stack.take_runs()) == sorted(DOMAIN_UNITS), domain
+    assert not leaked(state_text(engine), secrets), "a secret is in a state file in clear"
+    # The connection each domain unit was given (the host stack's private key) is secret in the
+    # domain stack's own state: encrypted on disk, as the real pulumi-command keeps it.
+    for resource in stack_checkpoint(domains[ORG])["checkpoint"]["latest"]["resources"]:
+        if resource["type"] == COMMAND:
+            for part in ("inputs", "outputs"):
+                connection = resource[part]["connection"]
+                assert "ciphertext" in connection and "privateKey" not in json.dumps(connection), resource["urn"]
+    # Both domains receive; each DKIM key the host made is in its published record.
+    for address in ("alice@example.org", "alice@example.com"):
+        subject = f"engine {uuid.uuid4()}"
+        send(lab, address, subject)
+        assert delivered(lab, address, subject), address
+    dkim = domains[ORG].resources()[f"{COMMAND}::domain-dkim"]["outputs"]["stdout"]
+    published = "".join("".join(s) for s in lab.dns_txt(f"s2026._domainkey.{ORG}"))
     assert "".join(dkim.split()) in published
+
+
+def test_host_stack_named_with_or_without_organization_and_project_is_the_same_stack(lab, domains):
+    com = domains[COM]
+    com.write_config(domain_config(lab, COM, host_stack=HOST_STACK_FULL))
+    try:
+        assert changes(steps(com)) == [], "the long name of the host stack changed the plan"
+    finally:
+        com.write_config(domain_config(lab, COM))
+    missing = domains[ORG]
+    missing.write_config(domain_config(lab, ORG, host_stack="host-none"))
+    try:
+        refused = missing.run(["preview"], check=False)
+        assert refused.returncode != 0 and "host-none" in refused.stdout + refused.stderr, refused.stdout[-2000:]
+    finally:
+        missing.write_config(domain_config(lab, ORG))
 
 
 # --- 4. nothing changed, nothing runs -----------------------------------------------------------------
 
 
-def test_preview_expects_no_changes_and_a_second_up_runs_no_command(engine):
-    engine.run(["preview", "--expect-no-changes"])  # exit 0, or PulumiFailed with the diff
-    engine.take_runs()
-    result = engine.run(["up", "--yes"])
-    assert engine.take_runs() == [], "a command ran on the host with nothing changed"
-    assert re.search(r"\b\d+ unchanged\b", result.stdout), result.stdout[-2000:]
+def test_preview_expects_no_changes_and_a_second_up_runs_no_command(engine, domains):
+    for stack in (engine, *domains.values()):
+        stack.run(["preview", "--expect-no-changes"])  # exit 0, or PulumiFailed with the diff
+        stack.take_runs()
+        result = stack.run(["up", "--yes"])
+        assert stack.take_runs() == [], f"a command ran on the host with nothing changed ({stack.stack})"
+        assert re.search(r"\b\d+ unchanged\b", result.stdout), result.stdout[-2000:]
 
 
 # --- 5. one setting changed -----------------------------------------------------------------------------
 
 
-def test_message_size_limit_change_updates_only_the_postfix_unit_with_one_reload(lab, engine):
+def test_message_size_limit_change_updates_only_the_postfix_unit_with_one_reload(lab, engine, domains):
     new_size = 31_457_280
-    engine.write_config(e2e_config(lab, message_size_limit=new_size))
+    engine.write_config(host_config(lab, message_size_limit=new_size))
     try:
         plan = steps(engine)
         assert names(plan, "update") == [POSTFIX_UNIT], plan
-        assert [s for s in plan if s["op"] not in ("same", "update")] == [], plan
+        assert changes(plan) == [("update", POSTFIX_UNIT)], plan
         diff = engine.run(["preview", "--diff"]).stdout
         assert f"message_size_limit = {new_size}" in diff and "message_size_limit = 25000000" in diff, diff[-3000:]
 
@@ -189,43 +304,48 @@ def test_message_size_limit_change_updates_only_the_postfix_unit_with_one_reload
         assert stderr.count("reloaded postfix") == 1 and "restarted postfix" not in stderr, stderr
         assert lab.ssh("postconf -h message_size_limit").stdout.strip() == str(new_size)
         assert f"SIZE {new_size}" in ehlo(lab)
+        # The domain stacks read none of it: their plans stay empty.
+        assert all(changes(steps(stack)) == [] for stack in domains.values())
     finally:
-        engine.write_config(e2e_config(lab))
+        engine.write_config(host_config(lab))
         engine.run(["up", "--yes"])
     assert "SIZE 25000000" in ehlo(lab)
 
 
-# --- 8. a config a checker refuses ---------------------------------------------------------------------
+# --- 6. a config a checker refuses ---------------------------------------------------------------------
 
 
-def test_config_sievec_refuses_fails_up_with_its_message_and_mx_keeps_serving(lab, engine):
-    users = e2e_config(lab)["mailstack:users"]
+def test_config_sievec_refuses_fails_up_with_its_message_and_stops_what_depends_on_it(lab, domains):
+    org = domains[ORG]
+    users = stack_users(lab, ORG)
     users[0]["sieve"] += BAD_SIEVE_LINE
-    served = {path: lab.ssh(f"sha256sum {path}").stdout.split()[0]
-              for path in ("/etc/postfix/main.cf", "/etc/dovecot/conf.d/90-sieve.conf", f"/home/{users[0]['name']}/.dovecot.sieve")}
-    engine.write_config(e2e_config(lab, users=users))
+    users[1]["password_hash"] = password_hash("alice@example.org")  # a change the passwords unit would make
+    paths = ("/etc/postfix/main.cf", "/etc/postfix/mailstack/mailboxes", f"{maildir('alice@example.org')}/../.dovecot.sieve",
+             f"/etc/mailstack/domains/{ORG}/passwd")
+    served = {path: lab.ssh(f"sha256sum {path}").stdout.split()[0] for path in paths}
+    org.write_config(domain_config(lab, ORG, users=users))
     try:
-        engine.take_runs()
-        failed = engine.run(["up", "--yes"], check=False)
+        org.take_runs()
+        failed = org.run(["up", "--yes"], check=False)
         text = failed.stdout + failed.stderr
         assert failed.returncode != 0
         assert "unknown command 'frobnicate'" in text, text[-3000:]  # sievec's own words
         assert "Process exited with status 1" in text, text[-3000:]
-        # The users' Sieve scripts are checked before Dovecot and Postfix take any change.
-        assert [run["name"] for run in engine.take_runs()] == [SIEVE_UNIT]
+        # The Sieve scripts are checked before any file of the domain changes; the passwords
+        # unit, which depends on the files unit, does not run at all.
+        assert [run["name"] for run in org.take_runs()] == [FILES_UNIT]
         assert {path: lab.ssh(f"sha256sum {path}").stdout.split()[0] for path in served} == served
-        assert "mail.example.com ESMTP" in run_client(lab, "peer", "dialog", host=lab.mx.ipv4,
-                                                      lines=["QUIT"])["banner"][1]
+        assert rcpt(lab, "alice@example.org")[0] == 250
     finally:
-        engine.write_config(e2e_config(lab))
+        org.write_config(domain_config(lab, ORG))
     # The failed update was not recorded: the good config is what the state holds.
-    engine.run(["preview", "--expect-no-changes"])
+    org.run(["preview", "--expect-no-changes"])
 
 
-# --- 6. the policy pack ------------------------------------------------------------------------------------
+# --- 7. the policy pack ------------------------------------------------------------------------------------
 
 
-def test_policy_pack_passes_the_stack_and_refuses_soft_bounce_outside_testing(lab, engine):
+def test_policy_pack_passes_the_host_stack_and_refuses_soft_bounce_outside_testing(lab, engine):
     pack = str(REPO / "policy")
     if not (REPO / "policy" / ".venv" / "bin" / "python").exists():
         pytest.skip("policy/.venv is missing: scripts/setup makes it")
@@ -233,63 +353,106 @@ def test_policy_pack_passes_the_stack_and_refuses_soft_bounce_outside_testing(la
     assert passed.returncode == 0, passed.stdout[-4000:] + passed.stderr[-2000:]
     assert "mailstack" in passed.stdout  # the pack ran (its name is in the policy summary)
 
-    engine.write_config(e2e_config(lab, soft_bounce=True, testing=False))
+    engine.write_config(host_config(lab, soft_bounce=True, testing=False))
     try:
         refused = engine.run(["preview", "--policy-pack", pack], check=False)
         text = refused.stdout + refused.stderr
         assert refused.returncode != 0, text[-3000:]
         assert "soft_bounce = yes, but the stack does not say it is testing" in text, text[-4000:]
-        engine.write_config(e2e_config(lab, soft_bounce=True, testing=True))
+        engine.write_config(host_config(lab, soft_bounce=True, testing=True))
         allowed = engine.run(["preview", "--policy-pack", pack], check=False)
         assert allowed.returncode == 0, allowed.stdout[-4000:]
     finally:
-        engine.write_config(e2e_config(lab))
+        engine.write_config(host_config(lab))
 
 
-def test_policy_pack_passes_the_example_stack(lab, engine):
+@pytest.mark.xfail(strict=True, reason="the policy pack's mx-target-in-stack rule wants the MX target's A/AAAA "
+                                       "in the same stack; a domain stack's MX names the host stack's host")
+def test_policy_pack_passes_a_domain_stack(domains):
     if not (REPO / "policy" / ".venv" / "bin" / "python").exists():
         pytest.skip("policy/.venv is missing: scripts/setup makes it")
-    example = Engine(engine.workdir, stack="example")  # the same project, backend and PULUMI_HOME
-    example.stack_file.write_text((REPO / "tests" / "fixtures" / "stacks" / "Pulumi.example.com.yaml").read_text())
+    passed = domains[ORG].run(["preview", "--policy-pack", str(REPO / "policy")], check=False)
+    assert passed.returncode == 0, passed.stdout[-4000:] + passed.stderr[-2000:]
+
+
+def test_policy_pack_passes_the_example_host_stack(lab, engine):
+    if not (REPO / "policy" / ".venv" / "bin" / "python").exists():
+        pytest.skip("policy/.venv is missing: scripts/setup makes it")
+    example = engine.for_stack("host-mail")  # the same project, backend and PULUMI_HOME
+    example.stack_file.write_text((REPO / "tests" / "fixtures" / "stacks" / "Pulumi.host-mail.yaml").read_text())
     example.init_stack()
     try:
         result = example.run(["preview", "--policy-pack", str(REPO / "policy")], check=False)
         assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     finally:
-        example.run(["stack", "rm", "--yes", "--force", "example"], check=False)
-        engine.run(["stack", "select", engine.stack])
+        example.run(["stack", "rm", "--yes", "--force", "host-mail"], check=False)
 
 
-# --- 7. outputs, then destroy -------------------------------------------------------------------------------
+# --- 8. outputs, then destroy of a domain stack, up again; destroy of the host stack -----------------------
 
 
-def test_records_output_is_what_dns_serves_and_destroy_removes_records_but_not_mail(lab, engine):
-    records = json.loads(engine.run(["stack", "output", "records", "--json"]).stdout)
-    assert len(records) >= 7, records
-    by_type = {}
-    for record in records:
-        by_type.setdefault(record["type"], []).append(record)
-    assert {"A", "AAAA", "MX", "TXT", "PTR"} <= set(by_type), sorted(by_type)
-    mx = by_type["MX"][0]
-    assert lab.dns_query("example.com", "MX") == [f"{int(mx['priority'])} {mx['content'].rstrip('.')}."]
+def test_records_output_is_what_dns_serves(lab, engine, domains):
+    for stack, zone in ((domains[ORG], ORG), (domains[COM], COM)):
+        records = json.loads(stack.run(["stack", "output", "records", "--json"]).stdout)
+        by_type = {}
+        for record in records:
+            by_type.setdefault(record["type"], []).append(record)
+        assert {"MX", "TXT"} <= set(by_type), sorted(by_type)
+        mx = by_type["MX"][0]
+        assert lab.dns_query(zone, "MX") == [f"{int(mx['priority'])} {mx['content'].rstrip('.')}."]
+    host_records = json.loads(engine.run(["stack", "output", "records", "--json"]).stdout)
+    a = [r for r in host_records if r["type"] == "A"]
+    assert a and lab.dns_query(HOSTNAME, "A") == [a[0]["content"]]
 
+
+def test_destroy_of_a_domain_stack_retires_it_and_up_brings_it_back(lab, engine, domains):
+    com, org = domains[COM], domains[ORG]
     subject = f"before destroy {uuid.uuid4()}"
-    sent = run_client(lab, "peer", "send", host=lab.mx.ipv4, mail_from="someone@example.net",
-                      rcpt_to=["alice@example.com"],
-                      message=f"From: someone@example.net\r\nTo: alice@example.com\r\nSubject: {subject}\r\n\r\nhi\r\n")
-    assert sent["ok"], sent
-    assert wait_for(lambda: lab.ssh(f"grep -rlF {subject!r} /home/alice/Maildir", check=False).stdout)
+    send(lab, "alice@example.com", subject)
+    assert delivered(lab, "alice@example.com", subject)
 
+    com.take_runs()
+    destroyed = com.run(["destroy", "--yes"])
+    # The engine ran the files unit's delete (the only unit with one), from the state alone.
+    assert [run["name"] for run in com.take_runs()] == [FILES_UNIT], destroyed.stdout[-3000:]
+    assert com.resources() == {} or all(not k.startswith((COMMAND, RECORD)) for k in com.resources())
+    assert lab.dns_query(COM, "MX") == []
+    assert lab.ssh(f"test -e /etc/mailstack/domains/{COM}/retired", check=False).returncode == 0
+    code, text = rcpt(lab, "alice@example.com")
+    # Refused for good at RCPT. (Postfix runs smtpd_relay_restrictions before the recipient
+    # restrictions that hold the retired_domains check, so the reply is "554 5.7.1 Relay access
+    # denied" rather than the table's 550 5.1.2: a finding for the program, README.)
+    assert 500 <= code < 600, (code, text)
+    # Its mail stays on the host; the host and the other domain keep working.
+    assert lab.ssh(f"grep -rlF {subject!r} {maildir('alice@example.com')}", check=False).stdout.strip()
+    other = f"after destroy {uuid.uuid4()}"
+    send(lab, "alice@example.org", other)
+    assert delivered(lab, "alice@example.org", other)
+    assert lab.dns_query(ORG, "MX") and lab.dns_query(HOSTNAME, "A")
+    for stack in (engine, org):
+        stack.run(["preview", "--expect-no-changes"])
+
+    com.write_config(domain_config(lab, COM))
+    com.take_runs()
+    com.run(["up", "--yes"])
+    assert sorted(run["name"] for run in com.take_runs()) == sorted(DOMAIN_UNITS)
+    assert lab.ssh(f"test -e /etc/mailstack/domains/{COM}/retired", check=False).returncode != 0
+    assert rcpt(lab, "alice@example.com")[0] == 250
+    back = f"back {uuid.uuid4()}"
+    send(lab, "alice@example.com", back)
+    assert delivered(lab, "alice@example.com", back)
+    assert lab.ssh(f"grep -rlF {subject!r} {maildir('alice@example.com')}", check=False).stdout.strip()
+
+
+def test_destroy_of_the_host_stack_removes_its_records_and_runs_nothing_on_the_host(lab, engine):
     engine.take_runs()
     engine.run(["destroy", "--yes"])
-    assert engine.take_runs() == [], "destroy ran a command on the host (units have no delete)"
-    assert lab.dns_query("example.com", "MX") == []
-    assert lab.dns_query("mail.example.com", "A") == []
-    assert lab.dns_txt("mail._domainkey.example.com") == []
-    # Mail, keys and accounts stay on the host, as the README promises.
-    assert lab.ssh(f"grep -rlF {subject!r} /home/alice/Maildir", check=False).stdout.strip()
-    assert lab.ssh("test -s /etc/opendkim/mail.private && test -s /etc/ssl/private/postfix.privkey.pem "
-                   "&& getent passwd alice carol >/dev/null", check=False).returncode == 0
+    assert engine.take_runs() == [], "destroy ran a command on the host (host units have no delete)"
+    assert lab.dns_query(HOSTNAME, "A") == []
+    # Mail, keys and accounts stay on the host, as the README promises; the domains keep receiving.
+    assert lab.ssh("test -s /etc/ssl/private/postfix.privkey.pem && getent passwd vmail >/dev/null",
+                   check=False).returncode == 0
+    assert rcpt(lab, "alice@example.org")[0] == 250
     assert engine.resources() == {} or all(not k.startswith((COMMAND, RECORD)) for k in engine.resources())
 
 
@@ -354,13 +517,22 @@ def test_stand_in_command_checks_inputs_against_the_sdk_schema_and_diffs_as_pulu
     from tests.e2e.engine.standin import UNKNOWN, to_dict
 
     assert to_dict(preview.properties)["stdout"] == UNKNOWN
+    # Delete runs the state's `delete`, and nothing when there is none (no SSH: the host is unreachable).
+    unreachable = {**good, "connection": {"host": "198.51.100.254", "port": 1, "user": "root", "dialErrorLimit": 1,
+                                          "perDialTimeout": 1}}
+    command.Delete(provider_pb2.DeleteRequest(urn=urn, type=COMMAND, id="unit1", properties=_struct(unreachable)))
+    import grpc
+
+    with pytest.raises(grpc.RpcError, match="Dial|status 255"):
+        command.Delete(provider_pb2.DeleteRequest(urn=urn, type=COMMAND, id="unit1",
+                                                  properties=_struct({**unreachable, "delete": "true"})))
 
 
 def test_stand_in_cloudflare_replaces_a_record_on_zone_name_or_type_only(stand_in):
     from pulumi.runtime.proto import provider_pb2
 
     cloudflare = stand_in("cloudflare_provider")
-    urn = f"urn:pulumi:e2e::mailstack::{RECORD}::mail-dns-mx"
+    urn = f"urn:pulumi:e2e::mailstack::{RECORD}::domain-dns-mx"
     record = {"zoneId": "example.com", "name": "example.com", "type": "MX", "content": "mail.example.com",
               "priority": 10, "ttl": 1, "proxied": False}
     assert list(cloudflare.Check(provider_pb2.CheckRequest(urn=urn, type=RECORD, news=_struct(record))).failures) == []

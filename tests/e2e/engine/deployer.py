@@ -1,11 +1,17 @@
-"""Deploy a stack into the lab with the real `pulumi` CLI.
+"""Deploy the lab's stacks with the real `pulumi` CLI.
 
-`Engine` is one project + backend + PULUMI_HOME in a folder: it runs
-`pulumi` there with everything it needs in its environment and nothing
-downloaded. `EngineDeployment` has the mock deployer's interface
-(tests/e2e/deploy.py: `up(config, secret_keys)`, `state`, `runs`,
-`ssh_sessions`) so that the e2e tests can run against a host deployed by
-`pulumi up` (MAILSTACK_LAB_DEPLOYER=engine).
+`Engine` is one project + backend + PULUMI_HOME + passphrase in a folder, and
+one stack of that project: it runs `pulumi --stack NAME` there with
+everything it needs in its environment and nothing downloaded. Several
+Engines on one folder are several stacks of one backend: the host stack and
+the domain stacks, which must share the passphrase, since a domain stack's
+StackReference decrypts the host stack's secret outputs (the SSH keys).
+
+`EngineDeployment` has the mock deployer's interface (tests/e2e/deploy.py:
+`up(config, secret_keys)`, `destroy()`, `state`, `runs`, `ssh_sessions`),
+and `EngineLabStacks` is the lab's `LabStacks` with one per stack, so that
+the e2e tests can run against a host deployed by `pulumi up`
+(MAILSTACK_LAB_DEPLOYER=engine).
 
 The project is a folder of links to the checkout's Pulumi.yaml, __main__.py,
 components/ and templates/, with a `stacks/` of its own: Pulumi.yaml is never
@@ -23,13 +29,14 @@ import json
 import os
 import shutil
 import subprocess
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from tests.e2e.deploy import CommandRun, DeploymentFailed
+from tests.e2e.deploy import CommandRun, DeploymentFailed, LabStacks
 
 REPO = Path(__file__).resolve().parents[3]
 LAUNCHER_DIR = Path(__file__).resolve().parent / "bin"
@@ -42,6 +49,10 @@ STAND_INS = {"command": "tests.e2e.engine.command_provider", "cloudflare": "test
 SECRET_FILE_KEYS = ("ssh_private_key",)  # `pulumi config set --secret KEY < FILE`
 SECRET_VALUE_KEYS = ("ssh_host_key",)  # `pulumi config set --secret KEY "VALUE"`
 USER_SECRET_FIELDS = ("password_hash",)  # `... | pulumi config set --secret --path 'users[i].FIELD'`
+# Commands that act on one stack: Engine.run gives them `--stack NAME` (never `pulumi stack select`,
+# whose choice is one per project, so that two stacks can run at the same time).
+STACK_COMMANDS = ("config", "preview", "up", "destroy", "refresh", "cancel")
+STACK_SUBCOMMANDS = ("export", "import", "output", "history", "tag")
 
 
 class EngineMissing(RuntimeError):
@@ -86,8 +97,16 @@ class Engine:
         self.project = self.workdir / "project"
         self.backend = self.workdir / "state"
         self.home = self.workdir / "pulumi-home"
-        self.passphrase_file = self.workdir / "passphrase"
-        self.runs_file = self.workdir / "stand-in-runs.jsonl"
+        self.passphrase_file = self.workdir / "passphrase"  # one for every stack of the backend
+
+    def for_stack(self, stack: str) -> "Engine":
+        """Another stack of the same project, backend, PULUMI_HOME and passphrase."""
+        return Engine(self.workdir, stack=stack, pulumi=self.pulumi, lab_name=self.lab_name)
+
+    @property
+    def runs_file(self) -> Path:
+        """Where the command stand-in records the commands this stack's runs ran."""
+        return self.workdir / f"stand-in-runs.{self.stack}.jsonl"
 
     # --- setting up ---------------------------------------------------------------------------------
 
@@ -140,7 +159,11 @@ class Engine:
 
     def run(self, args: list[str], input: str | None = None, check: bool = True, cwd: Path | None = None,
             timeout: float = 3600) -> subprocess.CompletedProcess:
-        """`pulumi ARGS` in the project folder; raises PulumiFailed (with its output) when check and it fails."""
+        """`pulumi ARGS` in the project folder; raises PulumiFailed (with its output) when check and it fails.
+
+        A command that acts on one stack gets `--stack` with this Engine's stack."""
+        if args and (args[0] in STACK_COMMANDS or (args[0] == "stack" and args[1:2] and args[1] in STACK_SUBCOMMANDS)):
+            args = [*args, "--stack", self.stack]
         result = subprocess.run([str(self.pulumi), *args], input=input if input is not None else "",
                                 capture_output=True, text=True, cwd=cwd or self.project, env=self.env(),
                                 timeout=timeout)
@@ -155,11 +178,15 @@ class Engine:
         return self.project / "stacks" / f"Pulumi.{self.stack}.yaml"
 
     def stack_exists(self) -> bool:
-        return self.run(["stack", "select", self.stack], check=False).returncode == 0
+        listed = self.run(["stack", "ls", "--json"], check=False)
+        try:
+            return any(s.get("name") == self.stack for s in json.loads(listed.stdout or "[]"))
+        except ValueError:
+            return False
 
     def init_stack(self) -> None:
         if not self.stack_exists():
-            self.run(["stack", "init", self.stack])
+            self.run(["stack", "init", self.stack, "--no-select"])
 
     def write_config(self, config: dict[str, Any]) -> None:
         """The stack's config: plain values in the stack file, secrets with the quick start's commands.
@@ -215,8 +242,12 @@ class Engine:
         )
         for args, stdin in commands:
             self.run(args, input=stdin)
-        (self.workdir / ".secrets-set.json").write_text(json.dumps(known))
-        (self.workdir / ".secrets-set.json").chmod(0o600)
+        self._secrets_file.write_text(json.dumps(known))
+        self._secrets_file.chmod(0o600)
+
+    @property
+    def _secrets_file(self) -> Path:
+        return self.workdir / f".secrets-set.{self.stack}.json"
 
     def _stack_yaml(self) -> dict[str, Any]:
         if not self.stack_file.exists():
@@ -225,7 +256,7 @@ class Engine:
 
     def _secrets_set(self) -> dict[str, str]:
         try:
-            return json.loads((self.workdir / ".secrets-set.json").read_text())
+            return json.loads(self._secrets_file.read_text())
         except (OSError, ValueError):
             return {}
 
@@ -243,6 +274,10 @@ class Engine:
             out[f"{resource['type']}::{name}"] = {"inputs": reveal(resource.get("inputs") or {}),
                                                   "outputs": reveal(resource.get("outputs") or {})}
         return out
+
+    def outputs(self) -> dict[str, Any]:
+        """The stack's outputs, secrets in clear (`pulumi stack output --json --show-secrets`)."""
+        return json.loads(self.run(["stack", "output", "--json", "--show-secrets"]).stdout or "{}")
 
     def take_runs(self) -> list[dict[str, Any]]:
         """The commands the stand-in ran on the host since the last call (one dict per command)."""
@@ -305,34 +340,83 @@ def _sh(text: str) -> str:
 
 @dataclass
 class EngineDeployment:
-    """Like tests/e2e/deploy.py's Deployment, with `pulumi up` doing the work."""
+    """One stack of the lab, like tests/e2e/deploy.py's Deployment, with `pulumi up` doing the work."""
 
     lab: Any
-    engine: Engine | None = None
-    state: dict[str, dict[str, Any]] = field(default_factory=dict)
-    runs: list[CommandRun] = field(default_factory=list)
+    stack: str = "e2e"
+    engine: Engine | None = None  # this stack's Engine (its folder shared with the lab's other stacks)
+    state: dict[str, dict[str, Any]] = field(default_factory=dict)  # "type::name" -> {inputs, outputs}
+    runs: list[CommandRun] = field(default_factory=list)  # the commands the last run executed
     ssh_sessions: int = 0
     first_seconds: float = 0.0
     last_output: str = ""
+    config: dict[str, Any] = field(default_factory=dict)  # the config of the last successful `up`
+    secret_keys: list[str] = field(default_factory=list)
 
     def __post_init__(self):
         if self.engine is None:
             self.engine = Engine(Path(self.lab.run_dir) / "engine").prepare()
+        self.engine = self.engine.for_stack(self.stack)
 
-    def up(self, config: dict[str, Any], secret_keys: list[str] | None = None, stack: str = "e2e"):
-        """`pulumi up --yes --skip-preview` with this config; DeploymentFailed with pulumi's output on failure."""
+    def up(self, config: dict[str, Any], secret_keys: list[str] | None = None, stack: str | None = None):
+        """`pulumi up --yes --skip-preview` with this config; DeploymentFailed with pulumi's output on failure.
 
-        self.engine.stack = stack
+        The answer: the stack's outputs (secrets in clear)."""
+        if stack and stack != self.stack:
+            self.stack, self.engine = stack, self.engine.for_stack(stack)
         self.engine.write_config(config)
+        self._pulumi(["up", "--yes", "--skip-preview", "--diff"], "up")
+        self.config, self.secret_keys = config, list(secret_keys or [])
+        return self.engine.outputs()
+
+    def destroy(self) -> None:
+        """`pulumi destroy --yes`: every command's `delete` runs, every record goes (the engine's order).
+        A failing `delete` stops it with that resource, and what depends on nothing deleted yet, in the state."""
+        self._pulumi(["destroy", "--yes"], "destroy")
+        self.config, self.secret_keys = {}, []
+
+    def _pulumi(self, args: list[str], what: str) -> None:
         self.engine.take_runs()
-        result = self.engine.run(["up", "--yes", "--skip-preview", "--diff"], check=False)
+        result = self.engine.run(args, check=False)
         self.last_output = result.stdout + result.stderr
         self.runs = [CommandRun(r["name"], r["seconds"], r["stdout"], r["stderr"]) for r in self.engine.take_runs()]
         self.ssh_sessions = len(self.runs)
         self.state = self.engine.resources()
         if result.returncode != 0:
-            raise DeploymentFailed(f"pulumi up failed (exit {result.returncode}):\n{_error_part(self.last_output)}")
-        return self.state
+            raise DeploymentFailed(f"pulumi {what} of {self.stack} failed (exit {result.returncode}):\n"
+                                   f"{_error_part(self.last_output)}")
+
+
+class EngineLabStacks(LabStacks):
+    """The lab's stacks (tests/e2e/deploy.py's LabStacks) deployed by `pulumi up`, in one backend."""
+
+    @classmethod
+    def engine(cls, lab: Any) -> "EngineLabStacks":
+        from tests.e2e.stack import DEPLOY_ORDER, HOST_STACK
+
+        shared = Engine(Path(lab.run_dir) / "engine").prepare()
+        return cls(lab, EngineDeployment(lab, HOST_STACK, shared),
+                   {d: EngineDeployment(lab, d, shared) for d in DEPLOY_ORDER})
+
+    def up_domains_at_once(self, overrides: dict[str, dict[str, Any]]) -> list[DeploymentFailed | None]:
+        """`pulumi up` of the domain stacks named in `overrides` at the same time, one process each."""
+        from tests.e2e.stack import DOMAIN_SECRET_KEYS, domain_config
+
+        failures: dict[str, DeploymentFailed | None] = {}
+
+        def up(domain: str) -> None:
+            try:
+                self.domains[domain].up(domain_config(self.lab, domain, **overrides[domain]), DOMAIN_SECRET_KEYS)
+                failures[domain] = None
+            except DeploymentFailed as err:
+                failures[domain] = err
+
+        threads = [threading.Thread(target=up, args=(d,)) for d in overrides]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return [failures.get(d, DeploymentFailed(f"{d}: no answer")) for d in overrides]
 
 
 def _error_part(output: str) -> str:
