@@ -366,8 +366,6 @@ def test_policy_pack_passes_the_host_stack_and_refuses_soft_bounce_outside_testi
         engine.write_config(host_config(lab))
 
 
-@pytest.mark.xfail(strict=True, reason="the policy pack's mx-target-in-stack rule wants the MX target's A/AAAA "
-                                       "in the same stack; a domain stack's MX names the host stack's host")
 def test_policy_pack_passes_a_domain_stack(domains):
     if not (REPO / "policy" / ".venv" / "bin" / "python").exists():
         pytest.skip("policy/.venv is missing: scripts/setup makes it")
