@@ -1,18 +1,14 @@
-"""mailstack: one Pulumi stack per mail domain (see README.md)."""
-
-import pulumi
+"""mailstack: a host stack per mail server, and a stack per mail domain on it (see README.md)."""
 
 from components.quickimport import paused_collector
 
 with paused_collector():  # the provider SDKs are large: README, "Performance"
-    from components.domain import MailDomain, load_stack_config
+    from components.config import HostConfig
+    from components.domain import MailDomain, export_domain, load_stack_config
+    from components.host import MailHost, export_host
 
 config = load_stack_config()
-mail = MailDomain("mail", {"config": config})
-
-pulumi.export("hostname", config.host_name)
-pulumi.export("addresses", config.addresses)
-pulumi.export("dkim_selector", config.dkim_selector)
-pulumi.export("records", mail.dns.records)
-pulumi.export("expected_ptrs", mail.dns.expected_ptrs)
-pulumi.export("tls_fingerprint", mail.host.tls_fingerprint)
+if isinstance(config, HostConfig):
+    export_host(config, MailHost("host", {"config": config}))
+else:
+    export_domain(config, MailDomain("domain", {"config": config}))

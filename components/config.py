@@ -1,6 +1,11 @@
 """The stack's configuration as a typed model.
 
-One model serves `pulumi up` (values from `pulumi.Config`) and the offline
+A stack is one of two kinds: the host stack (HostConfig: the mail host, its
+daemons and its own DNS records) or a domain stack (DomainConfig: one mail
+domain on that host, its mailboxes, aliases, DKIM key and DNS records).
+`load_config` tells them apart by `mailstack:domain` and `mailstack:hostname`.
+
+The model serves `pulumi up` (values from `pulumi.Config`) and the offline
 commands (values read from `stacks/Pulumi.<stack>.yaml`): both hand
 `load_config` a plain mapping of `mailstack:<key>` to value.
 
@@ -52,36 +57,8 @@ PROJECT = "mailstack"
 # Postfix's notify_classes values (postconf(5)).
 NOTIFY_CLASSES = ("bounce", "2bounce", "data", "delay", "policy", "protocol", "resource", "software")
 
-# Names that already belong to something on a Debian (bookworm) mail host, so
-# never a mailbox mailstack creates: the users and groups of base-passwd
-# (/usr/share/base-passwd/passwd.master and group.master), those the packages
-# mailstack installs create (postfix, postdrop, dovecot, dovenull, opendkim,
-# policyd-spf), those of a usual server install (systemd, D-Bus, polkit,
-# OpenSSH, ssl-cert) and gnats, left on hosts installed before bookworm.
-# Making a mailbox of one would set a password on, and deliver mail to, an
-# account that is not mailstack's. SYSTEM_ACCOUNT_PREFIXES covers the families:
-# systemd's own users (systemd-network, systemd-timesync, ...) and Debian's
-# newer system users, whose names start with "_" (_apt, _ssh, _chrony, ...).
-SYSTEM_ACCOUNTS = frozenset(
-    {
-        # base-passwd users
-        "root", "daemon", "bin", "sys", "sync", "games", "man", "lp", "mail", "news", "uucp",
-        "proxy", "www-data", "backup", "list", "irc", "gnats", "nobody",
-        # base-passwd groups (a user of the same name would join or shadow them)
-        "adm", "tty", "disk", "kmem", "dialout", "fax", "voice", "cdrom", "floppy", "tape",
-        "sudo", "audio", "dip", "operator", "src", "shadow", "utmp", "video", "sasl",
-        "plugdev", "staff", "users", "nogroup",
-        # the mail system's packages
-        "postfix", "postdrop", "dovecot", "dovenull", "opendkim", "policyd-spf",
-        # a usual Debian server
-        "messagebus", "polkitd", "sshd", "ssl-cert", "tss", "uuidd", "tcpdump", "ntp", "ntpsec",
-        "statd", "dnsmasq", "avahi", "unbound", "knot", "bind",
-    }
-)
-SYSTEM_ACCOUNT_PREFIXES = ("systemd-", "_")
-
-# Role names the host already routes: /etc/aliases sends postmaster@ to
-# mailstack:postmaster, and MAILER-DAEMON is the name Postfix sends bounces as.
+# Role names mailstack routes itself: postmaster@<domain> goes to the user
+# mailstack:postmaster names, and MAILER-DAEMON is the name Postfix sends bounces as.
 ROLE_NAMES = frozenset({"postmaster", "mailer-daemon"})
 
 # Dovecot Pigeonhole's default sieve_max_script_size.
@@ -93,6 +70,10 @@ MAX_POSTFIX_INT = 2**31 - 1
 _LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
 _HOST_TEXT = re.compile(r"[A-Za-z0-9.-]+")
 _USER_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+# A mailbox's name is its address's local part; no "..", no final "." (checked apart).
+_MAILBOX_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+# Pulumi's stack names.
+_STACK_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")
 
 # E-mail local parts: RFC 5321's dot-atom (atoms of atext joined by single
 # dots, none at either end; quoted local parts are refused), lower-case, with
@@ -280,19 +261,41 @@ def _user_name(value: str, example: str) -> str:
     return value
 
 
-def system_account_reason(name: str) -> str | None:
-    """Why `name` can never be a mailbox mailstack creates, or None."""
-    if name in SYSTEM_ACCOUNTS or name.startswith(SYSTEM_ACCOUNT_PREFIXES):
-        return (
-            f"{name!r} is a system account on Debian hosts; mailstack only manages mailbox accounts "
-            "it creates (choose another name)"
+def _mailbox_name(value: str) -> str:
+    """A mailbox's name is the local part of its address (alice -> alice@<domain>)."""
+    if not _MAILBOX_NAME.fullmatch(value) or ".." in value or value.endswith("."):
+        raise ValueError(
+            f"{shown(value)} is not a mailbox name (expected the local part of its address: lower-case letters, "
+            "digits, '.', '_' or '-', starting with a letter or digit, single dots not at the end, "
+            "at most 64 characters, e.g. alice or alice.smith)"
         )
-    if name in ROLE_NAMES:
-        return (
-            f"{name!r} is a role name the host routes itself (postmaster@ goes to mailstack:postmaster, "
+    if value in ROLE_NAMES:
+        raise ValueError(
+            f"{value!r} is a role name the host routes itself (postmaster@ goes to mailstack:postmaster, "
             "bounces come from MAILER-DAEMON) (choose another name)"
         )
-    return None
+    return value
+
+
+def _host_stack(value: str) -> str:
+    """The host stack as a StackReference names it: its name, or organization/mailstack/<name>."""
+    form = (
+        'expected e.g. host-mail, or organization/mailstack/host-mail: with the file backend the '
+        'organization is "organization" and the project is "mailstack"'
+    )
+    parts = value.split("/")
+    if len(parts) == 3 and parts[:2] == ["organization", PROJECT]:
+        name = parts[2]
+    elif len(parts) == 1:
+        name = value
+    else:
+        raise ValueError(f"{shown(value)} is not a stack mailstack can reference ({form})")
+    if not _STACK_NAME.fullmatch(name):
+        raise ValueError(
+            f"{shown(value)} is not a Pulumi stack name (expected letters, digits, '_', '.' and '-', "
+            "at most 100 characters, e.g. host-mail)"
+        )
+    return value
 
 
 # List items are checked one by one, so that an error names e.g. mailstack:ipv4[1].
@@ -308,18 +311,23 @@ Int = Annotated[int, BeforeValidator(_not_a_bool)]
 
 
 # --- the model ----------------------------------------------------------------------------
+#
+# Two kinds of stack share one host. The host stack (HostConfig) sets up the
+# host: Postfix, Dovecot, OpenDKIM, policyd-spf, TLS, the host's own DNS
+# records. Each domain stack (DomainConfig) adds one mail domain to it: the
+# mailboxes, aliases and DKIM key of that domain, and its DNS records.
 
 
 class User(BaseModel):
-    """A mailbox: a system user on the host (the guide's Dovecot uses PAM)."""
+    """A mailbox of the domain: <name>@<domain>, under /var/vmail/<domain>/<name>/."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: Line = Field(description="Login name of the system user (and IMAP/SMTP AUTH user)")
+    name: Line = Field(description="The mailbox's local part; its address is <name>@<domain> (the IMAP/SMTP login)")
     password_hash: SecretStr | None = Field(
         default=None,
-        description="crypt(3) hash for /etc/shadow (e.g. from `openssl passwd -6`); a secret. "
-        "Without one the account is locked: mail is delivered but nobody can log in.",
+        description="crypt(3) hash (e.g. from `openssl passwd -6`); a secret. "
+        "Without one nobody can log in to the mailbox: mail is still delivered.",
     )
     addresses: list[MailAddress] = Field(
         default_factory=list,
@@ -330,11 +338,7 @@ class User(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        _user_name(value, "alice")
-        reason = system_account_reason(value)
-        if reason:
-            raise ValueError(reason)
-        return value
+        return _mailbox_name(value)
 
     @field_validator("password_hash")
     @classmethod
@@ -345,14 +349,50 @@ class User(BaseModel):
         return value
 
 
-class MailConfig(BaseModel):
-    """Everything one stack (one mail domain) says. Field names are the config keys."""
+class Alias(BaseModel):
+    """An address of the domain that forwards to others (no mailbox of its own)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    # -- the domain and its host
-    domain: Line = Field(description="The mail domain, e.g. example.com")
-    hostname: Line | None = Field(default=None, description="The mail host's name (default: mail.<domain>)")
+    address: MailAddress = Field(description="The alias, an address of the domain")
+    to: list[MailAddress] = Field(description="Where its mail goes: mailboxes or aliases here, or other domains' addresses")
+
+    @field_validator("to")
+    @classmethod
+    def _targets(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("is empty (expected at least one address to deliver to, e.g. [alice@example.com])")
+        return value
+
+
+class _Stack(BaseModel):
+    """What both kinds of stack have: the Cloudflare zone their records go in."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cloudflare_zone_id: Line | None = Field(default=None, description="Zone id (default: looked up by name)")
+    cloudflare_zone_name: Line | None = Field(default=None, description="Zone name (default: see zone_name)")
+
+    @field_validator("cloudflare_zone_name")
+    @classmethod
+    def _zone_name(cls, value: str | None) -> str | None:
+        return None if value is None else fqdn(value, "example.com")
+
+    @field_validator("cloudflare_zone_id")
+    @classmethod
+    def _zone_id(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[0-9a-f]{32}", value):
+            raise ValueError(
+                f"{shown(value)} is not a Cloudflare zone id (expected 32 hex digits, from the zone's overview page)"
+            )
+        return value
+
+
+class HostConfig(_Stack):
+    """The host stack: the mail host and its daemons. Field names are the config keys."""
+
+    # -- the host
+    hostname: Line = Field(description="The mail host's name, e.g. mail.example.net (Postfix's myhostname)")
     ipv4: list[IPv4] = Field(default_factory=list, description="The host's public IPv4 addresses")
     ipv6: list[IPv6] = Field(default_factory=list, description="The host's public IPv6 addresses")
     inet_interfaces: list[Interface] | None = Field(
@@ -371,9 +411,7 @@ class MailConfig(BaseModel):
         default=None, description="The host's public SSH key, pinned (secret); without one it is not checked"
     )
 
-    # -- Cloudflare
-    cloudflare_zone_id: Line | None = Field(default=None, description="Zone id (default: looked up by name)")
-    cloudflare_zone_name: Line | None = Field(default=None, description="Zone name (default: the domain)")
+    # -- Cloudflare (the zone of the hostname; cloudflare_zone_* come from _Stack)
     reverse_zones: list[ReverseZone] = Field(
         default_factory=list,
         description="Reverse zones on Cloudflare to publish PTR records in, e.g. 2.0.192.in-addr.arpa",
@@ -400,68 +438,37 @@ class MailConfig(BaseModel):
     policyd_spf_time_limit: Int = Field(
         default=3600, ge=1, le=MAX_POSTFIX_INT, description="policyd-spf_time_limit in seconds"
     )
-    postmaster: Line | None = Field(
-        default=None, description="User who gets postmaster@ and root@ mail (default: the first user)"
-    )
 
     # -- TLS
     smtpd_tls_cert_file: Line = Field(default="/etc/ssl/private/postfix.cacert.pem", description="TLS certificate")
     smtpd_tls_key_file: Line = Field(default="/etc/ssl/private/postfix.privkey.pem", description="TLS private key")
 
-    # -- DKIM and DMARC
-    dkim_selector: Line = Field(default="mail", description="DKIM selector")
-    dkim_bits: Literal[2048, 3072, 4096] = Field(default=2048, description="RSA key size of a new DKIM key")
+    # -- OpenDKIM's resolver (the keys themselves are the domain stacks')
     opendkim_nameservers: list[IPAddress] = Field(
         default_factory=list, description="Resolvers OpenDKIM asks (default: its own resolver, from the root)"
     )
     opendkim_dnssec: bool = Field(default=True, description="OpenDKIM validates DNSSEC from the root trust anchor")
-    dmarc_policy: Literal["none", "quarantine", "reject"] = Field(default="quarantine", description="DMARC p=")
-    dmarc_rua: list[RuaAddress] | None = Field(
-        default=None, description="Where aggregate reports go (default: postmaster@<domain>)"
-    )
 
-    # -- mailboxes
-    users: list[User] = Field(default_factory=list, description="Mailboxes")
+    # -- the host's own mail
+    postmaster_address: MailAddress = Field(
+        description="Where root@ and postmaster@ of the hostname go, e.g. alice@example.com"
+    )
+    vmail_uid: Int = Field(
+        default=5000, ge=1000, le=60000, description="uid and gid of the vmail account that owns every mailbox"
+    )
 
     # ---- single values
 
-    @field_validator("dkim_bits", mode="before")
-    @classmethod
-    def _dkim_bits_from_text(cls, value: Any) -> Any:
-        # Pulumi hands every config value, Pulumi.yaml's defaults included, to the program as text.
-        return int(value) if isinstance(value, str) and value.strip().isdigit() else value
-
-    @field_validator("domain")
-    @classmethod
-    def _domain(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("is empty (expected the mail domain, e.g. example.com)")
-        return fqdn(value, "example.com")
-
     @field_validator("hostname")
     @classmethod
-    def _hostname(cls, value: str | None) -> str | None:
-        return None if value is None else fqdn(value)
-
-    @field_validator("cloudflare_zone_name")
-    @classmethod
-    def _zone_name(cls, value: str | None) -> str | None:
-        return None if value is None else fqdn(value, "example.com")
+    def _hostname(cls, value: str) -> str:
+        return fqdn(value)
 
     @field_validator("inet_interfaces")
     @classmethod
     def _interfaces(cls, value: list[str] | None) -> list[str] | None:
         if value is not None and not value:
             raise ValueError("is empty (expected addresses, or 'all')")
-        return value
-
-    @field_validator("cloudflare_zone_id")
-    @classmethod
-    def _zone_id(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(r"[0-9a-f]{32}", value):
-            raise ValueError(
-                f"{shown(value)} is not a Cloudflare zone id (expected 32 hex digits, from the zone's overview page)"
-            )
         return value
 
     @field_validator("ssh_host")
@@ -567,65 +574,17 @@ class MailConfig(BaseModel):
             )
         return value
 
-    @field_validator("dkim_selector")
-    @classmethod
-    def _selector(cls, value: str) -> str:
-        if not _LABEL.fullmatch(value):
-            raise ValueError(
-                f"{shown(value)} is not a valid DKIM selector (expected one DNS label: lower-case letters, "
-                "digits and '-', e.g. mail or s2026)"
-            )
-        return value
-
-    @field_validator("users", mode="before")
-    @classmethod
-    def _users_before(cls, value: Any) -> Any:
-        return value if value is not None else []
-
     # ---- checks across keys
 
     @model_validator(mode="after")
-    def _whole(self) -> MailConfig:
+    def _whole(self) -> HostConfig:
         problems: list[tuple[str, str]] = []
-        domain = self.domain
-        host = self.host_name
-        if host != domain and not host.endswith("." + domain):
-            problems.append(("hostname", f"{host!r} is not inside {domain} (its A/AAAA records go in that zone)"))
+        host = self.hostname
+        zone = self.zone_name
+        if host != zone and not host.endswith("." + zone):
+            problems.append(("cloudflare_zone_name", f"{zone!r} does not contain {host} (its A/AAAA records go in that zone)"))
         if not self.ipv4 and not self.ipv6:
             problems.append(("ipv4", "is empty and so is mailstack:ipv6 (expected at least one address of the host)"))
-        seen_users: set[str] = set()
-        owner_of: dict[str, str] = {}
-        for i, user in enumerate(self.users):
-            if user.name == self.ssh_user:
-                problems.append(
-                    (
-                        f"users[{i}].name",
-                        f"{user.name!r} is mailstack:ssh_user, the account mailstack logs in as; mailstack only "
-                        "manages mailbox accounts it creates (choose another name)",
-                    )
-                )
-            if user.name in seen_users:
-                problems.append((f"users[{i}].name", f"{user.name!r} is a duplicate user (each user is listed once)"))
-            seen_users.add(user.name)
-            for j, address in enumerate(self.addresses_of(user)):
-                if address.rpartition("@")[2] != domain:
-                    problems.append(
-                        (f"users[{i}].addresses[{j}]", f"{address!r} is outside {domain} (expected e.g. {user.name}@{domain})")
-                    )
-                elif address in owner_of and owner_of[address] != user.name:
-                    problems.append(
-                        (f"users[{i}].addresses[{j}]", f"{address!r} already belongs to {owner_of[address]!r} (each address has one owner)")
-                    )
-                elif address in owner_of:
-                    problems.append((f"users[{i}].addresses[{j}]", f"{address!r} is listed twice (each address once)"))
-                owner_of.setdefault(address, user.name)
-        if self.postmaster is not None and self.postmaster not in seen_users:
-            problems.append(
-                ("postmaster", f"{shown(self.postmaster)} is not one of the users (expected one of: {', '.join(sorted(seen_users)) or 'none'})")
-            )
-        zone = self.zone_name
-        if domain != zone and not domain.endswith("." + zone):
-            problems.append(("cloudflare_zone_name", f"{zone!r} does not contain {domain} (its records go in that zone)"))
         pointers = [dns.reversename.from_address(a).to_text(omit_final_dot=True) for a in self.addresses]
         for i, reverse in enumerate(self.reverse_zones):
             if not any(p.endswith("." + reverse) for p in pointers):
@@ -639,6 +598,12 @@ class MailConfig(BaseModel):
             problems.append(
                 ("smtpd_hard_error_limit", f"{self.smtpd_hard_error_limit!r} is below smtpd_soft_error_limit ({self.smtpd_soft_error_limit})")
             )
+        if self.postmaster_address.rpartition("@")[2] == host:
+            # At the host's own name only root@ and postmaster@ exist (/etc/aliases), and they come here.
+            problems.append(
+                ("postmaster_address", f"{self.postmaster_address!r} is at the host's own name, whose mail comes to this very "
+                 "address (expected a mailbox in a hosted domain, e.g. alice@example.com)")
+            )
         if problems:
             raise _CrossKeyProblems(problems)
         return self
@@ -647,7 +612,7 @@ class MailConfig(BaseModel):
 
     @property
     def host_name(self) -> str:
-        return self.hostname or f"mail.{self.domain}"
+        return self.hostname
 
     @property
     def addresses(self) -> list[str]:
@@ -668,7 +633,144 @@ class MailConfig(BaseModel):
 
     @property
     def connect_host(self) -> str:
-        return self.ssh_host or self.host_name
+        return self.ssh_host or self.hostname
+
+    @property
+    def zone_name(self) -> str:
+        """The zone of the hostname: mail.example.net -> example.net (a two-label name is its own zone)."""
+        if self.cloudflare_zone_name:
+            return self.cloudflare_zone_name
+        _, _, rest = self.hostname.partition(".")
+        return rest if "." in rest else self.hostname
+
+
+class DomainConfig(_Stack):
+    """A domain stack: one mail domain on the host of `host_stack`. Field names are the config keys."""
+
+    # -- the domain and its host
+    domain: Line = Field(description="The mail domain, e.g. example.com")
+    host_stack: Line = Field(description="The host stack this domain is hosted on, e.g. host-mail")
+
+    # -- DKIM and DMARC
+    dkim_selector: Line = Field(default="mail", description="DKIM selector")
+    dkim_bits: Literal[2048, 3072, 4096] = Field(default=2048, description="RSA key size of a new DKIM key")
+    dmarc_policy: Literal["none", "quarantine", "reject"] = Field(default="quarantine", description="DMARC p=")
+    dmarc_rua: list[RuaAddress] | None = Field(
+        default=None, description="Where aggregate reports go (default: postmaster@<domain>)"
+    )
+
+    # -- mailboxes and aliases
+    users: list[User] = Field(default_factory=list, description="Mailboxes")
+    postmaster: Line | None = Field(
+        default=None, description="User who gets postmaster@<domain> (default: the first user)"
+    )
+    aliases: list[Alias] = Field(default_factory=list, description="Addresses that forward to others")
+    catch_all: Line | None = Field(default=None, description="User who gets mail for unknown addresses (default: none)")
+
+    # ---- single values
+
+    @field_validator("dkim_bits", mode="before")
+    @classmethod
+    def _dkim_bits_from_text(cls, value: Any) -> Any:
+        # Pulumi hands every config value, Pulumi.yaml's defaults included, to the program as text.
+        return int(value) if isinstance(value, str) and value.strip().isdigit() else value
+
+    @field_validator("domain")
+    @classmethod
+    def _domain(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("is empty (expected the mail domain, e.g. example.com)")
+        return fqdn(value, "example.com")
+
+    @field_validator("host_stack")
+    @classmethod
+    def _host_stack(cls, value: str) -> str:
+        return _host_stack(value)
+
+    @field_validator("dkim_selector")
+    @classmethod
+    def _selector(cls, value: str) -> str:
+        if not _LABEL.fullmatch(value):
+            raise ValueError(
+                f"{shown(value)} is not a valid DKIM selector (expected one DNS label: lower-case letters, "
+                "digits and '-', e.g. mail or s2026)"
+            )
+        return value
+
+    @field_validator("users", "aliases", mode="before")
+    @classmethod
+    def _list_before(cls, value: Any) -> Any:
+        return value if value is not None else []
+
+    # ---- checks across keys
+
+    @model_validator(mode="after")
+    def _whole(self) -> DomainConfig:
+        problems: list[tuple[str, str]] = []
+        domain = self.domain
+        zone = self.zone_name
+        if domain != zone and not domain.endswith("." + zone):
+            problems.append(("cloudflare_zone_name", f"{zone!r} does not contain {domain} (its records go in that zone)"))
+        if not self.users:
+            problems.append(
+                ("users", f"is empty (expected at least one mailbox: postmaster@{domain} must reach someone, RFC 5321 4.5.1)")
+            )
+        postmaster_address = f"postmaster@{domain}"
+        made_here = "is made by mailstack for the user mailstack:postmaster names"
+        names = [user.name for user in self.users]
+        # Every mailbox's own address is its own, whatever its addresses list says.
+        owner_of: dict[str, str] = {self.mailbox_of(user): user.name for user in self.users}
+        claimed: set[str] = set()
+        for i, user in enumerate(self.users):
+            if user.name in names[:i]:
+                problems.append((f"users[{i}].name", f"{user.name!r} is a duplicate user (each user is listed once)"))
+            for j, address in enumerate(self.addresses_of(user)):
+                where = f"users[{i}].addresses[{j}]"
+                owner = owner_of.get(address)
+                if address.rpartition("@")[2] != domain:
+                    problems.append((where, f"{address!r} is outside {domain} (expected e.g. {user.name}@{domain})"))
+                elif address == postmaster_address:
+                    problems.append((where, f"{address!r} {made_here} (leave it out here)"))
+                elif owner is not None and owner != user.name:
+                    problems.append((where, f"{address!r} already belongs to {owner!r} (each address has one owner)"))
+                elif address in claimed:
+                    problems.append((where, f"{address!r} is listed twice (each address once)"))
+                owner_of.setdefault(address, user.name)
+                claimed.add(address)
+        users = ", ".join(sorted(set(names))) or "none"
+        for key in ("postmaster", "catch_all"):
+            name = getattr(self, key)
+            if name is not None and name not in names:
+                problems.append((key, f"{shown(name)} is not one of the users (expected one of: {users})"))
+        alias_addresses = {alias.address for alias in self.aliases}
+        seen_aliases: set[str] = set()
+        for i, alias in enumerate(self.aliases):
+            address = alias.address
+            where = f"aliases[{i}].address"
+            if address.rpartition("@")[2] != domain:
+                problems.append((where, f"{address!r} is outside {domain} (expected e.g. team@{domain})"))
+            elif address == postmaster_address:
+                problems.append((where, f"{address!r} {made_here} (use mailstack:postmaster)"))
+            elif address in owner_of:
+                problems.append((where, f"{address!r} is an address of user {owner_of[address]!r} (an address is a mailbox's or an alias, not both)"))
+            elif address in seen_aliases:
+                problems.append((where, f"{address!r} is listed twice (each alias once)"))
+            seen_aliases.add(address)
+            for j, target in enumerate(alias.to):
+                if target == address:
+                    problems.append((f"aliases[{i}].to[{j}]", f"{target!r} is the alias itself (expected where its mail goes)"))
+                elif target.rpartition("@")[2] == domain and not (
+                    target in owner_of or target in alias_addresses or (target == postmaster_address and self.users)
+                ):
+                    problems.append(
+                        (f"aliases[{i}].to[{j}]", f"{target!r} is neither a user's address nor an alias of {domain} "
+                         f"(expected one of mailstack:users or mailstack:aliases)")
+                    )
+        if problems:
+            raise _CrossKeyProblems(problems)
+        return self
+
+    # ---- derived values (one place each)
 
     @property
     def zone_name(self) -> str:
@@ -684,8 +786,11 @@ class MailConfig(BaseModel):
     def rua(self) -> list[str]:
         return self.dmarc_rua if self.dmarc_rua is not None else [f"postmaster@{self.domain}"]
 
+    def mailbox_of(self, user: User) -> str:
+        return f"{user.name}@{self.domain}"
+
     def addresses_of(self, user: User) -> list[str]:
-        return user.addresses or [f"{user.name}@{self.domain}"]
+        return user.addresses or [self.mailbox_of(user)]
 
 
 class _CrossKeyProblems(ValueError):
@@ -698,8 +803,8 @@ class _CrossKeyProblems(ValueError):
 
 # key path ("[]" for a list item) -> (what it is, an example as a stack file writes it)
 FORMS: dict[str, tuple[str, str]] = {
-    "domain": ("a domain name", "example.com"),
-    "hostname": ("a host name", "mail.example.com"),
+    # the host stack
+    "hostname": ("a host name", "mail.example.net"),
     "ipv4": ("a list of IPv4 addresses", "[192.0.2.10]"),
     "ipv4[]": ("an IPv4 address", "192.0.2.10"),
     "ipv6": ("a list of IPv6 addresses", "[2001:db8::10]"),
@@ -711,8 +816,6 @@ FORMS: dict[str, tuple[str, str]] = {
     "ssh_user": ("a user name", "root"),
     "ssh_private_key": ("a private key in PEM form", "the contents of ~/.ssh/id_ed25519"),
     "ssh_host_key": ("an SSH public key", "ssh-ed25519 AAAAC3Nza..."),
-    "cloudflare_zone_id": ("a Cloudflare zone id", "32 hex digits"),
-    "cloudflare_zone_name": ("a zone name", "example.com"),
     "reverse_zones": ("a list of reverse zones", "[2.0.192.in-addr.arpa]"),
     "reverse_zones[]": ("a reverse zone", "2.0.192.in-addr.arpa"),
     "smtpd_banner": ("a one-line banner", "$myhostname ESMTP $mail_name"),
@@ -725,24 +828,38 @@ FORMS: dict[str, tuple[str, str]] = {
     "notify_classes": ("a list of notify classes", "[bounce, 2bounce, delay]"),
     "notify_classes[]": ("a notify class", "bounce"),
     "policyd_spf_time_limit": ("a number of seconds", "3600"),
-    "postmaster": ("a user name from mailstack:users", "alice"),
     "smtpd_tls_cert_file": ("an absolute file path", "/etc/ssl/private/postfix.cacert.pem"),
     "smtpd_tls_key_file": ("an absolute file path", "/etc/ssl/private/postfix.privkey.pem"),
-    "dkim_selector": ("a DKIM selector", "mail"),
-    "dkim_bits": ("one of 2048, 3072, 4096", "2048"),
     "opendkim_nameservers": ("a list of IP addresses", "[192.0.2.53]"),
     "opendkim_nameservers[]": ("an IP address", "192.0.2.53"),
     "opendkim_dnssec": ("true or false", "true"),
+    "postmaster_address": ("an e-mail address", "alice@example.com"),
+    "vmail_uid": ("a uid", "5000"),
+    # both
+    "cloudflare_zone_id": ("a Cloudflare zone id", "32 hex digits"),
+    "cloudflare_zone_name": ("a zone name", "example.com"),
+    # a domain stack
+    "domain": ("a domain name", "example.com"),
+    "host_stack": ("the host stack's name", "host-mail"),
+    "dkim_selector": ("a DKIM selector", "mail"),
+    "dkim_bits": ("one of 2048, 3072, 4096", "2048"),
     "dmarc_policy": ("one of none, quarantine, reject", "quarantine"),
     "dmarc_rua": ("a list of e-mail addresses", "[dmarc@example.com]"),
     "dmarc_rua[]": ("an e-mail address", "dmarc@example.com"),
     "users": ("a list of users", "[{name: alice}]"),
     "users[]": ("a user", "{name: alice, addresses: [alice@example.com]}"),
-    "users[].name": ("a user name", "alice"),
+    "users[].name": ("a mailbox name", "alice"),
     "users[].password_hash": ("a crypt(3) password hash", "the output of `openssl passwd -6`"),
     "users[].addresses": ("a list of e-mail addresses", "[alice@example.com]"),
     "users[].addresses[]": ("an e-mail address", "alice@example.com"),
     "users[].sieve": ("a Sieve script", "'keep;'"),
+    "postmaster": ("a user name from mailstack:users", "alice"),
+    "aliases": ("a list of aliases", "[{address: team@example.com, to: [alice@example.com]}]"),
+    "aliases[]": ("an alias", "{address: team@example.com, to: [alice@example.com]}"),
+    "aliases[].address": ("an e-mail address", "team@example.com"),
+    "aliases[].to": ("a list of e-mail addresses", "[alice@example.com]"),
+    "aliases[].to[]": ("an e-mail address", "alice@example.com"),
+    "catch_all": ("a user name from mailstack:users", "alice"),
 }
 
 # Keys whose values are never shown: secrets, and everything under `users`
@@ -816,9 +933,14 @@ def _wrong_kind(loc: tuple[Any, ...], value: Any) -> str:
     return f"{_key(loc)}: {text} is not {form}{expected}"
 
 
+# Every top-level key, of either kind.
+ALL_KEYS = {**HostConfig.model_fields, **DomainConfig.model_fields}
+
+
 def _unknown_key(loc: tuple[Any, ...]) -> str:
     name = str(loc[-1])
-    known = User.model_fields if len(loc) > 1 and loc[0] == "users" else MailConfig.model_fields
+    inner = {"users": User.model_fields, "aliases": Alias.model_fields}
+    known = inner.get(str(loc[0]), ALL_KEYS) if len(loc) > 1 else ALL_KEYS
     close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
     if close:
         return f"{_key(loc)}: is not a known key (did you mean {_key((*loc[:-1], close[0]))}?)"
@@ -847,10 +969,32 @@ def _strip_secure(value: Any) -> Any:
     return value
 
 
-def _means_derived(key: str, value: Any) -> bool:
-    """Pulumi.yaml declares "" or [] for keys whose default is derived (e.g. hostname)."""
-    field = MailConfig.model_fields.get(key)
-    return field is not None and field.default is None and value in ("", [])
+def _means_unset(model: type[BaseModel], key: str, value: Any) -> bool:
+    """Pulumi.yaml declares "" or [] for keys that are required or whose default is derived (e.g. hostname)."""
+    field = model.model_fields.get(key)
+    return field is not None and (field.is_required() or field.default is None) and value in ("", [])
+
+
+def _as_text(value: Any) -> Any:
+    """A scalar as the engine sends it ("2048", "true"); lists as they are."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value if isinstance(value, (list, dict)) else str(value)
+
+
+def _at_default(model: type[BaseModel], key: str, value: Any) -> bool:
+    """True when `value` is what Pulumi.yaml declares for `key`: the engine sends every default it declares."""
+    if _means_unset(model, key, value):
+        return True
+    field = model.model_fields[key]
+    if field.is_required():
+        return False
+    default = field.get_default(call_default_factory=True)
+    return default is not None and _as_text(value) == _as_text(default)
+
+
+def _is_set(value: Any) -> bool:
+    return value is not None and value not in ("", [])
 
 
 def _namespace_problems(keys: list[str]) -> tuple[list[str], set[str]]:
@@ -864,7 +1008,7 @@ def _namespace_problems(keys: list[str]) -> tuple[list[str], set[str]]:
             # parse domain as a configuration key"); `pulumi config set domain`
             # writes it as mailstack:domain.
             bare.add(key)
-            if key in MailConfig.model_fields:
+            if key in ALL_KEYS:
                 problems.append(
                     f"{plain}: needs the {PROJECT}: prefix (write {PROJECT}:{plain}; "
                     "Pulumi reads only keys of the form <namespace>:<name>)"
@@ -877,8 +1021,23 @@ def _namespace_problems(keys: list[str]) -> tuple[list[str], set[str]]:
     return problems, bare
 
 
-def load_config(values: Mapping[str, Any]) -> MailConfig:
-    """Build the model from `mailstack:<key>` → value; other namespaces are ignored."""
+def _other_kind(key: str, model: type[BaseModel]) -> str:
+    if model is DomainConfig:
+        return f"{PROJECT}:{key}: is a host-stack key; set it in the host stack ({PROJECT}:host_stack names it)"
+    return (
+        f"{PROJECT}:{key}: is a domain-stack key; set it in the stack of its domain "
+        f"(the stack with {PROJECT}:domain and {PROJECT}:host_stack)"
+    )
+
+
+def load_config(values: Mapping[str, Any]) -> HostConfig | DomainConfig:
+    """Build the model from `mailstack:<key>` → value; other namespaces are ignored.
+
+    The kind of stack is in the values: `mailstack:domain` set makes a domain
+    stack (DomainConfig); otherwise `mailstack:hostname` set makes the host
+    stack (HostConfig). A key of the other kind is refused unless it holds the
+    default Pulumi.yaml declares for it (the engine sends every declared default).
+    """
     keys = [str(key) for key in values]
     problems, bare = _namespace_problems(keys)
     prefix, legacy = f"{PROJECT}:", f"{PROJECT}:config:"
@@ -889,11 +1048,27 @@ def load_config(values: Mapping[str, Any]) -> MailConfig:
             key = prefix + key[len(legacy) :]
         if key.startswith(prefix):
             raw[key[len(prefix) :]] = _strip_secure(_decode(value))
-    raw = {k: v for k, v in raw.items() if v is not None and not _means_derived(k, v)}
+    raw = {k: v for k, v in raw.items() if v is not None}
+    if _is_set(raw.get("domain")):
+        model, other = DomainConfig, HostConfig
+    elif _is_set(raw.get("hostname")):
+        model, other = HostConfig, DomainConfig
+    else:
+        if not bare & {"domain", "hostname"}:
+            problems.append(
+                f"{PROJECT}:domain: is not set, and neither is {PROJECT}:hostname (expected {PROJECT}:domain in "
+                f"the stack of a mail domain, e.g. example.com, or {PROJECT}:hostname in the host stack, "
+                "e.g. mail.example.net)"
+            )
+        raise ConfigError(problems)
+    for key in [k for k in raw if k in other.model_fields and k not in model.model_fields]:
+        if not _at_default(other, key, raw.pop(key)):
+            problems.append(_other_kind(key, model))
+    raw = {k: v for k, v in raw.items() if not _means_unset(model, k, v)}
     try:
-        cfg = MailConfig.model_validate(raw)
+        cfg = model.model_validate(raw)
     except ValidationError as err:
-        problems += [p for p in _messages(err) if p not in {f"{PROJECT}:{b}: is required" for b in bare}]
+        problems += [p for p in _messages(err) if not any(p.startswith(f"{PROJECT}:{b}: is required") for b in bare)]
         raise ConfigError(problems) from None
     if problems:
         raise ConfigError(problems)
@@ -910,7 +1085,8 @@ def _messages(err: ValidationError) -> list[str]:
         loc = tuple(p for p in e["loc"] if p not in ("function-after", "function-before"))
         key = _key(loc)
         if e["type"] == "missing":
-            problems.append(f"{key}: is required")
+            form, example = FORMS.get(_pattern(loc), (None, None))
+            problems.append(f"{key}: is required" + (f" (expected {form}, e.g. {example})" if form else ""))
         elif e["type"] == "extra_forbidden":
             problems.append(_unknown_key(loc))
         elif e["type"] == "value_error" and ctx_error is not None:

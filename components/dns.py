@@ -1,33 +1,44 @@
-"""MailDns: the stack's DNS records on Cloudflare.
+"""MailDns: a stack's DNS records on Cloudflare.
 
 Thin: `components/records.py` decides every record; this file only turns them
-into `cloudflare.DnsRecord` resources. Only the DKIM content waits for the host
-(its key is generated there); everything else comes from config, so preview
-shows real values.
+into `cloudflare.DnsRecord` resources. A host stack publishes the host's own
+records (and PTRs in the reverse zones it has on Cloudflare); a domain stack
+its domain's. Names and types always come from config; a content that waits
+on something (the DKIM key the host generates, the host stack's name and
+addresses) is an Output, everything else shows its real value in preview.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, TypedDict
 
 import pulumi
 import pulumi_cloudflare as cloudflare
 
 from components import records as rec
-from components.config import MailConfig
 
 # Cloudflare allows 100 characters of comment on Free zones (more on paid plans).
 COMMENT_LIMIT = 100
 
 
+@dataclass(frozen=True)
+class Published:
+    """One record to publish, in which zone, and its content when config alone does not give it."""
+
+    record: rec.Record
+    zone: str
+    content: Any = None  # pulumi.Input[str]: the unquoted value (TXT), when not record.content
+
+
 class MailDnsArgs(TypedDict):
     """Inputs of MailDns."""
 
-    config: MailConfig
-    """The stack's configuration: domain, host name and addresses, DKIM selector, DMARC, zones."""
+    zone_ids: dict[str, str | None]
+    """Every zone the records go in -> its configured Cloudflare id, or None to look it up by name."""
 
-    dkim_public_key: pulumi.Input[str]
-    """Base64 DER public key: the stdout of the host's DKIM unit (an Output)."""
+    records: list[Published]
+    """The records, in order."""
 
 
 def _comment(reason: str) -> str:
@@ -38,40 +49,33 @@ def _comment(reason: str) -> str:
     return text[: COMMENT_LIMIT - 3].rsplit(" ", 1)[0] + "..."
 
 
-def _summary(r: rec.Record, content: pulumi.Input[str]) -> dict[str, Any]:
-    return {"name": r.name, "type": r.type, "content": content, "priority": r.priority, "reason": r.reason}
-
-
 class MailDns(pulumi.ComponentResource):
-    """A, AAAA, MX, SPF, DKIM, DMARC in the mail domain's zone, and PTRs in configured reverse zones."""
+    """The records of one stack, each in its zone."""
 
-    zone_id: pulumi.Output[str]
-    """The mail domain's zone id (configured, or looked up by name)."""
     records: list[dict[str, Any]]
-    """Every record: name, type, content (TXT unquoted; DKIM's an Output), priority, reason."""
-    expected_ptrs: list[dict[str, str]]
-    """For every address, the PTR it needs ({address, name, target}), published here or not."""
+    """Every record: name, type, content (TXT unquoted; an Output where it waits), priority, reason."""
     resources: dict[str, cloudflare.DnsRecord]
     """The DnsRecord resources by record key ("mx", "dkim", "ptr-192-0-2-10", ...)."""
 
     def __init__(self, name: str, args: MailDnsArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("mailstack:index:MailDns", name, None, opts)
-        cfg = args["config"]
-
-        self.zone_id = (
-            pulumi.Output.from_input(cfg.cloudflare_zone_id)
-            if cfg.cloudflare_zone_id
-            else self._lookup_zone(cfg.zone_name)
-        )
-
-        # name: the FQDN without trailing dot (Cloudflare stores it so; no drift).
-        # ttl=1: automatic. proxied=False on every type: the provider defaults it to
-        # false anyway, the API rejects only `true` on MX/TXT/PTR, and a proxied A/AAAA
-        # would send SMTP to Cloudflare, which does not relay port 25.
-        def record(r: rec.Record, zone_id: pulumi.Input[str], content: pulumi.Input[str]) -> cloudflare.DnsRecord:
-            return cloudflare.DnsRecord(
+        zone_ids = {
+            zone: pulumi.Output.from_input(given) if given else self._lookup_zone(zone)
+            for zone, given in args["zone_ids"].items()
+        }
+        self.resources = {}
+        self.records = []
+        for item in args["records"]:
+            r = item.record
+            value = pulumi.Output.from_input(item.content if item.content is not None else r.content)
+            content = value.apply(rec.txt_content) if r.type == "TXT" else value
+            # name: the FQDN without trailing dot (Cloudflare stores it so; no drift).
+            # ttl=1: automatic. proxied=False on every type: the provider defaults it to
+            # false anyway, the API rejects only `true` on MX/TXT/PTR, and a proxied A/AAAA
+            # would send SMTP to Cloudflare, which does not relay port 25.
+            self.resources[r.key] = cloudflare.DnsRecord(
                 f"{name}-{r.key}",
-                zone_id=zone_id,
+                zone_id=zone_ids[item.zone],
                 name=r.name,
                 type=r.type,
                 content=content,
@@ -81,45 +85,11 @@ class MailDns(pulumi.ComponentResource):
                 comment=_comment(r.reason),
                 opts=pulumi.ResourceOptions(parent=self),
             )
-
-        def content_of(r: rec.Record) -> str:
-            return rec.txt_content(r.content) if r.type == "TXT" else r.content
-
-        self.resources = {}
-        summary: list[dict[str, Any]] = []
-        for r in rec.static_records(cfg):
-            self.resources[r.key] = record(r, self.zone_id, content_of(r))
-            summary.append(_summary(r, r.content))
-
-        # The DKIM key is only known once the host has generated it: compute the
-        # content in apply, create the resource outside it (preview matches up).
-        dkim_value = pulumi.Output.from_input(args["dkim_public_key"]).apply(
-            lambda key: rec.dkim_value(cfg, rec.dkim_public_key(cfg, key))
-        )
-        # The Record only names the resource; its content is the Output above.
-        dkim = rec.Record(rec.dkim_name(cfg), "TXT", "(from the host)", rec.DKIM_REASON, key=rec.DKIM_KEY)
-        self.resources[dkim.key] = record(dkim, self.zone_id, dkim_value.apply(rec.txt_content))
-        summary.append(_summary(dkim, dkim_value))
-
-        # PTRs only where the reverse zone is ours on Cloudflare; the rest are listed
-        # in expected_ptrs for the hosting provider's panel.
-        reverse_ids: dict[str, pulumi.Output[str]] = {}
-        expected: list[dict[str, str]] = []
-        for address, r in zip(cfg.addresses, rec.ptr_records(cfg), strict=True):
-            expected.append({"address": address, "name": r.name, "target": r.content})
-            zone = rec.reverse_zone_for(cfg, address)
-            if zone is None:
-                continue
-            if zone not in reverse_ids:
-                reverse_ids[zone] = self._lookup_zone(zone)
-            self.resources[r.key] = record(r, reverse_ids[zone], r.content)
-            summary.append(_summary(r, r.content))
-
-        # Plain lists, so that preview shows every value known from config; only the
-        # DKIM content inside is an Output.
-        self.records = summary
-        self.expected_ptrs = expected
-        self.register_outputs({"zone_id": self.zone_id, "records": self.records, "expected_ptrs": self.expected_ptrs})
+            shown = item.content if item.content is not None else r.content
+            self.records.append(
+                {"name": r.name, "type": r.type, "content": shown, "priority": r.priority, "reason": r.reason}
+            )
+        self.register_outputs({"records": self.records})
 
     def _lookup_zone(self, zone_name: str) -> pulumi.Output[str]:
         # `zone_id`, not `id`: with a filter the provider leaves `id` empty

@@ -1,8 +1,18 @@
-"""MailDomain: one mail domain, its host and its DNS records, wired together.
+"""MailDomain: a domain stack. One mail domain on the host its host stack converges.
 
-The host's DKIM unit prints the public key it generated; that Output becomes
-the content of the DKIM TXT record. The host's addresses come from the stack
-config and feed A, AAAA, SPF and PTR.
+The domain stack reads its host stack's outputs through a StackReference
+(the host's name and addresses, the SSH connection with its keys as secrets)
+and owns what is the domain's: its records (MX to the host, SPF allowing the
+host, DKIM, DMARC), its DKIM key, its mailboxes, aliases, sender logins and
+Sieve scripts. Its units touch only the domain's own folders on the host and,
+through the host's assembler, the tables every domain shares:
+
+    dkim ─ files ─ passwords
+
+The DKIM unit prints the public key it generated; that Output becomes the
+content of the DKIM record. The files unit's delete command (run by
+`pulumi destroy`) retires the domain: its mail is refused, its mailboxes and
+key stay on the host.
 """
 
 from __future__ import annotations
@@ -11,36 +21,112 @@ from typing import Any, TypedDict
 
 import pulumi
 import pulumi.runtime.config as runtime_config
+from pulumi_command import remote
 
-from components.config import PROJECT, ConfigError, MailConfig, load_config
-from components.dns import MailDns
-from components.host import MailHost
+from components import records as rec
+from components import units
+from components.config import PROJECT, ConfigError, DomainConfig, HostConfig, load_config
+from components.dns import MailDns, Published
+from components.hostfacts import OUTPUTS, HostFacts
+from components.services import mailboxes
+
+# Only names and types of the domain's records are needed before the host
+# stack's outputs are: they come from config alone.
+_SHAPE = HostFacts(host_id="", hostname="host.invalid")
 
 
 class MailDomainArgs(TypedDict):
-    config: MailConfig
-    """The stack's validated configuration."""
+    config: DomainConfig
+    """The domain stack's validated configuration."""
 
 
 class MailDomain(pulumi.ComponentResource):
-    """Everything one stack (one mail domain) owns."""
+    """Everything one domain stack owns."""
 
     def __init__(self, name: str, args: MailDomainArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("mailstack:index:MailDomain", name, None, opts)
         cfg = args["config"]
-        self.host = MailHost(f"{name}-host", {"config": cfg}, pulumi.ResourceOptions(parent=self))
+        owner = f"{pulumi.get_project()}/{pulumi.get_stack()}"
+        child = pulumi.ResourceOptions(parent=self)
+
+        host_stack = pulumi.StackReference(f"{name}-host-stack", stack_name=cfg.host_stack, opts=child)
+        outputs = pulumi.Output.all(*(host_stack.get_output(key) for key in OUTPUTS))
+        self.host = outputs.apply(lambda values: HostFacts.from_outputs(dict(zip(OUTPUTS, values, strict=True))))
+
+        def secret_or_none(key: str) -> pulumi.Output[Any]:
+            # "" when the host stack has none: then the agent / no pinning, as there.
+            return host_stack.get_output(key).apply(lambda value: value or None)
+
+        connection = remote.ConnectionArgs(
+            host=host_stack.get_output("ssh_host"),
+            port=host_stack.get_output("ssh_port"),
+            user=host_stack.get_output("ssh_user"),
+            private_key=secret_or_none("ssh_private_key"),
+            host_key=secret_or_none("ssh_host_key"),
+        )
+
+        def unit(make) -> pulumi.Output[units.Unit]:
+            return self.host.apply(make)
+
+        def command(unit_name: str, spec: pulumi.Output[units.Unit], after: list[pulumi.Resource], **extra):
+            return remote.Command(
+                f"{name}-{unit_name}",
+                connection=connection,
+                create=spec.apply(lambda u: u.command),
+                stdin=spec.apply(lambda u: u.stdin),
+                # See components/host.py: Debian's sshd refuses these variables.
+                add_previous_output_in_env=False,
+                opts=pulumi.ResourceOptions(parent=self, depends_on=after),
+                **extra,
+            )
+
+        dkim = command("dkim", unit(lambda h: units.dkim_unit(cfg, owner, h)), [])
+        files = units.domain_files(cfg)
+        domain_files = command(
+            "files",
+            unit(lambda h: units.files_unit(cfg, owner, h, files)),
+            [dkim],
+            # `pulumi destroy`: the domain is retired, its mailboxes stay.
+            delete=self.host.apply(lambda h: units.retire_command(cfg, owner, h)),
+        )
+        passwords = remote.Command(
+            f"{name}-passwords",
+            connection=connection,
+            create=self.host.apply(lambda h: units.passwords_command(cfg, owner, h)),
+            # The password hashes: secret in state, never in a command line or log.
+            stdin=pulumi.Output.secret(units.passwords_stdin(cfg)),
+            logging=remote.Logging.NONE,
+            add_previous_output_in_env=False,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[domain_files]),
+        )
+        self.units = [dkim, domain_files, passwords]
+
+        # The domain's records: names from config, MX/SPF contents from the host stack.
+        dkim_value = dkim.stdout.apply(lambda key: rec.dkim_value(cfg, rec.dkim_public_key(cfg, key)))
+        published = []
+        for shape in rec.mail_records(cfg, _SHAPE, "MA=="):
+            if shape.key == rec.DKIM_KEY:
+                content = dkim_value
+            elif shape.key in ("mx", "spf"):
+                content = self.host.apply(
+                    lambda h, key=shape.key: next(r.content for r in rec.static_records(cfg, h) if r.key == key)
+                )
+            else:
+                content = None  # DMARC: config alone
+            published.append(Published(shape, cfg.zone_name, content))
         self.dns = MailDns(
-            f"{name}-dns",
-            {"config": cfg, "dkim_public_key": self.host.dkim_public_key},
-            pulumi.ResourceOptions(parent=self),
+            f"{name}-dns", {"zone_ids": {cfg.zone_name: cfg.cloudflare_zone_id}, "records": published}, child
         )
-        self.register_outputs(
-            {
-                "hostname": cfg.host_name,
-                "dkimSelector": cfg.dkim_selector,
-                "records": self.dns.records,
-            }
-        )
+        self.register_outputs({"domain": cfg.domain, "records": self.dns.records})
+
+
+def export_domain(cfg: DomainConfig, domain: MailDomain) -> None:
+    """The domain stack's outputs."""
+    pulumi.export("domain", cfg.domain)
+    pulumi.export("hostname", domain.host.apply(lambda h: h.hostname))
+    pulumi.export("dkim_selector", cfg.dkim_selector)
+    pulumi.export("mailboxes", mailboxes.mailboxes(cfg))
+    pulumi.export("records", domain.dns.records)
 
 
 def stack_config_values() -> dict[str, Any]:
@@ -49,8 +135,8 @@ def stack_config_values() -> dict[str, Any]:
     return {k: v for k, v in values.items() if k.startswith(f"{PROJECT}:")}
 
 
-def load_stack_config() -> MailConfig:
-    """The stack's config, or a clean error naming every bad key (no traceback)."""
+def load_stack_config() -> HostConfig | DomainConfig:
+    """The stack's config (a host stack's or a domain stack's), or a clean error naming every bad key."""
     try:
         return load_config(stack_config_values())
     except ConfigError as err:

@@ -1,21 +1,25 @@
-"""MailHost: everything on the mail server, as a few SSH commands.
+"""MailHost: the host stack. Everything on the mail server that is the server's.
 
 Thin by design: the scripts come from `components.units`, the files from
-`components.services`; this module only turns them into `remote.Command`
-resources, in the order docs/design.md describes:
+`components.services`, the records from `components.records`; this module
+only turns them into `remote.Command` and DNS resources, in this order
+(docs/design.md):
 
-    packages ─┬─ tls ────────────────────────┬─ dovecot ─┬─ postfix
-              ├─ accounts ─┬─ sieve (users') ─┤           │
-              │            └──────────────────┘           │
-              ├─ dkim ─ opendkim ────────────────────────┤
-              └─ policyd-spf ────────────────────────────┘
+    packages ─┬─ tls ──────────────────────────────┬─ dovecot ─┬─ postfix
+              ├─ tables ─┬─ opendkim ──────────────┼───────────┤
+              │          └─────────────────────────┘           │
+              └─ policyd-spf ──────────────────────────────────┘
 
 The packages unit runs first and claims the host for this stack (project and
-stack name, in /etc/mailstack/owner); every unit checks that claim before it
-changes anything, so a second stack aimed at the same host fails at once.
-Users' Sieve scripts are checked (and installed) before Dovecot and Postfix
-are touched: a script that `sievec` refuses fails the `up` while both daemons
-still run on their old config.
+stack name, in /etc/mailstack/host); every unit checks that claim before it
+changes anything, so a second host stack aimed at the same host fails at
+once. The tables unit makes the vmail account that owns every mailbox,
+installs the assembler of the tables that every domain stack shares, and
+builds them (empty until a domain stack runs), before the daemons that read
+them are configured.
+
+It exports what its domain stacks need: the host's name and addresses, and
+the SSH connection (its keys as secrets).
 
 A unit runs again only when its inputs change, so a `pulumi up` with nothing
 changed runs no command at all. A unit has no delete command: destroying the
@@ -29,34 +33,33 @@ from typing import TypedDict
 import pulumi
 from pulumi_command import remote
 
+from components import records as rec
 from components import units
-from components.config import MailConfig
+from components.config import HostConfig
+from components.dns import MailDns, Published
 from components.services import render_host_files
 
 
 class MailHostArgs(TypedDict):
-    config: MailConfig
-    """The stack's validated configuration."""
+    config: HostConfig
+    """The host stack's validated configuration."""
 
 
 class MailHost(pulumi.ComponentResource):
-    """The mail server of one domain, converged over SSH."""
-
-    dkim_public_key: pulumi.Output[str]
-    """Base64 DER public key of the DKIM selector, as the host generated it."""
+    """The mail server, converged over SSH, and its own DNS records."""
 
     def __init__(self, name: str, args: MailHostArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("mailstack:index:MailHost", name, None, opts)
         cfg = args["config"]
         # Who converges this host: recorded on it by the first unit, checked by every unit.
-        owner = f"{pulumi.get_project()}/{pulumi.get_stack()}"
-        connection = _connection(cfg)
+        self.host_id = f"{pulumi.get_project()}/{pulumi.get_stack()}"
+        self.connection = connection(cfg)
         files = render_host_files(cfg)
 
-        def command(unit: str, spec: units.Unit, after: list[pulumi.Resource], **extra) -> remote.Command:
+        def command(unit: str, spec: units.Unit, after: list[pulumi.Resource]) -> remote.Command:
             return remote.Command(
                 f"{name}-{unit}",
-                connection=connection,
+                connection=self.connection,
                 create=spec.command,
                 stdin=spec.stdin,
                 # The provider would hand the previous run's output over as environment
@@ -64,47 +67,42 @@ class MailHost(pulumi.ComponentResource):
                 # warning on every update, for values no unit reads.
                 add_previous_output_in_env=False,
                 opts=pulumi.ResourceOptions(parent=self, depends_on=after),
-                **extra,
             )
 
-        packages = command("packages", units.packages_unit(cfg, owner), [])
-        tls = command("tls", units.tls_unit(cfg, owner), [packages])
-        dkim = command("dkim", units.dkim_unit(cfg, owner), [packages])
-        accounts = remote.Command(
-            f"{name}-accounts",
-            connection=connection,
-            create=units.accounts_command(cfg, owner),
-            # The password hashes: secret in state, never in a command line or log.
-            stdin=pulumi.Output.secret(units.accounts_stdin(cfg)),
-            logging=remote.Logging.NONE,
-            add_previous_output_in_env=False,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[packages]),
-        )
-
         def service(unit: str, after: list[pulumi.Resource]) -> remote.Command:
-            return command(unit, units.service_unit(cfg, owner, unit, files[unit]), after)
+            return command(unit, units.service_unit(cfg, self.host_id, unit, files[unit]), after)
 
-        # Users' scripts first: no daemon is reloaded in an `up` that a script will fail.
-        sieve = service("sieve", [packages, accounts])
-        opendkim = service("opendkim", [packages, dkim])
+        packages = command("packages", units.packages_unit(cfg, self.host_id), [])
+        tls = command("tls", units.tls_unit(cfg, self.host_id), [packages])
+        tables = command("tables", units.tables_unit(cfg, self.host_id), [packages])
+        opendkim = service("opendkim", [packages, tables])
         policyd_spf = service("policyd-spf", [packages])
-        dovecot = service("dovecot", [packages, tls, accounts, sieve])
-        postfix = service("postfix", [packages, tls, accounts, sieve, opendkim, policyd_spf, dovecot])
+        dovecot = service("dovecot", [packages, tls, tables])
+        postfix = service("postfix", [packages, tls, tables, opendkim, policyd_spf, dovecot])
 
-        self.dkim_public_key = dkim.stdout
         self.tls_fingerprint = tls.stdout.apply(str.strip)
-        self.units = [packages, tls, dkim, accounts, sieve, opendkim, policyd_spf, dovecot, postfix]
+        self.units = [packages, tls, tables, opendkim, policyd_spf, dovecot, postfix]
+
+        # The host's own records: A/AAAA and the HELO name's SPF in its zone, PTRs
+        # where the reverse zone is ours on Cloudflare (the rest are listed in
+        # expected_ptrs, for the hosting provider's panel).
+        zone_ids: dict[str, str | None] = {cfg.zone_name: cfg.cloudflare_zone_id}
+        published = [Published(r, cfg.zone_name) for r in rec.host_records(cfg)]
+        self.expected_ptrs = []
+        for address, ptr in zip(cfg.addresses, rec.ptr_records(cfg), strict=True):
+            self.expected_ptrs.append({"address": address, "name": ptr.name, "target": ptr.content})
+            zone = rec.reverse_zone_for(cfg, address)
+            if zone is not None:
+                zone_ids.setdefault(zone, None)
+                published.append(Published(ptr, zone))
+        self.dns = MailDns(f"{name}-dns", {"zone_ids": zone_ids, "records": published}, pulumi.ResourceOptions(parent=self))
+
         self.register_outputs(
-            {
-                "hostname": cfg.host_name,
-                "dkimPublicKey": self.dkim_public_key,
-                "tlsFingerprint": self.tls_fingerprint,
-                "packages": packages.stdout,
-            }
+            {"hostname": cfg.host_name, "tlsFingerprint": self.tls_fingerprint, "packages": packages.stdout}
         )
 
 
-def _connection(cfg: MailConfig) -> remote.ConnectionArgs:
+def connection(cfg: HostConfig) -> remote.ConnectionArgs:
     private_key = cfg.ssh_private_key.get_secret_value() if cfg.ssh_private_key else None
     host_key = cfg.ssh_host_key.get_secret_value() if cfg.ssh_host_key else None
     return remote.ConnectionArgs(
@@ -114,3 +112,22 @@ def _connection(cfg: MailConfig) -> remote.ConnectionArgs:
         private_key=pulumi.Output.secret(private_key) if private_key else None,
         host_key=pulumi.Output.secret(host_key) if host_key else None,
     )
+
+
+def export_host(cfg: HostConfig, host: MailHost) -> None:
+    """The host stack's outputs: what its domain stacks read (components/hostfacts.py), and more."""
+    pulumi.export("host_id", host.host_id)
+    pulumi.export("hostname", cfg.host_name)
+    pulumi.export("addresses", cfg.addresses)
+    pulumi.export("ssh_host", cfg.connect_host)
+    pulumi.export("ssh_port", cfg.ssh_port)
+    pulumi.export("ssh_user", cfg.ssh_user)
+    # Secrets stay secrets in the domain stacks that read them (StackReference).
+    private_key = cfg.ssh_private_key.get_secret_value() if cfg.ssh_private_key else ""
+    host_key = cfg.ssh_host_key.get_secret_value() if cfg.ssh_host_key else ""
+    pulumi.export("ssh_private_key", pulumi.Output.secret(private_key))
+    pulumi.export("ssh_host_key", pulumi.Output.secret(host_key))
+    pulumi.export("postmaster_address", cfg.postmaster_address)
+    pulumi.export("records", host.dns.records)
+    pulumi.export("expected_ptrs", host.expected_ptrs)
+    pulumi.export("tls_fingerprint", host.tls_fingerprint)

@@ -6,8 +6,9 @@ the services' Python reads these names, and every template gets them as
 `paths` (components/render.py hands this module to each template). A path
 only one file ever names stays in that file.
 
-Host level: one of each per host, whatever the domains. Domain level: one per
-mail domain (today a stack has one domain; a second domain adds its own).
+Host level: one of each per host, whatever the domains (the host stack's).
+Domain level: one per mail domain, in its own folders (its domain stack's).
+The shared tables join the two: built on the host from every domain's folder.
 The TLS certificate and key are settings (mailstack:smtpd_tls_cert_file,
 mailstack:smtpd_tls_key_file), not names: they come from the config.
 """
@@ -61,34 +62,72 @@ DEFAULT_SIEVE_DIR = f"{DOVECOT_DIR}/sieve"
 DEFAULT_SIEVE = f"{DEFAULT_SIEVE_DIR}/default.sieve"
 DEFAULT_SIEVE_BINARY = f"{DEFAULT_SIEVE_DIR}/default.svbin"
 
-# --- domain level ---------------------------------------------------------------------------
+# --- the mail domains: what the host stack and the domain stacks share ------------------
 
-# Postfix's lookup tables of the domain's addresses (postmap builds <table>.db beside each).
-SENDER_LOGINS = f"{POSTFIX_DIR}/controlled_auth_senders"
-RECIPIENTS = f"{POSTFIX_DIR}/recipients"
-VIRTUAL_ALIASES = f"{POSTFIX_DIR}/virtual"
+# Who converges what: the host stack records itself ("project/stack") in
+# HOST_CLAIM; each domain stack in its domain's folder (DOMAIN_OWNER_FILE).
+MAILSTACK_DIR = "/etc/mailstack"
+HOST_CLAIM = f"{MAILSTACK_DIR}/host"
+# The single-domain layout's claim (one stack converged the whole host).
+OLD_OWNER_CLAIM = f"{MAILSTACK_DIR}/owner"
+DOMAINS_DIR = f"{MAILSTACK_DIR}/domains"
+
+
+def domain_dir(domain: str) -> str:
+    """The folder of one mail domain's files, written by its domain stack alone."""
+    return f"{DOMAINS_DIR}/{domain}"
+
+
+# The files in a domain's folder (docs/tables.md has their formats).
+DOMAIN_OWNER_FILE = "owner"
+DOMAIN_RETIRED_FILE = "retired"
+DOMAIN_PASSWD_FILE = "passwd"
+DOMAIN_TABLE_FILES = ("mailboxes", "aliases", "sender_logins", "catch_all", "dkim_selector")
+
+
+def domain_dkim_key(domain: str, selector: str) -> str:
+    """A domain's DKIM private key, e.g. /etc/mailstack/domains/example.com/dkim/mail.private."""
+    return f"{domain_dir(domain)}/dkim/{selector}.private"
+
+
+# The mailboxes: one vmail account owns them all, one folder per domain and user.
+VMAIL_DIR = "/var/vmail"
+VMAIL_USER = "vmail"
+
+
+def mailbox_home(domain: str, local: str) -> str:
+    """A mailbox's home (Dovecot's ~), e.g. /var/vmail/example.com/alice."""
+    return f"{VMAIL_DIR}/{domain}/{local}"
+
+
+# The shared tables, assembled under TABLES_LOCK from every domain's folder by ASSEMBLER.
+ASSEMBLER = "/usr/local/sbin/mailstack-assemble"
+TABLES_LOCK = "/run/lock/mailstack-tables.lock"
+POSTFIX_TABLES_DIR = f"{POSTFIX_DIR}/mailstack"
+DOMAINS_TABLE = f"{POSTFIX_TABLES_DIR}/domains"  # virtual_mailbox_domains
+MAILBOXES_TABLE = f"{POSTFIX_TABLES_DIR}/mailboxes"  # virtual_mailbox_maps
+ALIASES_TABLE = f"{POSTFIX_TABLES_DIR}/aliases"  # virtual_alias_maps
+SENDER_LOGINS_TABLE = f"{POSTFIX_TABLES_DIR}/sender_logins"  # smtpd_sender_login_maps
+RETIRED_TABLE = f"{POSTFIX_TABLES_DIR}/retired_domains"  # check_recipient_access
+# Dovecot's passdb (passwd-file): every hosted domain's passwd lines.
+DOVECOT_USERS = f"{DOVECOT_DIR}/mailstack-users"
+
+# --- host level, continued -----------------------------------------------------------------
+
+# The host's own role addresses (root@, postmaster@ the host name).
 ALIASES = "/etc/aliases"
 
-# The DKIM private keys, one per selector: the DKIM unit makes them, OpenDKIM signs with them.
+# OpenDKIM's tables (opendkim.conf names them; the assembler writes them):
+# which key signs (KeyTable: one line per domain) mail from which domain
+# (SigningTable: one line per domain).
 DKIM_KEY_DIR = "/etc/opendkim"
-
-
-def dkim_key(selector: str) -> str:
-    """The private key of a DKIM selector, e.g. /etc/opendkim/default.private."""
-    return f"{DKIM_KEY_DIR}/{selector}.private"
-
-
-# OpenDKIM's tables (opendkim.conf names them; its unit writes them, its check reads
-# them): which key signs (KeyTable: one line per domain and selector) mail from
-# which domain (SigningTable: one line per domain). A second domain adds lines.
 DKIM_KEY_TABLE = f"{DKIM_KEY_DIR}/KeyTable"
 DKIM_SIGNING_TABLE = f"{DKIM_KEY_DIR}/SigningTable"
 
-
-# A user's active Sieve script, in their home (Dovecot's `active=~/.dovecot.sieve`).
+# A mailbox's active Sieve script, in its home (Dovecot's `active=~/.dovecot.sieve`).
 USER_SIEVE_NAME = ".dovecot.sieve"
 
 
-def user_sieve(user: str) -> str:
-    """The active Sieve script of a mailbox's system user."""
-    return f"/home/{user}/{USER_SIEVE_NAME}"
+def user_sieve(domain: str, local: str) -> str:
+    """The active Sieve script of a mailbox."""
+    return f"{mailbox_home(domain, local)}/{USER_SIEVE_NAME}"

@@ -1,4 +1,8 @@
-"""The stack's DNS records as plain data.
+"""The stacks' DNS records as plain data.
+
+A host stack publishes the host's own records (A, AAAA, the HELO name's SPF,
+PTRs); a domain stack its domain's (MX, SPF, DKIM, DMARC), pointing at the
+host it names (a HostFacts: the host stack's outputs).
 
 One list of `Record`s feeds the Cloudflare component (`components/dns.py`), the
 zone-file export and the tests. Each record carries a one-line reason, in the
@@ -22,7 +26,8 @@ from dataclasses import dataclass
 import dns.name
 import dns.reversename
 
-from components.config import MailConfig
+from components.config import DomainConfig, HostConfig
+from components.hostfacts import HostFacts
 
 # The guide: "mail is handled by 10 mail.example.com".
 MX_PRIORITY = 10
@@ -52,17 +57,17 @@ class Record:
 # --- values ---------------------------------------------------------------------------------
 
 
-def spf_value(cfg: MailConfig) -> str:
+def spf_value(ipv4: Sequence[str], ipv6: Sequence[str]) -> str:
     """SPF policy allowing exactly the host's addresses.
 
     Only ip4/ip6 mechanisms: no `mx` or `a`, so evaluation costs receivers no DNS
     lookups (RFC 7208 4.6.4 allows at most 10). `-all` fails everyone else.
     """
-    mechanisms = [f"ip4:{a}" for a in cfg.ipv4] + [f"ip6:{a}" for a in cfg.ipv6]
+    mechanisms = [f"ip4:{a}" for a in ipv4] + [f"ip6:{a}" for a in ipv6]
     return " ".join(["v=spf1", *mechanisms, "-all"])
 
 
-def dkim_public_key(cfg: MailConfig, text: str) -> str:
+def dkim_public_key(cfg: DomainConfig, text: str) -> str:
     """The host's DKIM public key, checked: base64 of a DER SubjectPublicKeyInfo.
 
     `text` is the DKIM unit's stdout; whitespace (line breaks) is removed. MailDns
@@ -86,7 +91,7 @@ def dkim_public_key(cfg: MailConfig, text: str) -> str:
     return key
 
 
-def dkim_value(cfg: MailConfig, public_key_b64: str) -> str:
+def dkim_value(cfg: DomainConfig, public_key_b64: str) -> str:
     """The DKIM key record (RFC 6376 3.6.1) as `opendkim-genkey -r` writes it.
 
     `public_key_b64` is the base64 of the DER SubjectPublicKeyInfo (check one from
@@ -100,12 +105,11 @@ def dkim_value(cfg: MailConfig, public_key_b64: str) -> str:
     return f"v=DKIM1; h=sha256; k=rsa; s=email; p={key}"
 
 
-def dmarc_value(cfg: MailConfig) -> str:
+def dmarc_value(cfg: DomainConfig) -> str:
     """DMARC policy (RFC 7489) with aggregate reports to `cfg.rua`.
 
-    No adkim/aspf: the defaults (relaxed) are needed here. Bounces have an empty
-    MAIL FROM, so SPF checks the HELO name (mail.example.com); relaxed alignment
-    accepts it for example.com, strict would not.
+    No adkim/aspf: the defaults (relaxed) let mail from a subdomain's address
+    align with the organisational domain; strict would refuse it.
     """
     rua = ",".join(f"mailto:{address}" for address in cfg.rua)
     return f"v=DMARC1; p={cfg.dmarc_policy}; rua={rua}"
@@ -151,11 +155,11 @@ def ptr_name(address: str) -> str:
     return dns.reversename.from_address(address).to_text(omit_final_dot=True).lower()
 
 
-def dkim_name(cfg: MailConfig) -> str:
+def dkim_name(cfg: DomainConfig) -> str:
     return f"{cfg.dkim_selector}._domainkey.{cfg.domain}"
 
 
-def reverse_zone_for(cfg: MailConfig, address: str) -> str | None:
+def reverse_zone_for(cfg: HostConfig, address: str) -> str | None:
     """The configured reverse zone holding the address's PTR name (the most specific one), or None."""
     name = dns.reversename.from_address(address)
     matches = [zone for zone in cfg.reverse_zones if name.is_subdomain(dns.name.from_text(zone))]
@@ -165,7 +169,7 @@ def reverse_zone_for(cfg: MailConfig, address: str) -> str | None:
 # --- record sets ----------------------------------------------------------------------------
 
 
-def dkim_record(cfg: MailConfig, public_key_b64: str) -> Record:
+def dkim_record(cfg: DomainConfig, public_key_b64: str) -> Record:
     return Record(dkim_name(cfg), "TXT", dkim_value(cfg, public_key_b64), DKIM_REASON, key=DKIM_KEY)
 
 
@@ -181,34 +185,40 @@ _REASONS = {
 }
 
 
-def static_records(cfg: MailConfig) -> list[Record]:
-    """Every mail record except DKIM: those that the config alone determines."""
-    host, domain, spf = cfg.host_name, cfg.domain, spf_value(cfg)
+def host_records(cfg: HostConfig) -> list[Record]:
+    """The host's own records: A, AAAA and the SPF of its HELO name (the host stack's)."""
+    host, spf = cfg.host_name, spf_value(cfg.ipv4, cfg.ipv6)
     records = [Record(host, "A", a, _REASONS["A"], key=f"a-{_key_part(a)}") for a in cfg.ipv4]
     records += [Record(host, "AAAA", a, _REASONS["AAAA"], key=f"aaaa-{_key_part(a)}") for a in cfg.ipv6]
-    records.append(Record(domain, "MX", host, _REASONS["mx"], priority=MX_PRIORITY, key="mx"))
-    records.append(Record(domain, "TXT", spf, _REASONS["spf"], key="spf"))
-    if host != domain:
-        # Bounces have an empty MAIL FROM, so SPF checks the HELO name (RFC 7208 2.3).
-        # Not when host == domain: two SPF records at one name are a permerror (RFC 7208 4.5).
-        records.append(Record(host, "TXT", spf, _REASONS["spf-helo"], key="spf-helo"))
+    # Bounces have an empty MAIL FROM, so SPF checks the HELO name (RFC 7208 2.3).
+    records.append(Record(host, "TXT", spf, _REASONS["spf-helo"], key="spf-helo"))
+    return records
+
+
+def ptr_records(cfg: HostConfig) -> list[Record]:
+    """One PTR per address, pointing at the host name (forward-confirmed reverse DNS)."""
+    host = cfg.host_name
+    return [Record(ptr_name(a), "PTR", host, _REASONS["ptr"], key=f"ptr-{_key_part(a)}") for a in cfg.addresses]
+
+
+def static_records(cfg: DomainConfig, host: HostFacts) -> list[Record]:
+    """A domain's records except DKIM: MX to its host, SPF allowing the host, DMARC."""
+    domain = cfg.domain
+    records = [
+        Record(domain, "MX", host.hostname, _REASONS["mx"], priority=MX_PRIORITY, key="mx"),
+        Record(domain, "TXT", spf_value(host.ipv4, host.ipv6), _REASONS["spf"], key="spf"),
+    ]
     dmarc_reason = _REASONS["dmarc"].format(policy=cfg.dmarc_policy)
     records.append(Record(f"_dmarc.{domain}", "TXT", dmarc_value(cfg), dmarc_reason, key="dmarc"))
     return records
 
 
-def mail_records(cfg: MailConfig, dkim_public_key: str) -> list[Record]:
-    """A, AAAA, MX, SPF (domain and HELO name), DKIM and DMARC for the stack's domain."""
-    records = static_records(cfg)
+def mail_records(cfg: DomainConfig, host: HostFacts, dkim_public_key: str) -> list[Record]:
+    """MX, SPF, DKIM and DMARC of the domain."""
+    records = static_records(cfg, host)
     dmarc_at = next(i for i, r in enumerate(records) if r.key == "dmarc")
     records.insert(dmarc_at, dkim_record(cfg, dkim_public_key))
     return records
-
-
-def ptr_records(cfg: MailConfig) -> list[Record]:
-    """One PTR per address, pointing at the host name (forward-confirmed reverse DNS)."""
-    host = cfg.host_name
-    return [Record(ptr_name(a), "PTR", host, _REASONS["ptr"], key=f"ptr-{_key_part(a)}") for a in cfg.addresses]
 
 
 # --- zone file ------------------------------------------------------------------------------
@@ -229,31 +239,32 @@ def _rdata(record: Record) -> str:
 
 
 def zone_file(
-    cfg: MailConfig,
+    origin: str,
     records: Sequence[Record],
     *,
+    ns_addresses: Sequence[str],
+    about: str,
     serial: int = 1,
-    ns_addresses: Sequence[str] | None = None,
 ) -> str:
-    """A zone file for `cfg.zone_name` holding `records`, each preceded by its reason.
+    """A zone file for the zone `origin` holding `records`, each preceded by its reason.
 
     Records outside the zone (PTRs live in reverse zones) are listed at the end as
     comments, for review. Cloudflare serves its own SOA and NS; the ones here are
     placeholders that make the file complete for `named-checkzone` and a lab name
-    server: `ns1.<zone>` with addresses `ns_addresses` (default: the mail host's).
+    server: `ns1.<zone>` with addresses `ns_addresses` (e.g. the mail host's);
+    `about` says whose records they are ("the mail domain example.com").
     The serial is fixed so that the file only changes when a record does.
     """
-    origin = cfg.zone_name
     origin_name = dns.name.from_text(origin)
     inside = [r for r in records if dns.name.from_text(r.name).is_subdomain(origin_name)]
     outside = [r for r in records if r not in inside]
 
     ns = f"ns1.{origin}"
-    addresses = list(ns_addresses) if ns_addresses is not None else cfg.addresses
+    addresses = list(ns_addresses)
     if not addresses:
         raise ValueError(f"ns_addresses is empty (expected at least one address for {ns})")
     lines = [
-        f"; Zone {origin} for the mail domain {cfg.domain}, generated by mailstack.",
+        f"; Zone {origin}: {about}, generated by mailstack.",
         "; SOA and NS are placeholders: Cloudflare serves its own.",
         f"$ORIGIN {_absolute(origin)}",
         f"$TTL {ZONE_TTL}",

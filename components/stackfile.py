@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from components.config import ConfigError, MailConfig, load_config
+from components.config import ConfigError, DomainConfig, HostConfig, load_config
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
@@ -115,7 +115,7 @@ def read_stack_values(path: Path, name: str) -> dict[str, Any]:
     return config
 
 
-def load_stack(stack: str, project_dir: Path = PROJECT_DIR) -> MailConfig:
+def load_stack(stack: str, project_dir: Path = PROJECT_DIR) -> HostConfig | DomainConfig:
     """The stack's config model; FileNotFoundError or ConfigError (StackFileError) when it can't be had."""
     path = stack_file(stack, project_dir)
     if not path.is_file():
@@ -124,7 +124,7 @@ def load_stack(stack: str, project_dir: Path = PROJECT_DIR) -> MailConfig:
     return load_config(read_stack_values(path, _shown_path(path, project_dir)))
 
 
-def load_stack_or_report(stack: str, project_dir: Path = PROJECT_DIR) -> MailConfig | None:
+def load_stack_or_report(stack: str, project_dir: Path = PROJECT_DIR) -> HostConfig | DomainConfig | None:
     """For the commands: the stack's config, or None after printing why it can't be had."""
     try:
         return load_stack(stack, project_dir)

@@ -3,13 +3,15 @@
 Each unit is one SSH command. Most units send their script on stdin, so that
 `pulumi preview --diff` shows the lines that change (a service unit carries
 its config files inside the script, as quoted here-documents), and so that
-nothing of the script shows in the host's process list. The accounts unit
+nothing of the script shows in the host's process list. The passwords unit
 is the exception: its stdin holds the password hashes, which are secret, so
 its script (which holds none) is the command itself.
 
-Every script starts with the same check (templates/units/owner.sh.j2): the
-host belongs to this stack (`owner`, "project/stack"), or to no stack yet and
-is claimed for it. A host converged by another stack is refused before
+Every script starts with the owner check: a host stack's units with
+templates/units/owner.sh.j2 (the host is this host stack's, or no stack's
+yet and is claimed), a domain stack's with templates/units/domain-owner.sh.j2
+(the host is converged by the host stack the domain stack names, and the
+domain's folder is this domain stack's). Anything else is refused before
 anything changes.
 
 Every value from the stack config reaches the shell through `q`
@@ -27,9 +29,10 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 
-from components.config import MailConfig
+from components.config import DomainConfig, HostConfig
+from components.hostfacts import HostFacts
 from components.render import HostFile, render_template
-from components.services import CHECKS, CONFIG_DIRS, PACKAGES, SERVICES, accounts, opendkim, tls
+from components.services import CHECKS, CONFIG_DIRS, PACKAGES, SERVICES, mailboxes, opendkim, sieve, tables, tls
 
 
 @dataclass(frozen=True)
@@ -40,45 +43,48 @@ class Unit:
     stdin: str
 
 
-def _runner(cfg: MailConfig) -> str:
-    sudo = "" if cfg.ssh_user == "root" else "sudo -n "
-    return render_template("units/run-stdin.sh", sudo=sudo)
+def _sudo(ssh_user: str) -> str:
+    return "" if ssh_user == "root" else "sudo -n "
 
 
-def _owned(cfg: MailConfig, owner: str, script: str) -> str:
-    """`script`, behind the check that the host is this stack's (`owner`: "project/stack")."""
-    return render_template("units/owner.sh.j2", host_name=cfg.host_name, owner=owner) + script
+def _runner(ssh_user: str) -> str:
+    return render_template("units/run-stdin.sh", sudo=_sudo(ssh_user))
 
 
-def _script_unit(cfg: MailConfig, owner: str, script: str) -> Unit:
-    return Unit(command=_runner(cfg), stdin=_owned(cfg, owner, script))
+def _inline(ssh_user: str, script: str) -> str:
+    """`script` as the command line itself (for a unit whose stdin is secret data)."""
+    return f"{_sudo(ssh_user)}bash -c {shlex.quote(script)}"
 
 
-def packages_unit(cfg: MailConfig, owner: str) -> Unit:
+# --- the host stack's units ------------------------------------------------------------------
+
+
+def _host_owned(cfg: HostConfig, owner: str, script: str) -> Unit:
+    """`script`, behind the check that the host is this host stack's (`owner`: "project/stack")."""
+    check = render_template("units/owner.sh.j2", host_name=cfg.host_name, owner=owner)
+    return Unit(command=_runner(cfg.ssh_user), stdin=check + script)
+
+
+def packages_unit(cfg: HostConfig, owner: str) -> Unit:
     """The first unit: it claims the host for `owner` (every unit checks the claim)."""
     script = render_template("units/packages.sh.j2", host_name=cfg.host_name, packages=PACKAGES)
-    return _script_unit(cfg, owner, script)
+    return _host_owned(cfg, owner, script)
 
 
-def tls_unit(cfg: MailConfig, owner: str) -> Unit:
+def tls_unit(cfg: HostConfig, owner: str) -> Unit:
     """The host's TLS pair (components/services/tls.py)."""
-    return _script_unit(cfg, owner, tls.tls_script(cfg))
+    return _host_owned(cfg, owner, tls.tls_script(cfg))
 
 
-def dkim_unit(cfg: MailConfig, owner: str) -> Unit:
-    """The domain's DKIM key (components/services/opendkim.py); prints its public half."""
-    return _script_unit(cfg, owner, opendkim.dkim_key_script(cfg))
-
-
-# The accounts unit (components/services/accounts.py): its stdin is secret.
-accounts_script = accounts.accounts_script
-accounts_stdin = accounts.accounts_stdin
-
-
-def accounts_command(cfg: MailConfig, owner: str) -> str:
-    """The accounts script as a command line; it reads `accounts_stdin` on stdin."""
-    sudo = "" if cfg.ssh_user == "root" else "sudo -n "
-    return f"{sudo}bash -c {shlex.quote(_owned(cfg, owner, accounts_script()))}"
+def tables_unit(cfg: HostConfig, owner: str) -> Unit:
+    """The vmail account, the assembler and the first (empty) tables (components/services/tables.py)."""
+    script = render_template(
+        "tables/install.sh.j2",
+        host_name=cfg.host_name,
+        vmail_uid=cfg.vmail_uid,
+        assembler=tables.assembler_script(cfg.host_name, cfg.vmail_uid),
+    )
+    return _host_owned(cfg, owner, script)
 
 
 def staging_script(files: list[HostFile]) -> str:
@@ -89,31 +95,89 @@ def staging_script(files: list[HostFile]) -> str:
     return render_template("units/stage-files.sh.j2", files=files)
 
 
-def service_script(cfg: MailConfig, service: str, files: list[HostFile]) -> str:
+def _stage_check_swap(
+    name: str, where: str, files: list[HostFile], config_dirs: list[str], checks: list[str], before: str, apply: str
+) -> str:
+    return render_template(
+        "units/service.sh.j2",
+        service=name,
+        host_name=where,
+        config_dirs=config_dirs,
+        staging=staging_script(files),
+        files=files,
+        checks=checks,
+        before=before,
+        apply=apply,
+    )
+
+
+def service_script(cfg: HostConfig, service: str, files: list[HostFile]) -> str:
     """Stage `files`, check them with CHECKS[service], swap the changed ones, apply.
 
     The service's BEFORE and APPLY templates (components/services/<service>.py)
     run before the swap and after it.
     """
-    module = SERVICES.get(service)
-    return render_template(
-        "units/service.sh.j2",
-        service=service,
-        host_name=cfg.host_name,
-        config_dirs=CONFIG_DIRS.get(service, []),
-        staging=staging_script(files),
-        files=files,
-        checks=CHECKS.get(service, []),
-        before=_step(getattr(module, "BEFORE", None), cfg),
-        apply=_step(getattr(module, "APPLY", None), cfg),
+    module = SERVICES[service]
+    step = lambda template: render_template(template, cfg=cfg) if template else ""  # noqa: E731
+    return _stage_check_swap(
+        service,
+        cfg.host_name,
+        files,
+        CONFIG_DIRS.get(service, []),
+        CHECKS.get(service, []),
+        step(getattr(module, "BEFORE", None)),
+        step(getattr(module, "APPLY", None)),
     )
 
 
-def service_unit(cfg: MailConfig, owner: str, service: str, files: list[HostFile]) -> Unit:
+def service_unit(cfg: HostConfig, owner: str, service: str, files: list[HostFile]) -> Unit:
     """The service's unit: `service_script`, behind the owner check."""
-    return _script_unit(cfg, owner, service_script(cfg, service, files))
+    return _host_owned(cfg, owner, service_script(cfg, service, files))
 
 
-def _step(template: str | None, cfg: MailConfig) -> str:
-    """A service's before or apply step; "" when it has none."""
-    return render_template(template, cfg=cfg) if template else ""
+# --- a domain stack's units ------------------------------------------------------------------
+
+
+def _domain_check(cfg: DomainConfig, owner: str, host: HostFacts) -> str:
+    return render_template("units/domain-owner.sh.j2", domain=cfg.domain, owner=owner, host_id=host.host_id)
+
+
+def dkim_unit(cfg: DomainConfig, owner: str, host: HostFacts) -> Unit:
+    """The domain's DKIM key (components/services/opendkim.py); prints its public half."""
+    return Unit(_runner(host.ssh_user), _domain_check(cfg, owner, host) + opendkim.dkim_key_script(cfg))
+
+
+def domain_files(cfg: DomainConfig) -> list[HostFile]:
+    """Every file of the domain's files unit: the assembler's inputs, then users' Sieve scripts."""
+    return [*mailboxes.files(cfg), *sieve.files(cfg)]
+
+
+def files_script(cfg: DomainConfig, files: list[HostFile]) -> str:
+    """Stage the domain's files, check the Sieve scripts, swap, rebuild the shared tables."""
+    values = mailboxes.before_values(cfg)
+    return _stage_check_swap(
+        f"domain-{cfg.domain}",
+        cfg.domain,
+        files,
+        [],
+        [command for _, command in sieve.checks(cfg.domain)] + [mailboxes.tables_check(cfg)],
+        render_template(mailboxes.BEFORE, **values),
+        render_template(mailboxes.APPLY, **values),
+    )
+
+
+def files_unit(cfg: DomainConfig, owner: str, host: HostFacts, files: list[HostFile]) -> Unit:
+    return Unit(_runner(host.ssh_user), _domain_check(cfg, owner, host) + files_script(cfg, files))
+
+
+def retire_command(cfg: DomainConfig, owner: str, host: HostFacts) -> str:
+    """The files unit's delete command: the domain is retired (its mail refused, its mailboxes kept)."""
+    return _inline(host.ssh_user, _domain_check(cfg, owner, host) + mailboxes.retire_script(cfg))
+
+
+def passwords_command(cfg: DomainConfig, owner: str, host: HostFacts) -> str:
+    """The passwords unit's command line; it reads `mailboxes.passwords_stdin` on stdin."""
+    return _inline(host.ssh_user, _domain_check(cfg, owner, host) + mailboxes.passwords_script(cfg))
+
+
+passwords_stdin = mailboxes.passwords_stdin

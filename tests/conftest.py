@@ -14,11 +14,11 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from components.config import MailConfig, load_config  # noqa: E402
+from components.config import DomainConfig, HostConfig, load_config  # noqa: E402
 
 # The tests' own stack files: never the ones a user keeps in stacks/.
 FIXTURE_STACKS = ROOT / "tests" / "fixtures" / "stacks"
-EXAMPLE_STACKS = ["example.com", "example.net"]
+EXAMPLE_STACKS = ["host-mail", "example.com", "example.org"]
 
 
 def stack_values(stack_name: str) -> dict[str, Any]:
@@ -26,7 +26,7 @@ def stack_values(stack_name: str) -> dict[str, Any]:
     return yaml.safe_load((FIXTURE_STACKS / f"Pulumi.{stack_name}.yaml").read_text())["config"]
 
 
-def stack_config(stack_name: str, **overrides: Any) -> MailConfig:
+def stack_config(stack_name: str, **overrides: Any) -> HostConfig | DomainConfig:
     """A stack's config, with `mailstack:<key>` values replaced by `overrides` (key without prefix)."""
     values = stack_values(stack_name)
     values.update({f"mailstack:{key}": value for key, value in overrides.items()})
@@ -34,6 +34,6 @@ def stack_config(stack_name: str, **overrides: Any) -> MailConfig:
 
 
 @pytest.fixture
-def example_config() -> Callable[..., MailConfig]:
-    """example_config("example.com", soft_bounce=False) -> MailConfig."""
+def example_config() -> Callable[..., HostConfig | DomainConfig]:
+    """example_config("example.com", soft_bounce=False) -> HostConfig or DomainConfig."""
     return stack_config

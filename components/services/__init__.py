@@ -1,11 +1,11 @@
 """One module per service: everything mailstack does with that daemon, in one place.
 
-Each service module (postfix, dovecot, opendkim, policyd_spf, sieve) says:
+Host level (the host stack's, once per host whatever its domains): postfix,
+opendkim, policyd_spf, dovecot, each with
 
-- NAME: its unit's name (the host's `<stack>-<name>` command);
+- NAME: its unit's name (the host stack's `host-<name>` command);
 - PACKAGES: the Debian packages it needs;
-- files(cfg): the files it installs (rendered from templates/<service>/),
-  split into its host-level and domain-level parts;
+- files(cfg): the files it installs (rendered from templates/<service>/);
 - CONFIG_DIRS: the live folders copied into the stage before the check;
 - CHECKS: the daemon's own checkers on the staged files, each with the name
   `python -m components check` reports it under;
@@ -13,32 +13,32 @@ Each service module (postfix, dovecot, opendkim, policyd_spf, sieve) says:
   the swap; BEFORE, when it has one: what runs between the check and the swap
   (templates/<service>/apply.sh.j2, before.sh.j2).
 
-tls and accounts are the host's other units, with their scripts alone.
+tls (the host's TLS pair) and tables (the mail store and the assembler of the
+shared tables) are the host's other units, with their scripts alone.
 
-Host level (once per host, whatever its domains): the packages, the TLS pair,
-each daemon's own config (main.cf, master.cf, opendkim.conf, Dovecot's conf.d,
-policyd-spf.conf). Domain level (one set per mail domain): the DKIM key, the
-accounts, Postfix's address tables and /etc/aliases, users' Sieve scripts.
-Their templates live in a `domain/` folder of the service's template folder.
+Domain level (a domain stack's, one set per mail domain): mailboxes (the
+domain's files and password hashes), sieve (users' scripts) and the DKIM key
+(opendkim.dkim_key_script). Their templates live in templates/mailboxes/,
+templates/sieve/ and templates/opendkim/domain/.
 
 Paths that two services share are named in components/paths.py.
 """
 
 from __future__ import annotations
 
-from components.config import MailConfig
+from components.config import HostConfig
 from components.render import HostFile
-from components.services import dovecot, opendkim, policyd_spf, postfix, sieve, tls
+from components.services import dovecot, opendkim, policyd_spf, postfix, sieve, tables, tls
 
-# The services whose units stage, check, swap and apply files, in the order of their files.
-SERVICES = {service.NAME: service for service in (postfix, opendkim, policyd_spf, dovecot, sieve)}
+# The host's services whose units stage, check, swap and apply files.
+SERVICES = {service.NAME: service for service in (postfix, opendkim, policyd_spf, dovecot)}
 
 # Installed by the first unit, in this order (a new order would change that unit's script).
 PACKAGES = (*postfix.PACKAGES, *policyd_spf.PACKAGES, *dovecot.PACKAGES, *opendkim.PACKAGES, *tls.PACKAGES)
 
-# Each service's checks, in the order `python -m components check` runs and reports them.
+# Each host service's checks, in the order `python -m components check` runs and reports them.
 NAMED_CHECKS: dict[str, list[tuple[str | None, str]]] = {
-    service.NAME: service.CHECKS for service in (postfix, dovecot, opendkim, policyd_spf, sieve)
+    service.NAME: service.CHECKS for service in (postfix, dovecot, opendkim, policyd_spf)
 }
 
 # What the deploy script runs, service by service (the names are for `check` alone).
@@ -48,7 +48,9 @@ CHECKS: dict[str, list[str]] = {
 
 CONFIG_DIRS: dict[str, list[str]] = {name: service.CONFIG_DIRS for name, service in SERVICES.items()}
 
+__all__ = ["SERVICES", "PACKAGES", "NAMED_CHECKS", "CHECKS", "CONFIG_DIRS", "render_host_files", "sieve", "tables"]
 
-def render_host_files(cfg: MailConfig) -> dict[str, list[HostFile]]:
-    """Every rendered file, by service (the keys of SERVICES)."""
+
+def render_host_files(cfg: HostConfig) -> dict[str, list[HostFile]]:
+    """Every rendered file of the host stack, by service (the keys of SERVICES)."""
     return {name: service.files(cfg) for name, service in SERVICES.items()}

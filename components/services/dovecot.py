@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from components import paths
 from components.checks import silent, staged
-from components.config import MailConfig
+from components.config import HostConfig
 from components.render import HostFile, host_file
 
 NAME = "dovecot"
@@ -25,7 +25,7 @@ APPLY = "dovecot/apply.sh.j2"
 _CONF_D = ["10-master.conf", "10-mail.conf", "20-lmtp.conf", "10-auth.conf", "90-sieve.conf", "10-ssl.conf"]
 
 
-def files(cfg: MailConfig) -> list[HostFile]:
+def files(cfg: HostConfig) -> list[HostFile]:
     """The conf.d files mailstack owns, plus the default Sieve script: all host level."""
     return [
         *(host_file(f"{paths.DOVECOT_CONF_D}/{name}", f"dovecot/{name}.j2", cfg=cfg) for name in _CONF_D),

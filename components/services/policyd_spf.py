@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from components import paths
 from components.checks import staged
-from components.config import MailConfig
+from components.config import HostConfig
 from components.render import HostFile, host_file
 
 NAME = "policyd-spf"
@@ -20,7 +20,7 @@ CONFIG_DIRS = [paths.POLICYD_SPF_DIR]
 APPLY = "policyd-spf/apply.sh.j2"
 
 
-def files(cfg: MailConfig) -> list[HostFile]:
+def files(cfg: HostConfig) -> list[HostFile]:
     """Every file of the unit: all host level."""
     return [host_file(paths.POLICYD_SPF_CONF, "policyd-spf/policyd-spf.conf.j2", cfg=cfg)]
 

@@ -7,7 +7,7 @@ mailstack:smtpd_tls_key_file); an existing pair is kept.
 
 from __future__ import annotations
 
-from components.config import MailConfig
+from components.config import HostConfig
 from components.render import render_template
 
 NAME = "tls"
@@ -15,7 +15,7 @@ NAME = "tls"
 PACKAGES = ("openssl", "ca-certificates")
 
 
-def tls_script(cfg: MailConfig) -> str:
+def tls_script(cfg: HostConfig) -> str:
     """The TLS unit's work: make the pair if missing; print the certificate's SHA-256 fingerprint."""
     return render_template(
         "tls/tls.sh.j2", host_name=cfg.host_name, cert_file=cfg.smtpd_tls_cert_file, key_file=cfg.smtpd_tls_key_file

@@ -1,10 +1,9 @@
-"""The config model: defaults are the guide's, bad input names the key, the value and the form."""
+"""The config model: two kinds of stack, defaults are the guide's, bad input names the key, the value and the form."""
 
 from __future__ import annotations
 
 import datetime
 import json
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,27 +13,149 @@ import yaml
 
 from components.config import (
     FORMS,
-    SYSTEM_ACCOUNTS,
+    Alias,
     ConfigError,
-    MailConfig,
+    DomainConfig,
+    HostConfig,
     User,
     load_config,
-    system_account_reason,
 )
+from components.stackfile import load_stack_or_report
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
-BASE = {"mailstack:domain": "example.com", "mailstack:ipv4": ["192.0.2.10"]}
+HOST = {
+    "mailstack:hostname": "mail.example.net",
+    "mailstack:ipv4": ["192.0.2.10"],
+    "mailstack:postmaster_address": "alice@example.com",
+}
+DOMAIN = {"mailstack:domain": "example.com", "mailstack:host_stack": "host-mail", "mailstack:users": [{"name": "alice"}]}
 
 
-def load(**overrides):
-    values = dict(BASE)
+def _with(base, overrides):
+    values = dict(base)
     values.update({f"mailstack:{k}": v for k, v in overrides.items()})
     return load_config(values)
 
 
-def test_defaults_are_the_guides_values():
-    cfg = load()
-    assert cfg.host_name == "mail.example.com"
+def host(**overrides) -> HostConfig:
+    return _with(HOST, overrides)
+
+
+def domain(**overrides) -> DomainConfig:
+    return _with(DOMAIN, overrides)
+
+
+# --- the two kinds of stack -------------------------------------------------------------------
+
+
+def test_a_stack_with_a_hostname_is_the_host_stack():
+    cfg = host()
+    assert isinstance(cfg, HostConfig)
+    assert (cfg.host_name, cfg.zone_name, cfg.connect_host) == ("mail.example.net", "example.net", "mail.example.net")
+    assert cfg.postmaster_address == "alice@example.com"
+
+
+def test_a_stack_with_a_domain_is_a_domain_stack():
+    cfg = domain()
+    assert isinstance(cfg, DomainConfig)
+    assert (cfg.domain, cfg.host_stack, cfg.zone_name) == ("example.com", "host-mail", "example.com")
+    assert cfg.mailbox_of(cfg.users[0]) == "alice@example.com"
+
+
+def test_a_stack_with_neither_names_both_keys():
+    message = (
+        "mailstack:domain: is not set, and neither is mailstack:hostname (expected mailstack:domain in the stack "
+        "of a mail domain, e.g. example.com, or mailstack:hostname in the host stack, e.g. mail.example.net)"
+    )
+    for values in ({}, {"mailstack:ipv4": ["192.0.2.10"]}, {"mailstack:domain": "", "mailstack:hostname": ""}):
+        with pytest.raises(ConfigError) as err:
+            load_config(values)
+        assert err.value.problems == [message]
+
+
+HOST_KEYS_IN_A_DOMAIN_STACK = [
+    ("hostname", "mail.example.com"), ("ipv4", ["192.0.2.10"]), ("ssh_host", "192.0.2.10"), ("soft_bounce", False),
+    ("message_size_limit", 50000000), ("postmaster_address", "alice@example.com"), ("vmail_uid", 6000),
+    ("notify_classes", ["bounce"]), ("reverse_zones", ["2.0.192.in-addr.arpa"]),
+]
+DOMAIN_KEYS_IN_THE_HOST_STACK = [
+    ("users", [{"name": "alice"}]), ("host_stack", "host-mail"), ("dkim_selector", "s2026"), ("dkim_bits", 4096),
+    ("dmarc_policy", "reject"), ("dmarc_rua", ["dmarc@example.com"]), ("postmaster", "alice"),
+    ("aliases", [{"address": "team@example.com", "to": ["alice@example.com"]}]), ("catch_all", "alice"),
+]
+
+
+@pytest.mark.parametrize("key,value", HOST_KEYS_IN_A_DOMAIN_STACK, ids=[k for k, _ in HOST_KEYS_IN_A_DOMAIN_STACK])
+def test_a_host_key_in_a_domain_stack_says_where_it_belongs(key, value):
+    with pytest.raises(ConfigError) as err:
+        domain(**{key: value})
+    assert err.value.problems == [
+        f"mailstack:{key}: is a host-stack key; set it in the host stack (mailstack:host_stack names it)"
+    ]
+
+
+@pytest.mark.parametrize("key,value", DOMAIN_KEYS_IN_THE_HOST_STACK, ids=[k for k, _ in DOMAIN_KEYS_IN_THE_HOST_STACK])
+def test_a_domain_key_in_the_host_stack_says_where_it_belongs(key, value):
+    with pytest.raises(ConfigError) as err:
+        host(**{key: value})
+    assert err.value.problems == [
+        f"mailstack:{key}: is a domain-stack key; set it in the stack of its domain "
+        "(the stack with mailstack:domain and mailstack:host_stack)"
+    ]
+
+
+def _engine_text(value):
+    """A Pulumi.yaml default as the engine hands it to the program."""
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def test_every_declared_default_of_the_other_kind_is_no_key_set():
+    """The engine sends every default Pulumi.yaml declares, to both kinds of stack, as text."""
+    declared = yaml.safe_load((PROJECT_DIR / "Pulumi.yaml").read_text())["config"]
+    defaults = {f"mailstack:{k}": _engine_text(spec["default"]) for k, spec in declared.items()}
+    assert load_config({**defaults, **HOST}) == host()
+    assert load_config({**defaults, **DOMAIN}) == domain()
+
+
+def test_values_as_pulumi_hands_them_over():
+    """Pulumi passes every value as a string, structured ones as JSON."""
+    cfg = load_config(
+        {
+            "mailstack:hostname": "Mail.Example.NET.",
+            "mailstack:ipv4": '["192.0.2.10"]',
+            "mailstack:ipv6": '["2001:DB8::10"]',
+            "mailstack:message_size_limit": "30000000",
+            "mailstack:soft_bounce": "false",
+            "mailstack:vmail_uid": "6000",
+            "mailstack:postmaster_address": "Alice@Example.com",
+            "cloudflare:apiToken": "ignored: another namespace",
+        }
+    )
+    assert (cfg.host_name, cfg.ipv6, cfg.postmaster_address) == ("mail.example.net", ["2001:db8::10"], "alice@example.com")
+    assert (cfg.message_size_limit, cfg.soft_bounce, cfg.vmail_uid) == (30000000, False, 6000)
+    assert cfg.inet_protocols == "all"
+    cfg = load_config(
+        {
+            "mailstack:domain": "Example.COM.",
+            "mailstack:host_stack": "organization/mailstack/host-mail",
+            "mailstack:dkim_bits": "3072",
+            "mailstack:users": '[{"name": "alice", "addresses": ["Alice@Example.com"]}]',
+            "mailstack:aliases": '[{"address": "Team@example.com", "to": ["alice@example.com"]}]',
+        }
+    )
+    assert (cfg.domain, cfg.dkim_bits, cfg.addresses_of(cfg.users[0])) == ("example.com", 3072, ["alice@example.com"])
+    assert cfg.aliases == [Alias(address="team@example.com", to=["alice@example.com"])]
+
+
+# --- the host stack ---------------------------------------------------------------------------------
+
+
+def test_host_defaults_are_the_guides_values():
+    cfg = host()
     assert cfg.smtpd_banner == "$myhostname ESMTP $mail_name"
     assert cfg.message_size_limit == 25000000
     assert (cfg.smtpd_error_sleep_time, cfg.smtpd_soft_error_limit, cfg.smtpd_hard_error_limit) == ("8s", 1, 3)
@@ -44,60 +165,44 @@ def test_defaults_are_the_guides_values():
     assert cfg.policyd_spf_time_limit == 3600
     assert cfg.smtpd_tls_cert_file == "/etc/ssl/private/postfix.cacert.pem"
     assert cfg.smtpd_tls_key_file == "/etc/ssl/private/postfix.privkey.pem"
-    assert (cfg.dkim_selector, cfg.dkim_bits) == ("mail", 2048)
-    assert (cfg.dmarc_policy, cfg.rua) == ("quarantine", ["postmaster@example.com"])
     assert cfg.listen_addresses == ["192.0.2.10", "127.0.0.1"]
     assert cfg.inet_protocols == "ipv4"
+    assert (cfg.ssh_port, cfg.ssh_user, cfg.vmail_uid) == (22, "root", 5000)
 
 
-def test_values_as_pulumi_hands_them_over():
-    """Pulumi passes every value as a string, structured ones as JSON."""
-    cfg = load_config(
-        {
-            "mailstack:domain": "Example.COM.",
-            "mailstack:ipv4": '["192.0.2.10"]',
-            "mailstack:ipv6": '["2001:DB8::10"]',
-            "mailstack:message_size_limit": "30000000",
-            "mailstack:soft_bounce": "false",
-            "mailstack:users": '[{"name": "alice", "addresses": ["Alice@Example.com"]}]',
-            "mailstack:hostname": "",  # Pulumi.yaml's "derived" default
-            "cloudflare:apiToken": "ignored: another namespace",
-        }
-    )
-    assert (cfg.domain, cfg.host_name, cfg.ipv6) == ("example.com", "mail.example.com", ["2001:db8::10"])
-    assert (cfg.message_size_limit, cfg.soft_bounce) == (30000000, False)
-    assert cfg.addresses_of(cfg.users[0]) == ["alice@example.com"]
-    assert cfg.inet_protocols == "all"
+def test_the_hosts_zone_is_its_name_minus_the_first_label():
+    assert host(hostname="mx1.mail.example.net").zone_name == "mail.example.net"
+    assert host(hostname="mx1.mail.example.net", cloudflare_zone_name="example.net").zone_name == "example.net"
+    assert host(hostname="example.net").zone_name == "example.net"  # a zone of its own, never a TLD
 
 
-def test_user_addresses_default_to_name_at_domain():
-    cfg = load(users=[{"name": "bob"}])
-    assert cfg.addresses_of(cfg.users[0]) == ["bob@example.com"]
-    assert cfg.postmaster_user == "bob"
-
-
-def test_password_hash_is_kept_secret():
-    cfg = load(users=[{"name": "bob", "password_hash": "$6$salt$hash"}])
-    assert "$6$salt$hash" not in repr(cfg)
-    assert cfg.users[0].password_hash.get_secret_value() == "$6$salt$hash"
+def test_the_hostname_need_not_lie_in_a_hosted_domain():
+    cfg = host(hostname="mx.provider.example", postmaster_address="alice@example.com")
+    assert (cfg.host_name, cfg.zone_name) == ("mx.provider.example", "provider.example")
 
 
 def test_offline_stack_file_secure_values_count_as_unset():
-    cfg = load(ssh_private_key={"secure": "v1:abc"}, users=[{"name": "bob", "password_hash": {"secure": "v1:x"}}])
-    assert cfg.ssh_private_key is None and cfg.users[0].password_hash is None
+    cfg = host(ssh_private_key={"secure": "v1:abc"})
+    assert cfg.ssh_private_key is None
+    cfg = domain(users=[{"name": "bob", "password_hash": {"secure": "v1:x"}}])
+    assert cfg.users[0].password_hash is None
 
 
-BAD = [
-    ({"domain": ""}, "mailstack:domain: is empty (expected the mail domain, e.g. example.com)"),
-    ({"domain": "localhost"}, "mailstack:domain: 'localhost' is not a fully-qualified domain name (expected e.g. example.com)"),
-    ({"domain": "ex\\097mple.com"}, "mailstack:domain: 'ex\\\\097mple.com' is not a fully-qualified domain name (expected e.g. example.com)"),
-    ({"domain": "exаmple.com"}, "mailstack:domain: 'exаmple.com' contains the non-ASCII character 'а' (U+0430 CYRILLIC SMALL LETTER A) (expected printable ASCII on one line)"),
-    ({"domain": "example.com\n"}, "mailstack:domain: 'example.com\\n' contains the control character U+000A (expected printable ASCII on one line)"),
-    ({"domain": 2024}, "mailstack:domain: 2024 is not a domain name (expected e.g. example.com)"),
+def test_the_host_stack_needs_a_postmaster_address():
+    values = {k: v for k, v in HOST.items() if k != "mailstack:postmaster_address"}
+    for missing in (values, {**values, "mailstack:postmaster_address": ""}):
+        with pytest.raises(ConfigError) as err:
+            load_config(missing)
+        assert err.value.problems == [
+            "mailstack:postmaster_address: is required (expected an e-mail address, e.g. alice@example.com)"
+        ]
+
+
+BAD_HOST = [
     ({"hostname": "mail"}, "mailstack:hostname: 'mail' is not a fully-qualified domain name (expected e.g. mail.example.com)"),
     ({"hostname": "mail_1.example.com"}, "mailstack:hostname: 'mail_1.example.com' is not a fully-qualified domain name (expected e.g. mail.example.com)"),
-    ({"hostname": "mail.example.org"}, "mailstack:hostname: 'mail.example.org' is not inside example.com (its A/AAAA records go in that zone)"),
     ({"ipv4": ["192.0.2.300"]}, "mailstack:ipv4[0]: '192.0.2.300' is not a valid IPv4 address (expected e.g. 192.0.2.10)"),
+    ({"cloudflare_zone_name": "example.com"}, "mailstack:cloudflare_zone_name: 'example.com' does not contain mail.example.net (its A/AAAA records go in that zone)"),
     ({"ipv4": ["2001:db8::1"]}, "mailstack:ipv4[0]: '2001:db8::1' is not an IPv4 address (expected e.g. 192.0.2.10)"),
     ({"ipv4": "192.0.2.10"}, "mailstack:ipv4: '192.0.2.10' is not a list of IPv4 addresses (expected e.g. [192.0.2.10])"),
     ({"ipv6": ["2001:db8::g"]}, "mailstack:ipv6[0]: '2001:db8::g' is not a valid IPv6 address (expected e.g. 2001:db8::10)"),
@@ -108,9 +213,6 @@ BAD = [
     ({"inet_interfaces": ["2001:db8::10%x"]}, "mailstack:inet_interfaces[0]: '2001:db8::10%x' has a zone index ('%...'), which is not allowed here (expected e.g. 192.0.2.10, or 'all')"),
     ({"ipv6": ["2001:db8::10%eth0"]}, "mailstack:ipv6[0]: '2001:db8::10%eth0' has a zone index ('%...'), which is not allowed here (expected e.g. 2001:db8::10)"),
     ({"ssh_host": "2001:db8::10%eth0"}, "mailstack:ssh_host: '2001:db8::10%eth0' has a zone index ('%...'), which is not allowed here (expected e.g. 192.0.2.10)"),
-    ({"dkim_selector": "mail.2026"}, "mailstack:dkim_selector: 'mail.2026' is not a valid DKIM selector (expected one DNS label: lower-case letters, digits and '-', e.g. mail or s2026)"),
-    ({"dkim_selector": "-mail"}, "mailstack:dkim_selector: '-mail' is not a valid DKIM selector (expected one DNS label: lower-case letters, digits and '-', e.g. mail or s2026)"),
-    ({"dkim_bits": 1024}, "mailstack:dkim_bits: 1024 is not one of 2048, 3072, 4096 (expected e.g. 2048)"),
     ({"message_size_limit": 0}, "mailstack:message_size_limit: 0 is not allowed: the guide forbids 0 (unlimited) (expected bytes, e.g. 25000000)"),
     ({"message_size_limit": "big"}, "mailstack:message_size_limit: 'big' is not a number of bytes (expected e.g. 25000000)"),
     ({"message_size_limit": "25MB"}, "mailstack:message_size_limit: '25MB' is not a number of bytes (expected e.g. 25000000)"),
@@ -134,21 +236,153 @@ BAD = [
     ({"smtpd_tls_key_file": "key.pem"}, "mailstack:smtpd_tls_key_file: 'key.pem' is not an absolute file path (expected e.g. /etc/ssl/private/postfix.pem, with letters, digits, '.', '_' and '-' between single slashes)"),
     ({"smtpd_tls_key_file": "/etc/ssl/.."}, "mailstack:smtpd_tls_key_file: '/etc/ssl/..' is not an absolute file path (expected e.g. /etc/ssl/private/postfix.pem, with letters, digits, '.', '_' and '-' between single slashes)"),
     ({"smtpd_tls_cert_file": "/etc/ssl/x.pem\n"}, "mailstack:smtpd_tls_cert_file: '/etc/ssl/x.pem\\n' contains the control character U+000A (expected printable ASCII on one line)"),
-    ({"dmarc_policy": "block"}, "mailstack:dmarc_policy: 'block' is not one of none, quarantine, reject (expected e.g. quarantine)"),
-    ({"dmarc_rua": ["reports,x@example.com"]}, "mailstack:dmarc_rua[0]: 'reports,x@example.com' has a local part mailstack does not accept (expected letters, digits, '.', '_', '+' and '-', single dots not at either end, e.g. alice.smith@example.com)"),
     ({"ssh_port": 0}, "mailstack:ssh_port: 0 is less than 1 (expected a TCP port, e.g. 22)"),
     ({"ssh_port": "ssh"}, "mailstack:ssh_port: 'ssh' is not a TCP port (expected e.g. 22)"),
     ({"ssh_user": "root\n"}, "mailstack:ssh_user: 'root\\n' contains the control character U+000A (expected printable ASCII on one line)"),
     ({"soft_bounce": "maybe"}, "mailstack:soft_bounce: 'maybe' is not true or false (expected e.g. true)"),
     ({"reverse_zones": ["example.com"]}, "mailstack:reverse_zones[0]: 'example.com' is not a reverse zone (expected e.g. 2.0.192.in-addr.arpa)"),
-    ({"cloudflare_zone_name": "example.org"}, "mailstack:cloudflare_zone_name: 'example.org' does not contain example.com (its records go in that zone)"),
     ({"cloudflare_zone_id": "my-zone"}, "mailstack:cloudflare_zone_id: 'my-zone' is not a Cloudflare zone id (expected 32 hex digits, from the zone's overview page)"),
     ({"reverse_zones": ["100.51.198.in-addr.arpa"]}, "mailstack:reverse_zones[0]: '100.51.198.in-addr.arpa' holds none of the host's addresses (expected the zone of 192.0.2.10)"),
     ({"inet_interfaces": ["192.0.2.10", "2001:db8::10"]}, "mailstack:inet_interfaces[1]: '2001:db8::10' is IPv6 but mailstack:ipv6 is empty (Postfix would run IPv4 only)"),
     ({"opendkim_nameservers": ["ns1.example.com"]}, "mailstack:opendkim_nameservers[0]: 'ns1.example.com' is not an IP address (expected e.g. 192.0.2.53)"),
-    ({"hostnmae": "mail.example.com"}, "mailstack:hostnmae: is not a known key (did you mean mailstack:hostname?)"),
+    ({"hostnmae": "mail.example.net"}, "mailstack:hostnmae: is not a known key (did you mean mailstack:hostname?)"),
     ({"frobnicate": 1}, "mailstack:frobnicate: is not a known key (see the config table in README.md)"),
-    ({"users": [{"name": "Alice"}]}, "mailstack:users[0].name: 'Alice' is not a valid user name (expected lower-case letters, digits, '_' or '-', starting with a letter, at most 32 characters, e.g. alice)"),
+    ({"ssh_private_key": "not a key"}, "mailstack:ssh_private_key: is not a private key in PEM form (expected the whole file, from -----BEGIN OPENSSH PRIVATE KEY----- to the END line, e.g. `pulumi config set --secret ssh_private_key < ~/.ssh/id_ed25519`)"),
+    ({"ssh_host_key": "ssh-ed25519 AAAA\nrelay"}, "mailstack:ssh_host_key: is not an SSH public key (expected one line like ssh-ed25519 AAAAC3Nza..., e.g. from `ssh-keyscan -t ed25519 HOST`)"),
+    ({"postmaster_address": "alice"}, "mailstack:postmaster_address: 'alice' is not an e-mail address (expected e.g. alice@example.com)"),
+    ({"postmaster_address": "root@mail.example.net"}, "mailstack:postmaster_address: 'root@mail.example.net' is at the host's own name, whose mail comes to this very address (expected a mailbox in a hosted domain, e.g. alice@example.com)"),
+    ({"postmaster_address": "alice@example.com\nx"}, "mailstack:postmaster_address: 'alice@example.com\\nx' contains the control character U+000A (expected printable ASCII on one line)"),
+    ({"vmail_uid": 999}, "mailstack:vmail_uid: 999 is less than 1000 (expected a uid, e.g. 5000)"),
+    ({"vmail_uid": 65534}, "mailstack:vmail_uid: 65534 is more than 60000 (expected a uid, e.g. 5000)"),
+    ({"vmail_uid": "vmail"}, "mailstack:vmail_uid: 'vmail' is not a uid (expected e.g. 5000)"),
+    ({"vmail_uid": True}, "mailstack:vmail_uid: true is not a uid (expected e.g. 5000)"),
+]
+
+
+@pytest.mark.parametrize("overrides,message", BAD_HOST, ids=[m.split(":")[1] for _, m in BAD_HOST])
+def test_bad_host_input_names_key_value_and_form(overrides, message):
+    with pytest.raises(ConfigError) as err:
+        host(**overrides)
+    assert message in err.value.problems, err.value.problems
+
+
+# --- a domain stack ---------------------------------------------------------------------------------
+
+
+def test_domain_defaults_are_the_guides_values():
+    cfg = domain()
+    assert (cfg.dkim_selector, cfg.dkim_bits) == ("mail", 2048)
+    assert (cfg.dmarc_policy, cfg.rua) == ("quarantine", ["postmaster@example.com"])
+    assert (cfg.postmaster_user, cfg.catch_all, cfg.aliases) == ("alice", None, [])
+
+
+def test_user_addresses_default_to_name_at_domain():
+    cfg = domain(users=[{"name": "bob"}])
+    assert cfg.addresses_of(cfg.users[0]) == ["bob@example.com"]
+    assert cfg.postmaster_user == "bob"
+
+
+def test_password_hash_is_kept_secret():
+    cfg = domain(users=[{"name": "bob", "password_hash": "$6$salt$hash"}])
+    assert "$6$salt$hash" not in repr(cfg)
+    assert cfg.users[0].password_hash.get_secret_value() == "$6$salt$hash"
+
+
+@pytest.mark.parametrize("value", ["host-mail", "Host_1.x", "organization/mailstack/host-mail"])
+def test_the_host_stack_is_named_as_a_stack_reference_takes_it(value):
+    assert domain(host_stack=value).host_stack == value
+
+
+FILE_BACKEND = (
+    "(expected e.g. host-mail, or organization/mailstack/host-mail: with the file backend the organization "
+    'is "organization" and the project is "mailstack")'
+)
+
+
+@pytest.mark.parametrize(
+    "value,message",
+    [
+        ("mailstack/host-mail", f"'mailstack/host-mail' is not a stack mailstack can reference {FILE_BACKEND}"),
+        ("org/x", f"'org/x' is not a stack mailstack can reference {FILE_BACKEND}"),
+        ("acme/mailstack/host-mail", f"'acme/mailstack/host-mail' is not a stack mailstack can reference {FILE_BACKEND}"),
+        ("organization/other/host-mail", f"'organization/other/host-mail' is not a stack mailstack can reference {FILE_BACKEND}"),
+        ("host mail", "'host mail' is not a Pulumi stack name (expected letters, digits, '_', '.' and '-', at most 100 characters, e.g. host-mail)"),
+        ("organization/mailstack/", "'organization/mailstack/' is not a Pulumi stack name (expected letters, digits, '_', '.' and '-', at most 100 characters, e.g. host-mail)"),
+        ("", "is required (expected the host stack's name, e.g. host-mail)"),
+    ],
+)
+def test_a_host_stack_of_another_form_is_refused(value, message):
+    with pytest.raises(ConfigError) as err:
+        domain(host_stack=value)
+    assert err.value.problems == [f"mailstack:host_stack: {message}"]
+
+
+@pytest.mark.parametrize("name", ["alice", "alice.smith", "a_b-c", "9lives", "x" * 64, "root", "mail", "dovecot", "www-data"])
+def test_a_mailbox_name_is_a_local_part(name):
+    """System account names are fine: a mailbox is no Unix account any more."""
+    cfg = domain(users=[{"name": name}])
+    assert cfg.mailbox_of(cfg.users[0]) == f"{name}@example.com"
+
+
+MAILBOX_NAME = (
+    "is not a mailbox name (expected the local part of its address: lower-case letters, digits, '.', '_' or '-', "
+    "starting with a letter or digit, single dots not at the end, at most 64 characters, e.g. alice or alice.smith)"
+)
+
+
+@pytest.mark.parametrize("name", ["Alice", ".alice", "alice.", "al..ice", "_alice", "-alice", "al+ice", "al@ice", "al ice", ""])
+def test_a_name_that_is_no_local_part_is_refused(name):
+    with pytest.raises(ConfigError) as err:
+        domain(users=[{"name": name}])
+    assert err.value.problems == [f"mailstack:users[0].name: {name!r} {MAILBOX_NAME}"]
+
+
+def test_a_name_longer_than_a_local_part_is_refused():
+    with pytest.raises(ConfigError) as err:
+        domain(users=[{"name": "x" * 65}])
+    assert err.value.problems == [f"mailstack:users[0].name: '{'x' * 60}...' (65 characters) {MAILBOX_NAME}"]
+
+
+@pytest.mark.parametrize("name", ["postmaster", "mailer-daemon"])
+def test_role_names_are_refused(name):
+    with pytest.raises(ConfigError) as err:
+        domain(users=[{"name": name}])
+    assert err.value.problems == [
+        f"mailstack:users[0].name: {name!r} is a role name the host routes itself (postmaster@ goes to "
+        "mailstack:postmaster, bounces come from MAILER-DAEMON) (choose another name)"
+    ]
+
+
+def test_aliases_and_catch_all_are_kept():
+    cfg = domain(
+        users=[{"name": "alice"}, {"name": "carol", "addresses": ["carol@example.com", "c@example.com"]}],
+        aliases=[
+            {"address": "team@example.com", "to": ["alice@example.com", "c@example.com", "carol@example.org"]},
+            {"address": "all@example.com", "to": ["team@example.com", "postmaster@example.com"]},
+        ],
+        catch_all="carol",
+    )
+    assert [a.address for a in cfg.aliases] == ["team@example.com", "all@example.com"]
+    assert cfg.aliases[0].to == ["alice@example.com", "c@example.com", "carol@example.org"]
+    assert cfg.catch_all == "carol"
+
+
+TWO = [{"name": "alice"}, {"name": "carol", "addresses": ["carol@example.com", "c@example.com"]}]
+
+BAD_DOMAIN = [
+    ({"domain": " "}, "mailstack:domain: is empty (expected the mail domain, e.g. example.com)"),
+    ({"domain": "localhost"}, "mailstack:domain: 'localhost' is not a fully-qualified domain name (expected e.g. example.com)"),
+    ({"domain": "ex\\097mple.com"}, "mailstack:domain: 'ex\\\\097mple.com' is not a fully-qualified domain name (expected e.g. example.com)"),
+    ({"domain": "exаmple.com"}, "mailstack:domain: 'exаmple.com' contains the non-ASCII character 'а' (U+0430 CYRILLIC SMALL LETTER A) (expected printable ASCII on one line)"),
+    ({"domain": "example.com\n"}, "mailstack:domain: 'example.com\\n' contains the control character U+000A (expected printable ASCII on one line)"),
+    ({"domain": 2024}, "mailstack:domain: 2024 is not a domain name (expected e.g. example.com)"),
+    ({"dkim_selector": "mail.2026"}, "mailstack:dkim_selector: 'mail.2026' is not a valid DKIM selector (expected one DNS label: lower-case letters, digits and '-', e.g. mail or s2026)"),
+    ({"dkim_selector": "-mail"}, "mailstack:dkim_selector: '-mail' is not a valid DKIM selector (expected one DNS label: lower-case letters, digits and '-', e.g. mail or s2026)"),
+    ({"dkim_bits": 1024}, "mailstack:dkim_bits: 1024 is not one of 2048, 3072, 4096 (expected e.g. 2048)"),
+    ({"dmarc_policy": "block"}, "mailstack:dmarc_policy: 'block' is not one of none, quarantine, reject (expected e.g. quarantine)"),
+    ({"dmarc_rua": ["reports,x@example.com"]}, "mailstack:dmarc_rua[0]: 'reports,x@example.com' has a local part mailstack does not accept (expected letters, digits, '.', '_', '+' and '-', single dots not at either end, e.g. alice.smith@example.com)"),
+    ({"cloudflare_zone_name": "example.org"}, "mailstack:cloudflare_zone_name: 'example.org' does not contain example.com (its records go in that zone)"),
+    ({"users": [{"name": "Alice"}]}, "mailstack:users[0].name: 'Alice' is not a mailbox name (expected the local part of its address: lower-case letters, digits, '.', '_' or '-', starting with a letter or digit, single dots not at the end, at most 64 characters, e.g. alice or alice.smith)"),
     ({"users": [{"name": "alice\n"}]}, "mailstack:users[0].name: 'alice\\n' contains the control character U+000A (expected printable ASCII on one line)"),
     ({"users": [{"name": "alice", "password_hash": "hunter2"}]}, "mailstack:users[0].password_hash: is not a crypt(3) password hash (expected e.g. the output of `openssl passwd -6`)"),
     ({"users": [{"name": "alice", "password_hash": "$6$salt$hash\n"}]}, "mailstack:users[0].password_hash: is not a crypt(3) password hash (expected e.g. the output of `openssl passwd -6`)"),
@@ -177,121 +411,61 @@ BAD = [
     ({"users": [{"name": "a", "addresses": ["x@example.com", "X@example.com"]}]}, "mailstack:users[0].addresses[1]: 'x@example.com' is listed twice (each address once)"),
     ({"users": [{"name": "alice", "quota": 5}]}, "mailstack:users[0].quota: is not a known key (see the config table in README.md)"),
     ({"users": [{"name": "alice", "pasword_hash": "$6$x$y"}]}, "mailstack:users[0].pasword_hash: is not a known key (did you mean mailstack:users[0].password_hash?)"),
-    ({"users": [{"name": "alice"}], "postmaster": "root"}, "mailstack:postmaster: 'root' is not one of the users (expected one of: alice)"),
-    ({"postmaster": "root"}, "mailstack:postmaster: 'root' is not one of the users (expected one of: none)"),
-    ({"ssh_private_key": "not a key"}, "mailstack:ssh_private_key: is not a private key in PEM form (expected the whole file, from -----BEGIN OPENSSH PRIVATE KEY----- to the END line, e.g. `pulumi config set --secret ssh_private_key < ~/.ssh/id_ed25519`)"),
-    ({"ssh_host_key": "ssh-ed25519 AAAA\nrelay"}, "mailstack:ssh_host_key: is not an SSH public key (expected one line like ssh-ed25519 AAAAC3Nza..., e.g. from `ssh-keyscan -t ed25519 HOST`)"),
+    ({"users": [{"name": "alice"}], "postmaster": "bob"}, "mailstack:postmaster: 'bob' is not one of the users (expected one of: alice)"),
+    ({"postmaster": "bob"}, "mailstack:postmaster: 'bob' is not one of the users (expected one of: alice)"),
+    ({"users": []}, "mailstack:users: is empty (expected at least one mailbox: postmaster@example.com must reach someone, RFC 5321 4.5.1)"),
+    ({"users": [{"name": "a", "addresses": ["postmaster@example.com"]}]}, "mailstack:users[0].addresses[0]: 'postmaster@example.com' is made by mailstack for the user mailstack:postmaster names (leave it out here)"),
+    ({"users": [{"name": "alice"}, {"name": "x", "addresses": ["alice@example.com"]}]}, "mailstack:users[1].addresses[0]: 'alice@example.com' already belongs to 'alice' (each address has one owner)"),
+    ({"catch_all": "bob"}, "mailstack:catch_all: 'bob' is not one of the users (expected one of: alice)"),
+    ({"catch_all": ["alice"]}, "mailstack:catch_all: expected a user name from mailstack:users like alice, got a list"),
+    ({"aliases": {"team@example.com": ["alice@example.com"]}}, "mailstack:aliases: expected a list of aliases like [{address: team@example.com, to: [alice@example.com]}], got a mapping"),
+    ({"aliases": [{"address": "team@example.com"}]}, "mailstack:aliases[0].to: is required (expected a list of e-mail addresses, e.g. [alice@example.com])"),
+    ({"aliases": [{"address": "team@example.com", "to": []}]}, "mailstack:aliases[0].to: is empty (expected at least one address to deliver to, e.g. [alice@example.com])"),
+    ({"aliases": [{"address": "team@example.com", "to": "alice@example.com"}]}, "mailstack:aliases[0].to: 'alice@example.com' is not a list of e-mail addresses (expected e.g. [alice@example.com])"),
+    ({"aliases": [{"address": "team@example.com", "to": ["alice"]}]}, "mailstack:aliases[0].to[0]: 'alice' is not an e-mail address (expected e.g. alice@example.com)"),
+    ({"aliases": [{"address": "team@example.com", "to": ["alice@example.com"], "from": "x"}]}, "mailstack:aliases[0].from: is not a known key (see the config table in README.md)"),
+    ({"aliases": [{"adress": "team@example.com", "to": ["alice@example.com"]}]}, "mailstack:aliases[0].adress: is not a known key (did you mean mailstack:aliases[0].address?)"),
+    ({"aliases": [{"address": "team@example.org", "to": ["alice@example.com"]}]}, "mailstack:aliases[0].address: 'team@example.org' is outside example.com (expected e.g. team@example.com)"),
+    ({"aliases": [{"address": "team\n@example.com", "to": ["alice@example.com"]}]}, "mailstack:aliases[0].address: 'team\\n@example.com' contains the control character U+000A (expected printable ASCII on one line)"),
+    ({"users": TWO, "aliases": [{"address": "c@example.com", "to": ["alice@example.com"]}]}, "mailstack:aliases[0].address: 'c@example.com' is an address of user 'carol' (an address is a mailbox's or an alias, not both)"),
+    ({"aliases": [{"address": "alice@example.com", "to": ["bob@example.org"]}]}, "mailstack:aliases[0].address: 'alice@example.com' is an address of user 'alice' (an address is a mailbox's or an alias, not both)"),
+    ({"aliases": [{"address": "team@example.com", "to": ["alice@example.com"]}, {"address": "Team@example.com", "to": ["x@example.org"]}]}, "mailstack:aliases[1].address: 'team@example.com' is listed twice (each alias once)"),
+    ({"aliases": [{"address": "postmaster@example.com", "to": ["x@example.org"]}]}, "mailstack:aliases[0].address: 'postmaster@example.com' is made by mailstack for the user mailstack:postmaster names (use mailstack:postmaster)"),
+    ({"aliases": [{"address": "team@example.com", "to": ["nobody@example.com"]}]}, "mailstack:aliases[0].to[0]: 'nobody@example.com' is neither a user's address nor an alias of example.com (expected one of mailstack:users or mailstack:aliases)"),
+    ({"aliases": [{"address": "team@example.com", "to": ["team@example.com"]}]}, "mailstack:aliases[0].to[0]: 'team@example.com' is the alias itself (expected where its mail goes)"),
 ]
 
 
-@pytest.mark.parametrize("overrides,message", BAD, ids=[m.split(":")[1] for _, m in BAD])
-def test_bad_input_names_key_value_and_form(overrides, message):
+@pytest.mark.parametrize("overrides,message", BAD_DOMAIN, ids=[m.split(":")[1] for _, m in BAD_DOMAIN])
+def test_bad_domain_input_names_key_value_and_form(overrides, message):
     with pytest.raises(ConfigError) as err:
-        load(**overrides)
+        domain(**overrides)
     assert message in err.value.problems, err.value.problems
-
-
-def test_missing_domain_is_required():
-    with pytest.raises(ConfigError) as err:
-        load_config({"mailstack:ipv4": ["192.0.2.10"]})
-    assert err.value.problems == ["mailstack:domain: is required"]
 
 
 def test_every_problem_is_reported_at_once():
     with pytest.raises(ConfigError) as err:
-        load(hostname="mail", message_size_limit=0, dkim_selector="a b")
-    assert [p.split(":")[1] for p in err.value.problems] == ["hostname", "message_size_limit", "dkim_selector"]
+        host(hostname="mail", message_size_limit=0, vmail_uid=1)
+    assert [p.split(":")[1] for p in err.value.problems] == ["hostname", "message_size_limit", "vmail_uid"]
+    with pytest.raises(ConfigError) as err:
+        domain(dkim_selector="a b", catch_all="nobody", ipv4=["192.0.2.10"])
+    assert [p.split(":")[1] for p in err.value.problems] == ["ipv4", "dkim_selector"]
 
 
 def test_a_secret_is_never_echoed_in_an_error():
     with pytest.raises(ConfigError) as err:
-        load(users=[{"name": "alice", "password_hash": "hunter2 secret"}])
+        domain(users=[{"name": "alice", "password_hash": "hunter2 secret"}])
     assert "hunter2" not in str(err.value)
 
 
-def test_project_file_declares_every_key_with_the_models_default():
-    project = yaml.safe_load((PROJECT_DIR / "Pulumi.yaml").read_text())
-    declared = project["config"]
-    assert set(declared) == set(MailConfig.model_fields), "Pulumi.yaml and components/config.py list different keys"
-    kinds = {"string": str, "integer": int, "boolean": bool, "array": list}
-    for key, field in MailConfig.model_fields.items():
-        spec = declared[key]
-        assert spec.get("description"), f"Pulumi.yaml: {key} has no description"
-        if field.is_required():
-            assert "default" not in spec, f"Pulumi.yaml: {key} is required and must have no default"
-            continue
-        default = field.get_default(call_default_factory=True)
-        expected = default if default is not None else ([] if spec["type"] == "array" else "")
-        assert spec["default"] == expected, f"Pulumi.yaml: {key} default {spec['default']!r} != model {expected!r}"
-        assert isinstance(spec["default"], kinds[spec["type"]]), f"Pulumi.yaml: {key} default does not match its type"
-
-
-def test_readme_documents_every_key():
-    readme = (PROJECT_DIR / "README.md").read_text()
-    rows = set(re.findall(r"^\| `([a-z0-9_]+)` \|", readme, flags=re.M))
-    missing = set(MailConfig.model_fields) - rows
-    assert not missing, f"README.md config table lacks: {sorted(missing)}"
-
-
-@pytest.mark.parametrize("stack", ["example.com", "example.net"])
-def test_example_stacks_load(stack):
+@pytest.mark.parametrize("stack,kind", [("host-mail", HostConfig), ("example.com", DomainConfig), ("example.org", DomainConfig)])
+def test_example_stacks_load(stack, kind):
     values = yaml.safe_load((PROJECT_DIR / "tests" / "fixtures" / "stacks" / f"Pulumi.{stack}.yaml").read_text())["config"]
     cfg = load_config(values)
-    assert cfg.domain == stack
-
-
-# --- accounts mailstack must never touch --------------------------------------------------
-
-SYSTEM_NAMES = [
-    "root", "daemon", "bin", "sys", "sync", "games", "man", "lp", "mail", "news", "uucp", "proxy",
-    "www-data", "backup", "list", "irc", "gnats", "_apt", "nobody", "systemd-network", "systemd-timesync",
-    "systemd-resolve", "messagebus", "sshd", "_ssh", "postfix", "postdrop", "dovecot", "dovenull", "opendkim",
-    "policyd-spf", "sudo", "adm", "shadow", "staff", "users",
-]
-
-
-@pytest.mark.parametrize("name", SYSTEM_NAMES)
-def test_system_accounts_are_refused(name):
-    with pytest.raises(ConfigError) as err:
-        load(users=[{"name": "alice"}, {"name": name}])
-    assert err.value.problems == [
-        f"mailstack:users[1].name: {name!r} is a system account on Debian hosts; mailstack only manages "
-        "mailbox accounts it creates (choose another name)"
-    ]
-
-
-@pytest.mark.parametrize("name", ["postmaster", "mailer-daemon"])
-def test_role_names_are_refused(name):
-    with pytest.raises(ConfigError) as err:
-        load(users=[{"name": name}])
-    assert err.value.problems == [
-        f"mailstack:users[0].name: {name!r} is a role name the host routes itself (postmaster@ goes to "
-        "mailstack:postmaster, bounces come from MAILER-DAEMON) (choose another name)"
-    ]
-
-
-def test_the_ssh_user_is_not_a_mailbox():
-    with pytest.raises(ConfigError) as err:
-        load(ssh_user="admin", users=[{"name": "alice"}, {"name": "admin"}])
-    assert err.value.problems == [
-        "mailstack:users[1].name: 'admin' is mailstack:ssh_user, the account mailstack logs in as; mailstack "
-        "only manages mailbox accounts it creates (choose another name)"
-    ]
-
-
-def test_every_account_debian_and_the_mail_packages_create_is_refused():
-    """base-passwd's users and groups, and the accounts of the packages mailstack installs."""
-    names = set(SYSTEM_ACCOUNTS)
-    for master in ("/usr/share/base-passwd/passwd.master", "/usr/share/base-passwd/group.master"):
-        if Path(master).is_file():
-            names |= {line.split(":")[0] for line in Path(master).read_text().splitlines() if line}
-    for entry in Path("/etc/passwd").read_text().splitlines():
-        name, _, uid, _, _, home, shell = entry.split(":")
-        if name in ("postfix", "dovecot", "dovenull", "opendkim", "policyd-spf") or name.startswith("systemd-"):
-            names.add(name)
-    refused = {n for n in names if system_account_reason(n)}
-    assert refused == names, f"accepted as mailboxes: {sorted(names - refused)}"
-    assert system_account_reason("alice") is None
+    assert isinstance(cfg, kind)
+    assert (cfg.host_name if kind is HostConfig else cfg.domain) == ("mail.example.net" if kind is HostConfig else stack)
+    if kind is DomainConfig:
+        assert cfg.host_stack == "host-mail"
 
 
 # --- secrets never reach a message ---------------------------------------------------------
@@ -303,7 +477,7 @@ SHAPES = [
     ({"users": f"alice:{HASH}"}, "mailstack:users: expected a list of users like [{name: alice}], got a text value"),
     ({"users": [[{"name": "alice", "password_hash": HASH}]]}, "mailstack:users[0]: expected a user like {name: alice, addresses: [alice@example.com]}, got a list"),
     ({"users": [f"alice {HASH}"]}, "mailstack:users[0]: expected a user like {name: alice, addresses: [alice@example.com]}, got a text value"),
-    ({"users": [{"name": {"alice": HASH}}]}, "mailstack:users[0].name: expected a user name like alice, got a mapping"),
+    ({"users": [{"name": {"alice": HASH}}]}, "mailstack:users[0].name: expected a mailbox name like alice, got a mapping"),
     ({"users": [{"name": "alice", "password_hash": [HASH]}]}, "mailstack:users[0].password_hash: expected a crypt(3) password hash like the output of `openssl passwd -6`, got a list"),
     ({"users": [{"name": "alice", "password_hash": {"hash": HASH}}]}, "mailstack:users[0].password_hash: expected a crypt(3) password hash like the output of `openssl passwd -6`, got a mapping"),
     ({"users": [{"name": "alice", "addresses": {"alice@example.com": HASH}}]}, "mailstack:users[0].addresses: expected a list of e-mail addresses like [alice@example.com], got a mapping"),
@@ -317,7 +491,7 @@ SHAPES = [
 @pytest.mark.parametrize("overrides,message", SHAPES, ids=[m.split(": ")[0] + f"-{i}" for i, (_, m) in enumerate(SHAPES)])
 def test_a_wrongly_shaped_secret_is_described_never_shown(overrides, message):
     with pytest.raises(ConfigError) as err:
-        load(**overrides)
+        (domain if "users" in overrides else host)(**overrides)
     assert err.value.problems == [message]
     assert "NEVERSHOWN" not in str(err.value)
 
@@ -325,7 +499,7 @@ def test_a_wrongly_shaped_secret_is_described_never_shown(overrides, message):
 def test_a_wrongly_shaped_users_value_from_pulumi_is_not_shown():
     """Pulumi hands structured values over as JSON text."""
     with pytest.raises(ConfigError) as err:
-        load_config({**BASE, "mailstack:users": json.dumps({"name": "alice", "password_hash": HASH})})
+        load_config({**DOMAIN, "mailstack:users": json.dumps({"name": "alice", "password_hash": HASH})})
     assert err.value.problems == ["mailstack:users: expected a list of users like [{name: alice}], got a mapping"]
 
 
@@ -334,28 +508,30 @@ def test_a_wrongly_shaped_users_value_from_pulumi_is_not_shown():
 
 def test_address_local_parts_in_the_accepted_subset_are_kept_lower_cased():
     addresses = ["O'Brien@Example.com", "a+tag@example.com", "x{y}|z~w@example.com", "first.last@example.com", "$x=y?@example.com"]
-    cfg = load(users=[{"name": "alice", "addresses": addresses}])
+    cfg = domain(users=[{"name": "alice", "addresses": addresses}])
     assert cfg.users[0].addresses == [a.lower() for a in addresses]
 
 
 def test_a_sieve_script_is_carried_whole():
     script = 'require ["fileinto"];\r\n# ünïcödé and\ttabs\nif header :contains "subject" "$(touch /tmp/x)" { fileinto "X"; }\n'
-    assert load(users=[{"name": "alice", "sieve": script}]).users[0].sieve == script
+    assert domain(users=[{"name": "alice", "sieve": script}]).users[0].sieve == script
 
 
 def test_every_key_has_a_form_for_wrong_kind_messages():
-    for model, prefix in ((MailConfig, ""), (User, "users[].")):
+    for model, prefix in ((HostConfig, ""), (DomainConfig, ""), (User, "users[]."), (Alias, "aliases[].")):
         for name, field in model.model_fields.items():
             assert f"{prefix}{name}" in FORMS, f"FORMS lacks {prefix}{name}"
-            if "list[" in str(field.annotation) and prefix + name != "users":
+            if "list[" in str(field.annotation) and prefix + name not in ("users", "aliases"):
                 assert f"{prefix}{name}[]" in FORMS, f"FORMS lacks {prefix}{name}[]"
 
 
 def test_no_message_uses_pydantic_words():
-    cases = [{"ssh_port": [1]}, {"dkim_bits": "big"}, {"testing": [True]}, {"domain": ["example.com"]},
-             {"users": 5}, {"notify_classes": [5]}, {"smtpd_error_sleep_time": 8.5}, {"dmarc_rua": "a@example.com"},
-             {"domain": datetime.date(2024, 1, 1)}]
-    for overrides in cases:
+    cases = [(host, {"ssh_port": [1]}), (domain, {"dkim_bits": "big"}), (host, {"testing": [True]}),
+             (domain, {"domain": ["example.com"]}), (domain, {"users": 5}), (host, {"notify_classes": [5]}),
+             (host, {"smtpd_error_sleep_time": 8.5}), (domain, {"dmarc_rua": "a@example.com"}),
+             (domain, {"domain": datetime.date(2024, 1, 1)}), (host, {"vmail_uid": [5000]}),
+             (domain, {"aliases": [5]}), (domain, {"host_stack": 5})]
+    for load, overrides in cases:
         with pytest.raises(ConfigError) as err:
             load(**overrides)
         text = str(err.value)
@@ -368,7 +544,7 @@ def test_no_message_uses_pydantic_words():
 
 def test_a_bare_key_needs_the_prefix_and_other_namespaces_are_ignored():
     with pytest.raises(ConfigError) as err:
-        load_config({"domain": "example.com", "mailstack:ipv4": ["192.0.2.10"], "hostnme": "x", "mailstak:hostname": "y",
+        load_config({"domain": "example.com", "mailstack:host_stack": "host-mail", "hostnme": "x", "mailstak:hostname": "y",
                      "cloudflare:apiToken": "ignored"})
     assert err.value.problems == [
         "domain: needs the mailstack: prefix (write mailstack:domain; Pulumi reads only keys of the form <namespace>:<name>)",
@@ -378,28 +554,27 @@ def test_a_bare_key_needs_the_prefix_and_other_namespaces_are_ignored():
 
 
 def test_pulumis_older_key_spelling_is_the_same_key():
-    assert load_config({"mailstack:config:domain": "example.com", "mailstack:ipv4": ["192.0.2.10"]}).domain == "example.com"
+    values = {"mailstack:config:domain": "example.com", "mailstack:config:host_stack": "host-mail", "mailstack:users": [{"name": "a"}]}
+    assert load_config(values).domain == "example.com"
 
 
-# --- the stack file, through the command line -------------------------------------------------
+# --- the stack file -----------------------------------------------------------------------------
 
 
-def render(tmp_path: Path, text: str) -> subprocess.CompletedProcess:
+def _report(tmp_path: Path, text: str, capsys) -> str:
     project = tmp_path / "project"
     (project / "stacks").mkdir(parents=True, exist_ok=True)
     (project / "stacks" / "Pulumi.t.yaml").write_text(text)
-    return subprocess.run(
-        [sys.executable, "-m", "components", "render", "t", "--project", str(project), "--out", str(tmp_path / "out")],
-        cwd=PROJECT_DIR, capture_output=True, text=True,
-    )
+    assert load_stack_or_report("t", project) is None
+    return capsys.readouterr().err.strip()
 
 
 STACK_FILES = [
-    ("config:\n  mailstack:domain: example.com\n mailstack:ipv4: [192.0.2.10]\n",
+    ("config:\n  mailstack:domain: example.com\n mailstack:host_stack: host-mail\n",
      "error: stacks/Pulumi.t.yaml line 3 column 2: expected <block end>, but found '<block mapping start>' (while parsing a block mapping); check this line's indentation"),
     ('config:\n  mailstack:domain: "example.com\n',
      "error: stacks/Pulumi.t.yaml line 3 column 1: found unexpected end of stream (while scanning a quoted scalar)"),
-    ("config:\n  mailstack:domain: example.com\n  mailstack:ipv4: [192.0.2.10\n",
+    ("config:\n  mailstack:hostname: mail.example.net\n  mailstack:ipv4: [192.0.2.10\n",
      "error: stacks/Pulumi.t.yaml line 4 column 1: expected ',' or ']', but got '<stream end>' (while parsing a flow sequence)"),
     ("config:\n  mailstack:domain: example.com\n  mailstack:domain: example.org\n",
      "error: stacks/Pulumi.t.yaml line 3 column 3: mailstack:domain is given twice (first at line 2)"),
@@ -413,32 +588,42 @@ STACK_FILES = [
      "error: stacks/Pulumi.t.yaml: config: is a list, not a mapping (expected a top-level config: holding mailstack:<key>: value lines, e.g. config: {mailstack:domain: example.com})"),
     ("",
      "error: stacks/Pulumi.t.yaml: is empty (expected a top-level config: holding mailstack:<key>: value lines, e.g. config: {mailstack:domain: example.com})"),
-    ("config:\n  domain: example.com\n  mailstack:ipv4: [192.0.2.10]\n",
+    ("config:\n  domain: example.com\n  mailstack:host_stack: host-mail\n",
      "error: domain: needs the mailstack: prefix (write mailstack:domain; Pulumi reads only keys of the form <namespace>:<name>)"),
-    ("config:\n  mailstack:domain: example.com\n  mailstack:ipv4: [192.0.2.10]\n  mailstack:message_size_limit: 25MB\n  mailstack:hostnme: x\n"
-     f"  mailstack:users: {{name: alice, password_hash: '{HASH}'}}\n",
-     "error: mailstack:message_size_limit: '25MB' is not a number of bytes (expected e.g. 25000000)\n"
+    ("config:\n  mailstack:domain: example.com\n  mailstack:host_stack: host-mail\n  mailstack:ipv4: [192.0.2.10]\n  mailstack:dkim_bits: big\n"
+     f"  mailstack:users: {{name: alice, password_hash: '{HASH}'}}\n  mailstack:hostnme: x\n",
+     "error: mailstack:ipv4: is a host-stack key; set it in the host stack (mailstack:host_stack names it)\n"
+     "mailstack:dkim_bits: 'big' is not one of 2048, 3072, 4096 (expected e.g. 2048)\n"
      "mailstack:users: expected a list of users like [{name: alice}], got a mapping\n"
      "mailstack:hostnme: is not a known key (did you mean mailstack:hostname?)"),
+    ("config:\n  mailstack:hostname: mail.example.net\n  mailstack:ipv4: [192.0.2.10]\n  mailstack:message_size_limit: 25MB\n",
+     "error: mailstack:message_size_limit: '25MB' is not a number of bytes (expected e.g. 25000000)\n"
+     "mailstack:postmaster_address: is required (expected an e-mail address, e.g. alice@example.com)"),
 ]
 
 
 @pytest.mark.parametrize("text,message", STACK_FILES, ids=[f"file-{i}" for i in range(len(STACK_FILES))])
-def test_a_bad_stack_file_exits_2_with_one_clear_message(tmp_path, text, message):
-    result = render(tmp_path, text)
-    assert (result.returncode, result.stderr.strip()) == (2, message)
-    assert "Traceback" not in result.stderr and "NEVERSHOWN" not in result.stderr
-    assert not (tmp_path / "out").exists()
+def test_a_bad_stack_file_gets_one_clear_message(tmp_path, capsys, text, message):
+    assert _report(tmp_path, text, capsys) == message
+    assert "NEVERSHOWN" not in message
 
 
-def test_a_stack_file_that_is_not_utf8_is_reported(tmp_path):
+def test_a_stack_file_that_is_not_utf8_is_reported(tmp_path, capsys):
     project = tmp_path / "project"
     (project / "stacks").mkdir(parents=True)
     (project / "stacks" / "Pulumi.t.yaml").write_bytes(b"config:\n  mailstack:domain: ex\xe4mple.com\n")
+    assert load_stack_or_report("t", project) is None
+    assert capsys.readouterr().err.strip() == "error: stacks/Pulumi.t.yaml line 2 column 23: is not UTF-8 text (invalid continuation byte)"
+
+
+def test_a_bad_stack_file_exits_2_from_the_command_line(tmp_path):
+    project = tmp_path / "project"
+    (project / "stacks").mkdir(parents=True)
+    (project / "stacks" / "Pulumi.t.yaml").write_text(STACK_FILES[-2][0])
     result = subprocess.run(
         [sys.executable, "-m", "components", "render", "t", "--project", str(project), "--out", str(tmp_path / "out")],
         cwd=PROJECT_DIR, capture_output=True, text=True,
     )
-    assert (result.returncode, result.stderr.strip()) == (
-        2, "error: stacks/Pulumi.t.yaml line 2 column 23: is not UTF-8 text (invalid continuation byte)"
-    )
+    assert (result.returncode, result.stderr.strip()) == (2, STACK_FILES[-2][1])
+    assert "Traceback" not in result.stderr and "NEVERSHOWN" not in result.stderr
+    assert not (tmp_path / "out").exists()
