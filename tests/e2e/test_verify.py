@@ -80,6 +80,7 @@ def verify(lab, project: Path, *options: str) -> tuple[int, dict]:
             "--helo", PEER_NAME, "--json", *options]
     result = lab.run_python(VERIFY_FROM, argv, check=False, timeout=180)
     assert result.returncode in (0, 1), f"verify exited {result.returncode}: {result.stderr}"
+    assert result.stdout.strip(), f"verify exited {result.returncode} without a report: {result.stderr[-3000:]}"
     return result.returncode, json.loads(result.stdout)
 
 
