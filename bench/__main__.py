@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench              # everything (~8 min); the lab parts need root
     .venv/bin/python -m bench --lab-only --no-engine   # host convergence only
-    .venv/bin/python -m bench --no-lab     # evaluation, render and churn only (no root, ~3 min)
+    .venv/bin/python -m bench --no-lab     # evaluation, render, churn, 100 domains, the assembler (no root)
 
 See README.md, "Performance", for what is measured and how.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,8 +21,8 @@ from bench import program
 from bench.report import as_json, table
 
 
-def _sizes(text: str) -> list[int | None]:
-    return [None if part == "example" else int(part) for part in text.split(",")]
+def _sizes(text: str) -> list[int | str | None]:
+    return [{"example": None, "host": "host"}[p] if p in ("example", "host") else int(p) for p in text.split(",")]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,8 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-engine", action="store_true",
                         help="skip the real `pulumi` CLI's preview and up against the lab")
     parser.add_argument("--sizes", type=_sizes, default=program.SIZES,
-                        help="stacks to evaluate: 'example' and numbers of mailboxes "
-                             "(default: example,10,100,1000,10000)")
+                        help="stacks to evaluate: 'host' (the host stack), 'example' (the example domain "
+                             "stack) and numbers of mailboxes of a domain stack (default: host,example,10,100,1000,10000)")
+    parser.add_argument("--domains", type=int, default=program.DOMAIN_STACKS,
+                        help="domain stacks (of 100 mailboxes each) for the many-domains figures (default 100)")
     parser.add_argument("--repeat", type=int, default=3,
                         help="fresh processes per evaluation size (median; default 3)")
     parser.add_argument("--json", type=Path, help="also write the rows and raw numbers to this file")
@@ -51,12 +54,25 @@ def main(argv: list[str] | None = None) -> int:
         program.warm_up(log)
         raw["evaluation"] = program.measure_evaluation(args.sizes, args.repeat, log)
         raw["growth"] = program.measure_growth(log)
-        raw["render"] = program.measure_render(args.repeat, log)
+        try:
+            raw["render"] = program.measure_render(args.repeat, log)
+        except subprocess.CalledProcessError as err:
+            log(f"offline render skipped: `python -m components render` failed: {err.stderr.decode()[-300:]}")
         raw["churn"] = program.measure_churn(args.sizes, log)
         raw["whatif"] = program.measure_whatif(args.repeat, log)
-        rows += [*program.evaluation_rows(raw["evaluation"], raw["growth"]), *program.render_rows(raw["render"]),
+        raw["domains"] = program.measure_domains(log, args.domains)
+        rows += [*program.evaluation_rows(raw["evaluation"], raw["growth"]), *(program.render_rows(raw["render"]) if "render" in raw else []),
                  *program.churn_rows(raw["churn"]),
-                 *program.whatif_rows(raw["whatif"], raw["evaluation"].get("example"))]
+                 *program.whatif_rows(raw["whatif"], raw["evaluation"].get("example")),
+                 *program.domains_rows(raw["domains"], raw["evaluation"])]
+        from bench import tables
+
+        reason = tables.why_not()
+        if reason:
+            log(f"the table assembler skipped: {reason}")
+        else:
+            raw["tables"] = tables.measure(log, args.domains)
+            rows += tables.rows(raw["tables"])
 
     if args.no_lab:
         log("host convergence skipped (--no-lab)")

@@ -3,8 +3,10 @@
     python -m bench.child evaluate SIZE   # time and memory of one evaluation (lean mocks)
     python -m bench.child growth SIZE...  # evaluation time of each size, in one process
     python -m bench.child digest SIZE [--change]   # each resource's inputs, hashed (test harness)
+    python -m bench.child domains COUNT MAILBOXES  # COUNT domain stacks' evaluations, in one process
 
-SIZE is "example" or a number of mailboxes. `bench/program.py` runs these.
+SIZE is "host" (the host stack), "example" (the example domain stack) or a
+number of mailboxes (a domain stack). `bench/program.py` runs these.
 
 Clock: the child makes its stack first (the benchmark's own work), then
 starts the clock, imports the Pulumi SDK (as the language host does) and
@@ -35,14 +37,20 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def _size(text: str) -> int | None:
-    return None if text == "example" else int(text)
+def _size(text: str) -> int | str | None:
+    return {"example": None, "host": "host"}.get(text) if text in ("example", "host") else int(text)
 
 
-def evaluate(size: int | None) -> dict:
-    from bench.stacks import SECRET_KEYS, stack_config
+def _stack_name(size: int | str | None) -> str:
+    from bench.stacks import EXAMPLE, HOST
 
-    config = stack_config(size)
+    return HOST if size == "host" else EXAMPLE
+
+
+def evaluate(size: int | str | None) -> dict:
+    from bench.stacks import SECRET_KEYS, config_of
+
+    config = config_of(size)
     rss_start = _rss_mb()
     started, cpu_started = time.perf_counter(), time.process_time()
     # What the language host has imported before it runs the program: the SDK
@@ -54,7 +62,7 @@ def evaluate(size: int | None) -> dict:
     ready = time.perf_counter()
     # The program itself: __main__.py imports the provider SDKs and mailstack's
     # modules (its own way, see there), loads the config and registers everything.
-    evaluation = evaluate_lean(config, SECRET_KEYS)
+    evaluation = evaluate_lean(config, SECRET_KEYS, _stack_name(size))
     done, cpu_done = time.perf_counter(), time.process_time()
     return {
         "sdk_seconds": ready - started,
@@ -91,12 +99,40 @@ def growth(sizes: list[int | None]) -> dict:
     return {"seconds": seconds}
 
 
-def digest(size: int | None, change: bool) -> dict:
+def domains(count: int, mailboxes: int) -> dict:
+    """`count` domain stacks of `mailboxes` mailboxes each (d001.example, ...), one evaluation each.
+
+    In one process, after one evaluation has done the imports (each stack's own
+    `pulumi preview` pays those once more: the fresh-process figure of the
+    same size says how much). The memory after the last stack against that
+    after the first says whether evaluations leave anything behind.
+    """
+    from bench.lean import evaluate_lean
+    from bench.stacks import SECRET_KEYS, stack_config
+
+    configs = [stack_config(mailboxes, domain=f"d{i:03d}.example") for i in range(1, count + 1)]
+    evaluate_lean(stack_config(mailboxes), SECRET_KEYS)
+    gc.collect()
+    rss_first = _rss_mb()
+    times = []
+    started = time.perf_counter()
+    for i, config in enumerate(configs, start=1):
+        one = time.perf_counter()
+        evaluate_lean(config, SECRET_KEYS, f"d{i:03d}.example")
+        times.append(time.perf_counter() - one)
+    total = time.perf_counter() - started
+    gc.collect()
+    return {"seconds": total, "each": times, "rss_first_mb": rss_first, "rss_last_mb": _rss_mb(),
+            "peak_rss_mb": _peak_rss_mb()}
+
+
+def digest(size: int | str | None, change: bool) -> dict:
     """Each resource's inputs (and which are secret), hashed; and the rest of its registration, hashed."""
     from google.protobuf import json_format
 
-    from bench.stacks import CHANGED_SETTING, DKIM_PUBLIC_KEY, SECRET_KEYS, stack_config
-    from tests.program.harness import MailMocks, RecordingMonitor
+    from bench.lean import mocks as make_mocks
+    from bench.stacks import CHANGED_HOST_SETTING, CHANGED_SETTING, SECRET_KEYS, config_of
+    from tests.program.harness import RecordingMonitor
     from tests.program.harness import evaluate as evaluate_recorded
 
     class Monitor(RecordingMonitor):
@@ -115,17 +151,18 @@ def digest(size: int | None, change: bool) -> dict:
             self.requests[response.urn] = fields
             return response
 
-    config = stack_config(size)
+    config = config_of(size)
     if change:
-        key, value = CHANGED_SETTING
+        key, value = CHANGED_HOST_SETTING if size == "host" else CHANGED_SETTING
         config[key] = value
+    stack = _stack_name(size)
     # What is compared is the first evaluation in the process, as under `pulumi up`.
-    mocks = MailMocks(DKIM_PUBLIC_KEY)
+    mocks = make_mocks()
     monitor = Monitor(mocks)
-    evaluation = evaluate_recorded(config, SECRET_KEYS, mocks, monitor=monitor)
+    evaluation = evaluate_recorded(config, SECRET_KEYS, mocks, stack=stack, monitor=monitor)
     # The second, with the imports done, is timed: the test harness's own cost.
     started = time.perf_counter()
-    evaluate_recorded(config, SECRET_KEYS, MailMocks(DKIM_PUBLIC_KEY))
+    evaluate_recorded(config, SECRET_KEYS, make_mocks(), stack=stack)
     seconds = time.perf_counter() - started
     return {
         "harness_seconds": seconds,
@@ -146,6 +183,8 @@ def main(argv: list[str]) -> int:
         result = evaluate(_size(argv[1]))
     elif command == "growth":
         result = growth([_size(a) for a in argv[1:]])
+    elif command == "domains":
+        result = domains(int(argv[1]), int(argv[2]))
     elif command == "digest":
         result = digest(_size(argv[1]), "--change" in argv[2:])
     else:

@@ -14,16 +14,22 @@ from typing import Any, ClassVar
 
 from pulumi.runtime import mocks as pulumi_mocks
 
-from bench.stacks import DKIM_PUBLIC_KEY
+from bench.stacks import DKIM_PUBLIC_KEY, HOST, HOST_SECRET_OUTPUTS, host_outputs
 from tests.program.harness import Evaluation, MailMocks, evaluate
+
+
+def mocks() -> MailMocks:
+    """The harness's mocks; a domain stack's StackReference gets the host stack's exports."""
+    return MailMocks(DKIM_PUBLIC_KEY, stacks={HOST: host_outputs()}, secret_outputs={HOST: HOST_SECRET_OUTPUTS})
 
 
 class LeanMonitor(pulumi_mocks.MockMonitor):
     """The SDK's mock monitor; `registrations` only so that the harness's `evaluate` can return."""
 
     registrations: ClassVar[list] = []
+    reads: ClassVar[list] = []
 
 
-def evaluate_lean(config: dict[str, Any], secret_keys: list[str]) -> Evaluation:
-    mocks = MailMocks(DKIM_PUBLIC_KEY)  # the harness's mocks; the monitor below records nothing
-    return evaluate(config, secret_keys, mocks, monitor=LeanMonitor(mocks))
+def evaluate_lean(config: dict[str, Any], secret_keys: list[str], stack: str = "example.com") -> Evaluation:
+    answers = mocks()  # the monitor below records nothing
+    return evaluate(config, secret_keys, answers, stack=stack, monitor=LeanMonitor(answers))

@@ -9,13 +9,18 @@ from pathlib import Path
 
 from components import check, diff, verify_cli
 from components.offline import DKIM_KEY_PLACEHOLDER, render_stack
+from components.config import ConfigError
 from components.stackfile import PROJECT_DIR, load_stack_or_report
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m components", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    render = commands.add_parser("render", help="write a stack's host files and zone file under a folder")
+    render = commands.add_parser(
+        "render", help="write a stack's files (at their host paths) and its zone file under a folder",
+        description="A host stack: the host's config files and the zone of its host name. A domain stack: its "
+                    "files in its folder on the host, its users' Sieve scripts, and its zone (MX and SPF name the "
+                    "host stack that mailstack:host_stack names, read from that stack's file).")
     render.add_argument("stack", help="stack name, e.g. example.com (reads stacks/Pulumi.STACK.yaml)")
     render.add_argument("--out", required=True, type=Path, help="folder to write into")
     render.add_argument(
@@ -24,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     render.add_argument(
         "--dkim-key",
         default=DKIM_KEY_PLACEHOLDER,
-        help="base64 DKIM public key to put in the zone file (default: a placeholder)",
+        help="a domain stack's base64 DKIM public key to put in the zone file (default: a placeholder)",
     )
     render.set_defaults(run=_render)
     # `check`: the daemons' own checkers on the rendered config (components/check.py).
@@ -41,7 +46,12 @@ def _render(args: argparse.Namespace) -> int:
     cfg = load_stack_or_report(args.stack, args.project)
     if cfg is None:
         return 2
-    for path in render_stack(cfg, args.out, args.dkim_key):
+    try:
+        written = render_stack(cfg, args.out, args.dkim_key, project_dir=args.project)
+    except ConfigError as err:  # a domain stack's host stack file
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for path in written:
         print(path)
     return 0
 

@@ -2,23 +2,33 @@
 
     python -m components check STACK [STACK ...] [--all] [--project DIR]
 
-The stack is rendered into a stage the way the deploy script stages it on the
-host (components/checks.py, components/services/): the machine's installed config folders are
-copied, the rendered files written over them. Then each service's CHECKS run
-there, and `named-checkzone` on the zone file. One line per check:
+The stack is rendered into a stage the way its units stage it on the host
+(components/checks.py, components/services/), then checked there:
+
+- a host stack: the machine's installed config folders are copied, the
+  rendered files written over them, and each host service's CHECKS run;
+- a domain stack: its users' Sieve scripts are compiled with sievec, under
+  the Dovecot config its host stack renders. The other check its files
+  unit runs, the host's assembler over every domain's files
+  (`mailstack-assemble --check`), needs the other domains' files on the
+  host: it runs there, at deployment, and is reported as skipped here.
+
+and `named-checkzone` runs on the stack's zone file. One line per check:
 
     ok   postfix: postconf -n
     FAIL sieve: sievec users' ~/.dovecot.sieve
          mailstack:users[1].sieve line 3: unknown command 'fileinto' (...)
+    skip mailboxes: mailstack-assemble --check
+         runs on the host at deployment (it reads every domain's files)
 
 The checkers come from the same Debian packages as on the host, and need what
-the host has once the earlier units ran: the stack's addresses on an
+the host has once the earlier units ran: the host's addresses on an
 interface (postfix refuses an inet_interfaces address no interface has) and
-the DKIM key (the KeyTable check looks at it). Nothing on this machine is changed for
-that: the checks run as root in private mount and network namespaces
-(unshare -m -n) holding the stack's addresses on their own loopback, a
-throw-away DKIM key in an overlay over /etc, and an overlay over
-/var/spool/postfix (postfix check creates missing queue directories).
+the tables the host's tables unit makes. Nothing on this machine is changed
+for that: the checks run as root in private mount and network namespaces
+(unshare -m -n) holding the host's addresses on their own loopback, an
+overlay over /etc, and an overlay over /var/spool/postfix (postfix check
+creates missing queue directories).
 
 Exit status: 0 when every check passes, 1 when one fails, 2 when a stack
 cannot be loaded or a checker cannot run (not root, a program missing: the
@@ -38,12 +48,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from components.config import MailConfig
-from components.offline import render_stack
 from components import paths
+from components.config import DomainConfig, HostConfig
+from components.offline import render_stack, zone_path
 from components.render import render_template
-from components.services import CONFIG_DIRS, NAMED_CHECKS, sieve
-from components.stackfile import PROJECT_DIR, load_stack_or_report, stack_names
+from components.services import CONFIG_DIRS, NAMED_CHECKS, mailboxes, sieve
+from components.stackfile import PROJECT_DIR, StackFileError, load_host_stack, load_stack_or_report, stack_names
 
 # The programs each service's checks run (and the namespaces need), with the
 # Debian package that provides each one.
@@ -56,7 +66,6 @@ PACKAGES = {
     "doveconf": "dovecot-core",
     "sievec": "dovecot-sieve",
     "opendkim": "opendkim",
-    "opendkim-genkey": "opendkim-tools",
     "named-checkzone": "bind9-utils",
     "unshare": "util-linux",
     "mount": "mount",
@@ -65,12 +74,15 @@ PACKAGES = {
 NEEDED = {
     "postfix": ["postconf", "postmap", "postalias", "postfix", "script"],
     "dovecot": ["doveconf", "sievec"],
-    "opendkim": ["opendkim", "opendkim-genkey"],
+    "opendkim": ["opendkim"],
     "policyd-spf": [],  # a Python module, see missing_programs
     "sieve": ["sievec"],
 }
 NAMESPACES = ["unshare", "mount", "ip"]
+# A host stack's services, in the order their checks run and are reported.
 SERVICES = list(NAMED_CHECKS)
+# A domain stack's checks: its users' Sieve scripts (the files unit's other check runs on the host).
+DOMAIN_SERVICES = ["sieve"]
 
 
 class CheckError(RuntimeError):
@@ -82,10 +94,15 @@ class CheckResult:
     service: str
     name: str | None  # None: a preparation step (reported only when it fails)
     ok: bool
-    output: str  # what the checker printed on stderr
+    output: str  # what the checker printed on stderr; for a skipped check, why it is skipped
+    skipped: bool = False  # not run here (it can only run on the host)
 
 
 # --- what this machine needs ----------------------------------------------------------------
+
+
+def services_of(cfg: HostConfig | DomainConfig) -> list[str]:
+    return SERVICES if isinstance(cfg, HostConfig) else DOMAIN_SERVICES
 
 
 def missing_programs(services: list[str], zone: bool = True) -> list[str]:
@@ -115,70 +132,104 @@ def namespaces_problem() -> str | None:
 
 # --- the stage and the host's shape ---------------------------------------------------------
 
+# Beside a domain stack's stage: its host stack's Dovecot config, which sievec reads on the host.
+HOST_DOVECOT = "host-dovecot"
 
-def build_stage(stage: Path, cfg: MailConfig, services: list[str] = SERVICES) -> Path:
-    """What the deploy script does: copy the live config folders, write the rendered files over them.
 
-    The zone file is rendered too, at `stage`/dns/<zone>.zone (as `render` writes it).
+def build_stage(
+    stage: Path, cfg: HostConfig | DomainConfig, services: list[str] | None = None, project_dir: Path = PROJECT_DIR
+) -> Path:
+    """What the unit does: copy the live config folders, write the rendered files over them.
+
+    A host stack: the folders and files of `services` (default all). A domain
+    stack: its files, and its host stack's Dovecot files in a folder beside
+    the stage (HOST_DOVECOT), which the checks put over /etc/dovecot. The zone
+    file is rendered too, at `stage`/dns/<zone>.zone (as `render` writes it).
     """
     stage.mkdir(mode=0o700, parents=True)
-    for directory in dict.fromkeys(d for service in services for d in CONFIG_DIRS[service]):
-        target = stage / directory.lstrip("/")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["cp", "-a", directory, str(target)], check=True)
-    render_stack(cfg, stage, services=services)
+    if isinstance(cfg, HostConfig):
+        services = SERVICES if services is None else [s for s in services if s in SERVICES]
+        for directory in dict.fromkeys(d for service in services for d in CONFIG_DIRS[service]):
+            target = stage / directory.lstrip("/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            subprocess.run(["cp", "-a", directory, str(target)], check=True)
+        render_stack(cfg, stage, services=services)
+    else:
+        render_stack(cfg, stage, project_dir=project_dir)
+        _, host = load_host_stack(cfg, project_dir)
+        render_stack(host, stage.parent / HOST_DOVECOT, services=["dovecot"])
     return stage
 
 
-def host_setup(cfg: MailConfig, scratch: Path) -> str:
-    """Inside the namespaces: the host's addresses, its DKIM key, a private queue directory."""
+def host_setup(addresses: list[str], scratch: Path, dovecot: Path | None = None) -> str:
+    """Inside the namespaces: the host's addresses, its tables as the tables unit leaves them, a private queue.
+
+    `dovecot`: a folder whose etc/dovecot/ goes over /etc/dovecot (a domain
+    stack's host's Dovecot config).
+    """
     q = shlex.quote
     lines = ["ip link set lo up"]
-    for address in cfg.addresses:
+    for address in addresses:
         prefix = 32 if "." in address else 128
         lines.append(f"ip addr add {q(f'{address}/{prefix}')} dev lo")
     lines += [
-        f"mount -t tmpfs mailstack-check {shlex.quote(str(scratch))}",
-        f"cd {shlex.quote(str(scratch))}",
+        f"mount -t tmpfs mailstack-check {q(str(scratch))}",
+        f"cd {q(str(scratch))}",
         "mkdir etc etc-work spool spool-work",
         "mount -t overlay overlay -o lowerdir=/etc,upperdir=$PWD/etc,workdir=$PWD/etc-work /etc",
         f"mount -t overlay overlay -o lowerdir={paths.POSTFIX_CHROOT},upperdir=$PWD/spool,workdir=$PWD/spool-work "
         f"{paths.POSTFIX_CHROOT}",
         "cd /",
-        f"mkdir -p -m 700 {paths.DKIM_KEY_DIR}",
-        f"[ -e {q(paths.dkim_key(cfg.dkim_selector))} ] || opendkim-genkey -b 2048 -d {q(cfg.domain)} "
-        f"-D {paths.DKIM_KEY_DIR} -r -s {q(cfg.dkim_selector)} 2>/dev/null",
-        # As the DKIM unit leaves it: the KeyTable check wants it owned by opendkim, 0600.
-        f"chown opendkim:opendkim {q(paths.dkim_key(cfg.dkim_selector))}",
-        f"chmod 0600 {q(paths.dkim_key(cfg.dkim_selector))}",
+        # The tables unit builds the shared tables (empty until a domain stack runs) before the daemons' units.
+        f"mkdir -p {paths.DKIM_KEY_DIR} {paths.POSTFIX_TABLES_DIR}",
+        f"touch {paths.DKIM_KEY_TABLE} {paths.DKIM_SIGNING_TABLE}",
     ]
+    if dovecot is not None:
+        lines.append(f"cp -r {q(str(dovecot / paths.DOVECOT_DIR.lstrip('/')))}/. {paths.DOVECOT_DIR}/")
     return "\n".join(lines)
 
 
-def run_checks(cfg: MailConfig, stage: Path, scratch: Path, services: list[str] = SERVICES) -> list[CheckResult]:
-    """Every check of `services` on `stage`, each in its own subshell, all of them even after a failure.
+def _steps(cfg: HostConfig | DomainConfig, services: list[str]) -> list[tuple[str, str | None, str]]:
+    """(service, check name, command) of every check to run here."""
+    if isinstance(cfg, HostConfig):
+        return [(service, name, command) for service in services if service in NAMED_CHECKS
+                for name, command in NAMED_CHECKS[service]]
+    return [("sieve", name, command) for name, command in sieve.checks(cfg.domain)] if "sieve" in services else []
 
-    `scratch`: a folder outside the stage, made here (a tmpfs is mounted on it).
-    Each check runs as the deploy script runs it (bash, set -euo pipefail,
-    STAGE set); what it prints on stderr is its message.
+
+def run_checks(
+    cfg: HostConfig | DomainConfig, stage: Path, scratch: Path, services: list[str] | None = None
+) -> list[CheckResult]:
+    """Every check of `services` (default: all of the stack's kind) on `stage`, each in its own subshell.
+
+    All of them run, even after a failure. `scratch`: a folder outside the
+    stage, made here (a tmpfs is mounted on it). Each check runs as the unit
+    runs it (bash, set -euo pipefail, STAGE set); what it prints on stderr is
+    its message.
     """
-    steps = [(service, name, command) for service in services for name, command in NAMED_CHECKS[service]]
+    steps = _steps(cfg, services_of(cfg) if services is None else services)
+    if isinstance(cfg, HostConfig):
+        setup = host_setup(cfg.addresses, scratch)
+    else:
+        dovecot = stage.parent / HOST_DOVECOT
+        setup = host_setup([], scratch, dovecot if dovecot.is_dir() else None)
     scratch.mkdir()
     results = scratch.parent / f"{scratch.name}-results"
     results.mkdir()
     script = [
         "set -euo pipefail",
-        host_setup(cfg, scratch),
+        setup,
         f"STAGE={shlex.quote(str(stage))}",
         f"RESULTS={shlex.quote(str(results))}",
         "set +e",
+        'echo 0 >"$RESULTS/ready"',
     ]
     for i, (_, _, command) in enumerate(steps):
         script.append(f'( set -euo pipefail\n{command}\n) >/dev/null 2>"$RESULTS/{i}.err"; echo $? >"$RESULTS/{i}.rc"')
     try:
         proc = subprocess.run(["unshare", "-m", "-n", "bash", "-c", "\n".join(script)], capture_output=True, text=True)
-        if not (results / "0.rc").exists():
-            raise CheckError(f"could not give the checks the host's addresses and DKIM key:\n{proc.stderr.strip()}")
+        if not (results / "ready").exists():
+            raise CheckError(f"could not give the checks the host's addresses and tables:\n{proc.stderr.strip()}")
         passed = [(results / f"{i}.rc").read_text().strip() == "0" for i in range(len(steps))]
         messages = [(results / f"{i}.err").read_text() for i in range(len(steps))]
         return [
@@ -195,33 +246,47 @@ def checkzone_command(zone_name: str, path: Path) -> list[str]:
     return ["named-checkzone", "-i", "full", "-k", "fail", "-m", "fail", "-n", "fail", zone_name, str(path)]
 
 
-def check_zone(cfg: MailConfig, path: Path) -> CheckResult:
+def check_zone(cfg: HostConfig | DomainConfig, path: Path) -> CheckResult:
     result = subprocess.run(checkzone_command(cfg.zone_name, path), capture_output=True, text=True)
     ok = result.returncode == 0 and result.stdout.rstrip().endswith("OK")
     return CheckResult("dns", f"named-checkzone {cfg.zone_name}", ok, "" if ok else result.stdout + result.stderr)
 
 
+def tables_skipped(cfg: DomainConfig) -> CheckResult:
+    """The files unit's other check, which only the host can run."""
+    command = mailboxes.tables_check(cfg).split()[0].rsplit("/", 1)[-1]
+    return CheckResult(
+        "mailboxes", f"{command} --check", True,
+        "runs on the host at deployment: it checks this domain's files with every other domain's there", skipped=True,
+    )
+
+
 # --- users' Sieve scripts: messages about their own lines -----------------------------------
 
-# A line of the users' Sieve check (components/services/sieve.py prefixes "user NAME: "),
-# e.g. "user alice: .dovecot: line 4: error: unknown command 'fileinto' (...)".
-_SIEVEC_LINE = re.compile(r"^user (?P<user>[^:]+): (?:[^:]*: )?line (?P<line>\d+): (?:error: )?(?P<message>.*)$")
-_SIEVEC_SUMMARY = re.compile(r"^user (?P<user>[^:]+): (?:[^:]*: error: (?:validation|parse) failed\.|sievec: Fatal: )")
+# A line of the users' Sieve check (components/services/sieve.py prefixes "mailbox NAME@DOMAIN: "),
+# e.g. "mailbox alice@example.com: .dovecot: line 4: error: unknown command 'fileinto' (...)".
+_SIEVEC_LINE = re.compile(
+    r"^mailbox (?P<user>[^@:]+)@[^:]*: (?:[^:]*: )?line (?P<line>\d+): (?:error: )?(?P<message>.*)$"
+)
+_SIEVEC_SUMMARY = re.compile(
+    r"^mailbox (?P<user>[^@:]+)@[^:]*: (?:[^:]*: error: (?:validation|parse) failed\.|sievec: Fatal: )"
+)
+_SIEVEC_ANY = re.compile(r"^mailbox (?P<user>[^@:]+)@[^:]*: (?P<rest>.*)$")
 _MARKER = "mailstack-user-script-starts-here"
 
 
-def script_first_line(cfg: MailConfig, index: int) -> int:
+def script_first_line(cfg: DomainConfig, index: int) -> int:
     """The line of the rendered ~/.dovecot.sieve where users[index]'s own script begins.
 
     Found by rendering the template with a marker for the script, so the
     header lines the template puts first are counted from the template itself.
     """
     user = cfg.users[index].model_copy(update={"sieve": _MARKER + "\n"})
-    lines = render_template(sieve.TEMPLATE, user=user).splitlines()
+    lines = render_template(sieve.TEMPLATE, user=user, mailbox=cfg.mailbox_of(user)).splitlines()
     return next(n for n, line in enumerate(lines, 1) if _MARKER in line)
 
 
-def explain_user_sieve(cfg: MailConfig, output: str) -> str:
+def explain_user_sieve(cfg: DomainConfig, output: str) -> str:
     """sievec's messages about rendered lines, as `mailstack:users[i].sieve line N: ...` of the stack's lines."""
     index = {user.name: i for i, user in enumerate(cfg.users)}
     lines = output.splitlines()
@@ -238,9 +303,9 @@ def explain_user_sieve(cfg: MailConfig, output: str) -> str:
         summary = _SIEVEC_SUMMARY.match(line)
         if summary and summary["user"] in located:
             continue  # "validation failed", "failed to compile": said better by the lines above
-        user = line.split(":", 1)[0].removeprefix("user ")
-        if user in index:
-            line = f"mailstack:users[{index[user]}].sieve: {line.split(': ', 1)[1]}"
+        other = _SIEVEC_ANY.match(line)
+        if other and other["user"] in index:
+            line = f"mailstack:users[{index[other['user']]}].sieve: {other['rest']}"
         explained.append(line)
     return "\n".join(explained) + ("\n" if explained else "")
 
@@ -248,15 +313,17 @@ def explain_user_sieve(cfg: MailConfig, output: str) -> str:
 # --- the command ----------------------------------------------------------------------------
 
 
-def check_stack(cfg: MailConfig, workdir: Path) -> list[CheckResult]:
-    """Render `cfg` into `workdir`/stage and run every checker on it."""
-    stage = build_stage(workdir / "stage", cfg)
+def check_stack(cfg: HostConfig | DomainConfig, workdir: Path, project_dir: Path = PROJECT_DIR) -> list[CheckResult]:
+    """Render `cfg` into `workdir`/stage and run every checker of its kind on it."""
+    stage = build_stage(workdir / "stage", cfg, project_dir=project_dir)
     results = run_checks(cfg, stage, workdir / "host")
-    results = [
-        CheckResult(r.service, r.name, r.ok, explain_user_sieve(cfg, r.output)) if r.service == "sieve" else r
-        for r in results
-    ]
-    return [*results, check_zone(cfg, stage / "dns" / f"{cfg.zone_name}.zone")]
+    if isinstance(cfg, DomainConfig):
+        results = [
+            CheckResult(r.service, r.name, r.ok, explain_user_sieve(cfg, r.output)) if r.service == "sieve" else r
+            for r in results
+        ]
+        results.append(tables_skipped(cfg))
+    return [*results, check_zone(cfg, zone_path(stage, cfg))]
 
 
 def report(results: list[CheckResult]) -> str:
@@ -264,8 +331,9 @@ def report(results: list[CheckResult]) -> str:
     for r in results:
         if r.ok and r.name is None:
             continue
-        lines.append(f"{'ok  ' if r.ok else 'FAIL'} {r.service}: {r.name or 'preparing the stage'}")
-        if not r.ok:
+        status = "skip" if r.skipped else "ok  " if r.ok else "FAIL"
+        lines.append(f"{status} {r.service}: {r.name or 'preparing the stage'}")
+        if r.skipped or not r.ok:
             message = r.output.strip() or "failed without a message"
             lines += ["     " + line for line in message.splitlines()]
     return "\n".join(lines) + "\n"
@@ -274,12 +342,13 @@ def report(results: list[CheckResult]) -> str:
 def add_parser(commands: argparse._SubParsersAction) -> None:
     check = commands.add_parser(
         "check", help="run every daemon's own checker on a stack's rendered config (as root; no host needed)",
-        description="Render a stack and run the checkers the host runs before it swaps a config in: postconf, "
-                    "postmap/postalias, postfix check, doveconf, sievec, opendkim -n, policyd-spf's reader, and "
-                    "named-checkzone on the zone file. Exit status 1 when a check fails, 2 when the stack is bad "
-                    "or a checker cannot run.")
-    check.add_argument("stacks", nargs="*", metavar="STACK", help="stack names, e.g. example.com")
-    check.add_argument("--all", action="store_true", help="every stack in stacks/")
+        description="Render a stack and run the checkers its units run before they swap a config in. A host "
+                    "stack: postconf, postalias, postfix check, doveconf, sievec, opendkim -n, policyd-spf's "
+                    "reader. A domain stack: sievec on its users' Sieve scripts (the cross-domain table check "
+                    "runs on the host at deployment). Both: named-checkzone on the zone file. Exit status 1 "
+                    "when a check fails, 2 when the stack is bad or a checker cannot run.")
+    check.add_argument("stacks", nargs="*", metavar="STACK", help="stack names, e.g. host-mail or example.com")
+    check.add_argument("--all", action="store_true", help="every stack in stacks/ (host stacks first)")
     check.add_argument("--project", type=Path, default=PROJECT_DIR,
                        help="project folder holding stacks/ (default: this checkout)")
     check.set_defaults(run=main)
@@ -301,7 +370,9 @@ def main(args: argparse.Namespace) -> int:
     configs = {stack: cfg for stack, cfg in loaded.items() if cfg is not None}
     if not configs:
         return 2
-    missing = missing_programs(SERVICES)
+    if args.all:  # the order of deployment: host stacks first
+        configs = dict(sorted(configs.items(), key=lambda item: isinstance(item[1], DomainConfig)))
+    missing = missing_programs(list(dict.fromkeys(s for cfg in configs.values() for s in services_of(cfg))))
     if missing:
         print("error: checkers missing here (install them as on the host):\n  " + "\n  ".join(missing), file=sys.stderr)
         return 2
@@ -315,7 +386,11 @@ def main(args: argparse.Namespace) -> int:
             print(f"{stack}:")
         with tempfile.TemporaryDirectory(prefix="mailstack-check-") as tmp:
             try:
-                results = check_stack(cfg, Path(tmp))
+                results = check_stack(cfg, Path(tmp), args.project)
+            except StackFileError as err:  # a domain stack's host stack file
+                print(f"error: {stack}: {err}", file=sys.stderr)
+                unloadable.append(stack)
+                continue
             except CheckError as err:
                 print(f"error: {stack}: {err}", file=sys.stderr)
                 return 2

@@ -457,12 +457,30 @@ class HostConfig(_Stack):
         default=5000, ge=1000, le=60000, description="uid and gid of the vmail account that owns every mailbox"
     )
 
+    # -- moving a host from the single-domain layout (README, "Moving a host to the multi-domain layout")
+    adopt: Line = Field(
+        default="",
+        description="The single-domain stack (project/stack) whose host this host stack takes over; empty: none",
+    )
+
     # ---- single values
 
     @field_validator("hostname")
     @classmethod
     def _hostname(cls, value: str) -> str:
         return fqdn(value)
+
+    @field_validator("adopt")
+    @classmethod
+    def _adopt(cls, value: str) -> str:
+        # As the older mailstack wrote it in /etc/mailstack/owner: "<project>/<stack>".
+        parts = value.split("/")
+        if value and (len(parts) != 2 or not all(_STACK_NAME.fullmatch(part) for part in parts)):
+            raise ValueError(
+                f"{shown(value)} is not a stack as /etc/mailstack/owner names it (expected <project>/<stack>, "
+                "e.g. mailstack/example.com)"
+            )
+        return value
 
     @field_validator("inet_interfaces")
     @classmethod
@@ -835,6 +853,7 @@ FORMS: dict[str, tuple[str, str]] = {
     "opendkim_dnssec": ("true or false", "true"),
     "postmaster_address": ("an e-mail address", "alice@example.com"),
     "vmail_uid": ("a uid", "5000"),
+    "adopt": ("the older stack, as /etc/mailstack/owner names it", "mailstack/example.com"),
     # both
     "cloudflare_zone_id": ("a Cloudflare zone id", "32 hex digits"),
     "cloudflare_zone_name": ("a zone name", "example.com"),

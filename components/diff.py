@@ -7,10 +7,16 @@ of every host file and of the zone file, grouped by stack. When nothing
 changes it prints nothing and exits 0. A change to shared code or templates
 shows up in every stack it affects.
 
+A stack is either kind: a host stack's diff covers the host's files and its
+zone file, a domain stack's its files on the host (its folder, its users'
+Sieve scripts) and its zone file, whose MX and SPF come from its host stack's
+file: a change of the host's name or addresses shows in every domain on it.
+
 `touched` lists the stacks that a change since REF concerns: a stack file
 concerns its own stack; the program, its templates, its dependencies and the
-policy pack concern every stack. The pull-request workflow runs previews for
-exactly these stacks.
+policy pack concern every stack. Host stacks come first, then domain stacks:
+the order of deployment (a domain stack reads its host stack's outputs).
+The pull-request workflow runs previews for exactly these stacks.
 
 Only the standard library is used here: `python -m components.diff touched`
 runs before the project's dependencies are installed, and each render runs
@@ -33,7 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from components.stackfile import PROJECT_DIR, stack_names
+from components.stacknames import PROJECT_DIR, stack_names
 
 # Paths whose change can alter every stack's deployment.
 SHARED_DIRS = ("components/", "templates/", "policy/")
@@ -98,12 +104,44 @@ def changed_paths(project: Path, ref: str) -> list[str]:
 # --- stacks ---------------------------------------------------------------------------------
 
 
-def touched_stacks(paths: list[str], stacks: list[str]) -> list[str]:
-    """The stacks among `stacks` that a change to `paths` concerns (every stack for shared code)."""
+# A domain stack's file sets mailstack:domain (components/config.py load_config tells the kinds
+# apart by it); read with a pattern, since `touched` runs before PyYAML is installed.
+_DOMAIN_KEY = re.compile(r"^[ \t]+[\"']?mailstack:domain[\"']?[ \t]*:[ \t]*(?![\"']{2}|~|null\b)[^\s#]", re.M)
+
+
+def host_stacks(project: Path, stacks: list[str]) -> set[str]:
+    """The host stacks among `stacks`: those whose file does not set mailstack:domain."""
+    hosts = set()
+    for stack in stacks:
+        try:
+            text = (project / "stacks" / f"Pulumi.{stack}.yaml").read_text(errors="replace")
+        except OSError:
+            continue
+        if not _DOMAIN_KEY.search(text):
+            hosts.add(stack)
+    return hosts
+
+
+def deploy_order(stacks: list[str], hosts: set[str] | frozenset[str] = frozenset()) -> list[str]:
+    """Host stacks first, then domain stacks, each sorted by name."""
+    return sorted(stacks, key=lambda stack: (stack not in hosts, stack))
+
+
+def touched_stacks(paths: list[str], stacks: list[str], hosts: set[str] | frozenset[str] = frozenset()) -> list[str]:
+    """The stacks among `stacks` that a change to `paths` concerns (every stack for shared code).
+
+    `hosts`: which of them are host stacks; they come first (deployment order).
+    A host stack's file concerns that host stack alone, not the domain stacks
+    on the host: a domain stack reads its host only through the host stack's
+    outputs, and most host settings (banner, limits, TLS, SSH) are nothing to
+    a domain. Those that are (the host's name and addresses, in the domain's
+    MX and SPF records) change the domain's rendered zone file, which its
+    `diff` shows; the domain stack's own `pulumi up` then publishes them.
+    """
     if any(p.startswith(SHARED_DIRS) or SHARED_FILES.match(p) for p in paths):
-        return sorted(stacks)
+        return deploy_order(stacks, hosts)
     named = {m["stack"] for p in paths if (m := STACK_FILE.match(p))}
-    return sorted(named & set(stacks))
+    return deploy_order([s for s in stacks if s in named], hosts)
 
 
 # --- rendering ------------------------------------------------------------------------------
@@ -164,7 +202,11 @@ def diff_stacks(project: Path, base: str, stacks: list[str] | None, warn: Callab
     short = commit[:12]
     with tempfile.TemporaryDirectory(prefix="mailstack-diff-") as tmp:
         base_tree = export_tree(project, commit, Path(tmp) / "base")
-        names = sorted(set(stack_names(base_tree)) | set(stack_names(project))) if stacks is None else stacks
+        if stacks is None:
+            every = sorted(set(stack_names(base_tree)) | set(stack_names(project)))
+            names = deploy_order(every, host_stacks(project, every) | host_stacks(base_tree, every))
+        else:
+            names = stacks
         out: list[str] = []
         for stack in names:
             try:
@@ -198,7 +240,7 @@ def diff_stacks(project: Path, base: str, stacks: list[str] | None, warn: Callab
 def add_parsers(commands: argparse._SubParsersAction) -> None:
     """Add `diff` and `touched` to a `python -m components` command parser."""
     diff = commands.add_parser(
-        "diff", help="unified diff of the rendered host files and zone file against a git revision"
+        "diff", help="unified diff of a stack's rendered files and zone file against a git revision"
     )
     diff.add_argument("stacks", nargs="*", metavar="STACK", help="stack names, e.g. example.com")
     diff.add_argument("--all", action="store_true", help="every stack at REF or in the working tree")
@@ -206,7 +248,9 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     diff.add_argument("--project", type=Path, default=PROJECT_DIR, help="the git checkout (default: this one)")
     diff.set_defaults(run=run_diff)
 
-    touched = commands.add_parser("touched", help="the stacks a change since a git revision concerns")
+    touched = commands.add_parser(
+        "touched", help="the stacks a change since a git revision concerns, host stacks first (deployment order)"
+    )
     start = touched.add_mutually_exclusive_group(required=True)
     start.add_argument("--base", metavar="REF", help="git revision the change starts from")
     start.add_argument("--all", action="store_true", help="every stack (when where the change starts is unknown)")
@@ -234,9 +278,12 @@ def run_diff(args: argparse.Namespace) -> int:
 
 def run_touched(args: argparse.Namespace) -> int:
     stacks = stack_names(args.project)
-    if not args.all:
+    hosts = host_stacks(args.project, stacks)
+    if args.all:
+        stacks = deploy_order(stacks, hosts)
+    else:
         try:
-            stacks = touched_stacks(changed_paths(args.project, args.base), stacks)
+            stacks = touched_stacks(changed_paths(args.project, args.base), stacks, hosts)
         except DiffError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2

@@ -68,8 +68,13 @@ DEFAULT_SIEVE_BINARY = f"{DEFAULT_SIEVE_DIR}/default.svbin"
 # HOST_CLAIM; each domain stack in its domain's folder (DOMAIN_OWNER_FILE).
 MAILSTACK_DIR = "/etc/mailstack"
 HOST_CLAIM = f"{MAILSTACK_DIR}/host"
-# The single-domain layout's claim (one stack converged the whole host).
+# The single-domain layout's claim (one stack converged the whole host), and
+# where it goes when a host stack adopts that host (mailstack:adopt): the old
+# stack's domain stack finds it there and takes over its accounts' mail.
 OLD_OWNER_CLAIM = f"{MAILSTACK_DIR}/owner"
+ADOPTED_OWNER_CLAIM = f"{OLD_OWNER_CLAIM}.pre-multidomain"
+# The single-domain layout's mailbox accounts: system users in this group, mail in ~/Maildir.
+OLD_MAILBOX_GROUP = "mailstack-mailbox"
 DOMAINS_DIR = f"{MAILSTACK_DIR}/domains"
 
 

@@ -18,9 +18,10 @@ from typing import Any
 
 import yaml
 
-from components.config import ConfigError, DomainConfig, HostConfig, load_config
+from components.config import PROJECT, ConfigError, DomainConfig, HostConfig, load_config
+from components.hostfacts import HostFacts
+from components.stacknames import PROJECT_DIR, stack_file, stack_names
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 
 class StackFileError(ConfigError):
@@ -42,15 +43,6 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             if isinstance(key, (str, int, float, bool)):
                 seen[key] = key_node.start_mark
         return super().construct_mapping(node, deep=deep)
-
-
-def stack_file(stack: str, project_dir: Path = PROJECT_DIR) -> Path:
-    return project_dir / "stacks" / f"Pulumi.{stack}.yaml"
-
-
-def stack_names(project_dir: Path = PROJECT_DIR) -> list[str]:
-    """The stacks a project has: one per stacks/Pulumi.<stack>.yaml."""
-    return sorted(p.name[len("Pulumi.") : -len(".yaml")] for p in (project_dir / "stacks").glob("Pulumi.*.yaml"))
 
 
 def _shown_path(path: Path, project_dir: Path) -> str:
@@ -131,3 +123,55 @@ def load_stack_or_report(stack: str, project_dir: Path = PROJECT_DIR) -> HostCon
     except (FileNotFoundError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return None
+
+
+def host_stack_name(cfg: DomainConfig) -> str:
+    """The host stack's name: the last segment of mailstack:host_stack ("org/mailstack/host-mail" -> "host-mail")."""
+    return cfg.host_stack.rsplit("/", 1)[-1]
+
+
+def load_host_stack(cfg: DomainConfig, project_dir: Path = PROJECT_DIR) -> tuple[str, HostConfig]:
+    """The host stack a domain stack names, read from its file in the same project: (name, config).
+
+    Offline there is no StackReference: the host stack's file says what its
+    outputs would be. ConfigError naming mailstack:host_stack and the file when
+    it is missing, unusable or not a host stack.
+    """
+    name = host_stack_name(cfg)
+    path = stack_file(name, project_dir)
+    shown = _shown_path(path, project_dir)
+    where = f"mailstack:host_stack: {cfg.host_stack!r} names the host stack {name}, read from {shown}"
+    if not path.is_file():
+        known = ", ".join(stack_names(project_dir)) or "none"
+        raise StackFileError([f"{where}, which does not exist (stacks here: {known})"])
+    try:
+        host = load_config(read_stack_values(path, shown))
+    except ConfigError as err:
+        raise StackFileError([f"{where}, which is not usable:", *(f"  {p}" for p in err.problems)]) from None
+    if not isinstance(host, HostConfig):
+        raise StackFileError([f"{where}, which is a domain stack (expected a host stack: mailstack:hostname set)"])
+    return name, host
+
+
+def host_facts(name: str, host: HostConfig) -> HostFacts:
+    """The outputs the host stack `name` exports for its domain stacks (components/host.py), from its config."""
+    return HostFacts(host_id=f"{PROJECT}/{name}", hostname=host.host_name, addresses=host.addresses,
+                     ssh_user=host.ssh_user)
+
+
+def host_facts_for(cfg: DomainConfig, project_dir: Path = PROJECT_DIR) -> HostFacts:
+    """What the domain stack would read from its host stack's outputs, from the host stack's file."""
+    return host_facts(*load_host_stack(cfg, project_dir))
+
+
+def hosted_domains(host_stack: str, project_dir: Path = PROJECT_DIR) -> list[str]:
+    """The domains of the project's domain stacks that name `host_stack` (stack files that load)."""
+    domains = []
+    for stack in stack_names(project_dir):
+        try:
+            cfg = load_stack(stack, project_dir)
+        except (FileNotFoundError, ConfigError):
+            continue
+        if isinstance(cfg, DomainConfig) and host_stack_name(cfg) == host_stack:
+            domains.append(cfg.domain)
+    return domains

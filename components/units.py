@@ -61,7 +61,7 @@ def _inline(ssh_user: str, script: str) -> str:
 
 def _host_owned(cfg: HostConfig, owner: str, script: str) -> Unit:
     """`script`, behind the check that the host is this host stack's (`owner`: "project/stack")."""
-    check = render_template("units/owner.sh.j2", host_name=cfg.host_name, owner=owner)
+    check = render_template("units/owner.sh.j2", host_name=cfg.host_name, owner=owner, adopt=cfg.adopt)
     return Unit(command=_runner(cfg.ssh_user), stdin=check + script)
 
 

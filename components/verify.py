@@ -3,8 +3,15 @@
 `python -m components verify STACK` reads what should be true from the list of
 records that `components/records.py` builds and `MailDns` publishes (`published`
 below: the very list, not a copy of its rules) and checks what is true, like a
-receiving mail server would: DNS, reverse DNS, SPF, DKIM, DMARC, and the SMTP,
-submission and IMAP services at every address.
+receiving mail server would. Each kind of stack checks what it owns:
+
+- a host stack: the host's records (A, AAAA, forward-confirmed PTRs, the HELO
+  name's SPF) and its services at every address (SMTP banner, STARTTLS,
+  certificate, no AUTH on port 25, no VRFY, no open relay, submission, IMAP);
+- a domain stack: its domain's records (MX at its host, not a CNAME; SPF that
+  passes mail from every address of the host; DKIM, the key the host signs
+  with; DMARC). What it knows of its host (name, addresses, SSH) comes from
+  its host stack's file (components/stackfile.py), as `render` does.
 
 Every check is a `Result`: a name, pass/warn/fail, one line of reason and, when
 something is wrong, the fix (the record to publish, the setting to change).
@@ -43,8 +50,17 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from components import paths
-from components.config import MailConfig
-from components.records import Record, mail_records, ptr_name, ptr_records, reverse_zone_for, txt_content
+from components.config import DomainConfig, HostConfig
+from components.hostfacts import HostFacts
+from components.records import (
+    Record,
+    host_records,
+    mail_records,
+    ptr_name,
+    ptr_records,
+    reverse_zone_for,
+    txt_content,
+)
 from components.verify_net import (
     Dns,
     DnsError,
@@ -108,22 +124,27 @@ def _at(address: str) -> str:
 HOST_KEY_UNKNOWN = "<the host key>"
 
 
-def published(cfg: MailConfig, dkim_key: str | None = None) -> dict[str, Record]:
-    """The records MailDns publishes for the stack, by their key ("mx", "spf", "dkim", "ptr-...").
+def published(cfg: HostConfig | DomainConfig, host: HostFacts | None = None, dkim_key: str | None = None
+              ) -> dict[str, Record]:
+    """The records MailDns publishes for the stack, by their key ("a-...", "ptr-...", "mx", "spf", "dkim").
 
     The expectations of every DNS check: the same list the Cloudflare component
     and the zone file get (components/records.py), so a new record, or a changed
-    one, is checked the day it is published. `dkim_key`: the host's public key,
-    when known.
+    one, is checked the day it is published. A host stack's: host_records and
+    ptr_records; a domain stack's: mail_records with its `host`. `dkim_key`:
+    the host's public key for the domain, when known.
     """
-    return {r.key: r for r in mail_records(cfg, dkim_key or HOST_KEY_UNKNOWN) + ptr_records(cfg)}
+    if isinstance(cfg, HostConfig):
+        return {r.key: r for r in host_records(cfg) + ptr_records(cfg)}
+    assert host is not None, "a domain stack's records need its host"
+    return {r.key: r for r in mail_records(cfg, host, dkim_key or HOST_KEY_UNKNOWN)}
 
 
 # --- DNS ----------------------------------------------------------------------------------------
 
 
-def check_mx(cfg: MailConfig, lookups: Dns) -> Result:
-    mx = published(cfg)["mx"]
+def check_mx(cfg: DomainConfig, host_facts: HostFacts, lookups: Dns) -> Result:
+    mx = published(cfg, host_facts)["mx"]
     name, domain, host = "dns.mx", mx.name, mx.content
     fix = f"publish {_line(domain, 'MX', f'{mx.priority} {host}.')} ({REFRESH})"
     try:
@@ -143,9 +164,9 @@ def check_mx(cfg: MailConfig, lookups: Dns) -> Result:
     return passed(name, f"{domain} MX {shown}")
 
 
-def check_mx_cname(cfg: MailConfig, lookups: Dns) -> Result:
+def check_mx_cname(cfg: DomainConfig, host_facts: HostFacts, lookups: Dns) -> Result:
     """RFC 2181 10.3 / RFC 5321 5.1: an MX target must not be an alias."""
-    mx = published(cfg)["mx"]
+    mx = published(cfg, host_facts)["mx"]
     name, host = "dns.mx-cname", mx.content
     try:
         targets = [r.exchange.to_text(omit_final_dot=True).lower() for r in lookups.records(mx.name, "MX")]
@@ -160,10 +181,10 @@ def check_mx_cname(cfg: MailConfig, lookups: Dns) -> Result:
     return passed(name, f"{', '.join(aliases)}: not a CNAME")
 
 
-def check_addresses(cfg: MailConfig, lookups: Dns, rtype: str) -> Result:
+def check_addresses(cfg: HostConfig, lookups: Dns, rtype: str) -> Result:
     """A (or AAAA) of the host: exactly the configured addresses."""
     records = published(cfg)
-    name, host = f"dns.{rtype.lower()}", records["mx"].content
+    name, host = f"dns.{rtype.lower()}", cfg.host_name
     expected = {str(ipaddress.ip_address(r.content)) for r in records.values() if r.type == rtype and r.name == host}
     try:
         found = {str(ipaddress.ip_address(a)) for a in lookups.addresses(host, rtype)}
@@ -181,7 +202,7 @@ def check_addresses(cfg: MailConfig, lookups: Dns, rtype: str) -> Result:
                         f"{', '.join(sorted(expected)) or 'none'})", f"{'; '.join(fixes)} ({REFRESH})")
 
 
-def check_ptr(cfg: MailConfig, lookups: Dns, address: str) -> Result:
+def check_ptr(cfg: HostConfig, lookups: Dns, address: str) -> Result:
     """Forward-confirmed reverse DNS: PTR -> host name -> the same address (the guide's `host` checks)."""
     pointer = ptr_name(address)
     ptr = next((r for r in published(cfg).values() if r.type == "PTR" and r.name == pointer), None)
@@ -303,18 +324,17 @@ def spf_all(record: str) -> tuple[str | None, str]:
     return qualifier, redirect
 
 
-def _spf_fix(cfg: MailConfig, key: str = "spf") -> str:
-    """Publish the SPF record `key` ("spf" of the domain, "spf-helo" of the host name)."""
-    records = published(cfg)
-    # No "spf-helo" when the host name is the domain: its "spf" record is the HELO name's too.
-    record = records.get(key, records["spf"])
+def _spf_fix(cfg: HostConfig | DomainConfig, host_facts: HostFacts | None = None) -> str:
+    """Publish the stack's SPF record (a domain's "spf", the host name's "spf-helo")."""
+    records = published(cfg, host_facts)
+    record = records["spf-helo" if isinstance(cfg, HostConfig) else "spf"]
     return f"publish {_line(record.name, 'TXT', txt_content(record.content))} ({REFRESH})"
 
 
-def check_spf(cfg: MailConfig, lookups: Dns) -> list[Result]:
+def check_spf(cfg: DomainConfig, host_facts: HostFacts, lookups: Dns) -> list[Result]:
     """spf.record (exactly one, parses), spf.lookups (<= 10), spf.all (the final qualifier)."""
-    domain = published(cfg)["spf"].name
-    fix = _spf_fix(cfg)
+    domain = published(cfg, host_facts)["spf"].name
+    fix = _spf_fix(cfg, host_facts)
     not_checked = "not checked: no usable SPF record (see spf.record)"
     try:
         found = spf_records(lookups.texts(domain))
@@ -372,10 +392,10 @@ def check_spf(cfg: MailConfig, lookups: Dns) -> list[Result]:
     return results
 
 
-def check_spf_pass(cfg: MailConfig, lookups: Dns, address: str) -> Result:
-    """pyspf's check_host() for mail from the domain sent by this address."""
-    name, domain = f"spf.pass{_at(address)}", published(cfg)["spf"].name
-    result, explanation = spf_check(lookups, address, f"postmaster@{domain}", cfg.host_name)
+def check_spf_pass(cfg: DomainConfig, host_facts: HostFacts, lookups: Dns, address: str) -> Result:
+    """pyspf's check_host() for mail from the domain sent by this address of its host."""
+    name, domain = f"spf.pass{_at(address)}", published(cfg, host_facts)["spf"].name
+    result, explanation = spf_check(lookups, address, f"postmaster@{domain}", host_facts.hostname)
     try:
         record = " / ".join(f'"{r}"' for r in spf_records(lookups.texts(domain))) or "(none)"
     except DnsError as err:
@@ -383,19 +403,20 @@ def check_spf_pass(cfg: MailConfig, lookups: Dns, address: str) -> Result:
     if result == "pass":
         return passed(name, f"{domain} TXT {record} passes mail from {address}")
     why = f" ({explanation})" if explanation else ""
-    return failed(name, f"{domain} TXT {record} gives {result} for mail from {address}{why}", _spf_fix(cfg))
+    return failed(name, f"{domain} TXT {record} gives {result} for mail from {address}{why}",
+                  _spf_fix(cfg, host_facts))
 
 
-def check_spf_helo(cfg: MailConfig, lookups: Dns) -> Result:
+def check_spf_helo(cfg: HostConfig, lookups: Dns) -> Result:
     """SPF of the HELO name: what receivers check for bounces (empty MAIL FROM, RFC 7208 2.3)."""
-    name, host = "spf.helo", published(cfg)["mx"].content
+    name, host = "spf.helo", cfg.host_name
     outcomes = {a: spf_check(lookups, a, "", host) for a in cfg.addresses}
     bad = {a: r for a, r in outcomes.items() if r[0] != "pass"}
     if not bad:
         return passed(name, f"{host}'s SPF record passes {', '.join(outcomes)} (HELO identity)")
     listing = "; ".join(f"{result} for {a}" for a, (result, _) in bad.items())
     return failed(name, f"{host}'s SPF record (HELO identity, checked for bounces) gives {listing}",
-                  _spf_fix(cfg, "spf-helo"))
+                  _spf_fix(cfg))
 
 
 # --- DKIM ---------------------------------------------------------------------------------------
@@ -465,15 +486,16 @@ def key_from_option(value: str) -> str:
     return "".join(value.split())
 
 
-def _dkim_fix(cfg: MailConfig, key_b64: str | None) -> str:
-    record = published(cfg, key_b64)["dkim"]
+def _dkim_fix(cfg: DomainConfig, host_facts: HostFacts, key_b64: str | None) -> str:
+    record = published(cfg, host_facts, key_b64)["dkim"]
     content = txt_content(record.content) if key_b64 else f'"{record.content}"'
     return f"publish {_line(record.name, 'TXT', content)} ({REFRESH})"
 
 
-def check_dkim_record(cfg: MailConfig, lookups: Dns, host_key: str | None = None) -> tuple[Result, DkimKey | None]:
-    name, where = "dkim.record", published(cfg)["dkim"].name
-    fix = _dkim_fix(cfg, host_key)
+def check_dkim_record(cfg: DomainConfig, host_facts: HostFacts, lookups: Dns, host_key: str | None = None
+                      ) -> tuple[Result, DkimKey | None]:
+    name, where = "dkim.record", published(cfg, host_facts)["dkim"].name
+    fix = _dkim_fix(cfg, host_facts, host_key)
     try:
         texts = lookups.texts(where)
     except DnsError as err:
@@ -502,10 +524,10 @@ def check_dkim_record(cfg: MailConfig, lookups: Dns, host_key: str | None = None
     return passed(name, f"{where}: RSA, {key.bits} bits"), key
 
 
-def check_dkim_key(cfg: MailConfig, record: DkimKey | None, host_key: str | None, source: str,
-                   unavailable: str = "") -> Result:
+def check_dkim_key(cfg: DomainConfig, host_facts: HostFacts, record: DkimKey | None, host_key: str | None,
+                   source: str, unavailable: str = "") -> Result:
     """The published key is the one OpenDKIM signs with (host_key: base64 DER from `source`)."""
-    name, where = "dkim.key", published(cfg)["dkim"].name
+    name, where = "dkim.key", published(cfg, host_facts)["dkim"].name
     if record is None:
         return warned(name, "not compared: no usable DKIM record (see dkim.record)")
     if host_key is None:
@@ -518,19 +540,19 @@ def check_dkim_key(cfg: MailConfig, record: DkimKey | None, host_key: str | None
         ours = None
     if ours is None:
         return failed(name, f"the host's key ({source}) is not a base64 DER RSA public key: {host_key[:24]!r}...",
-                      f"check {paths.dkim_key(cfg.dkim_selector)} on the host")
+                      f"check {paths.domain_dkim_key(cfg.domain, cfg.dkim_selector)} on the host")
     if _public_numbers(record.der) != ours:
         return failed(name, f"{where} publishes a different key than the host signs with ({source}): "
-                            "every signature fails", _dkim_fix(cfg, host_key))
+                            "every signature fails", _dkim_fix(cfg, host_facts, host_key))
     return passed(name, f"{where} holds the key the host signs with ({source})")
 
 
 # --- DMARC --------------------------------------------------------------------------------------
 
 
-def check_dmarc(cfg: MailConfig, lookups: Dns) -> list[Result]:
+def check_dmarc(cfg: DomainConfig, host_facts: HostFacts, lookups: Dns) -> list[Result]:
     """dmarc.record (exactly one, parses with checkdmarc) and dmarc.policy (p= and rua= as configured)."""
-    dmarc = published(cfg)["dmarc"]
+    dmarc = published(cfg, host_facts)["dmarc"]
     where = dmarc.name
     fix = f"publish {_line(where, 'TXT', txt_content(dmarc.content))} ({REFRESH})"
     not_checked = warned("dmarc.policy", "not checked: no usable DMARC record (see dmarc.record)")
@@ -579,7 +601,7 @@ def _no_session(probe: SmtpProbe) -> str:
     return f"no SMTP session on {probe.address} port {probe.port}: {probe.error}"
 
 
-def check_banner(cfg: MailConfig, probe: SmtpProbe) -> Result:
+def check_banner(cfg: HostConfig, probe: SmtpProbe) -> Result:
     name, host = f"smtp.banner{_at(probe.address)}", cfg.host_name
     if probe.error or probe.banner is None:
         return failed(name, _no_session(probe), f"is Postfix running and listening on {probe.address} "
@@ -610,7 +632,7 @@ def _tls_failure(probe: SmtpProbe) -> str | None:
     return None
 
 
-def check_starttls(cfg: MailConfig, probe: SmtpProbe, service: str = "smtp") -> Result:
+def check_starttls(cfg: HostConfig, probe: SmtpProbe, service: str = "smtp") -> Result:
     name = f"{service}.starttls{_at(probe.address)}"
     if probe.error or probe.banner is None or probe.banner[0] != 220:
         return failed(name, _no_session(probe) if probe.error else f"no session (banner {probe.banner})",
@@ -648,7 +670,7 @@ def _self_signed(cert: x509.Certificate) -> bool:
     return True
 
 
-def judge_certificate(name: str, cfg: MailConfig, tls: TlsInfo, now: datetime | None = None) -> Result:
+def judge_certificate(name: str, cfg: HostConfig, tls: TlsInfo, now: datetime | None = None) -> Result:
     """The certificate names the host and is in date; self-signed or untrusted is a warning."""
     host, now = cfg.host_name, now or datetime.now(timezone.utc)
     fix = (f"install a certificate for {host} at {cfg.smtpd_tls_cert_file} (mailstack:smtpd_tls_cert_file), "
@@ -672,7 +694,7 @@ def judge_certificate(name: str, cfg: MailConfig, tls: TlsInfo, now: datetime | 
     return warned(name, f"the certificate names {host} but does not verify here: {tls.verify_error}", fix)
 
 
-def check_certificate(cfg: MailConfig, probe: SmtpProbe, now: datetime | None = None) -> Result:
+def check_certificate(cfg: HostConfig, probe: SmtpProbe, now: datetime | None = None) -> Result:
     name = f"smtp.cert{_at(probe.address)}"
     if probe.error or _tls_failure(probe) or probe.tls.cert_der is None:
         return warned(name, f"not checked: no TLS session (see smtp.starttls{_at(probe.address)})")
@@ -776,38 +798,65 @@ class Options:
     timeout: float = 10.0  # per connection or lookup, seconds
 
 
-def default_relay_to(cfg: MailConfig) -> str:
-    """A recipient outside the stack's domain (example.net and example.org are reserved, RFC 2606)."""
-    for domain in ("example.net", "example.org"):
-        if cfg.domain != domain and not cfg.domain.endswith("." + domain) and not domain.endswith("." + cfg.domain):
+@dataclass(frozen=True)
+class Target:
+    """What a run of verify checks: a host stack, or a domain stack with its host stack.
+
+    `host`: the host stack's config (the host itself, or the domain's host,
+    from its host stack's file); `domain`: the domain stack's config, or None;
+    `facts`: what the domain stack knows of its host (HostFacts);
+    `hosted`: the domains known to be on the host (kept out of the relay test).
+    """
+
+    host: HostConfig
+    domain: DomainConfig | None = None
+    facts: HostFacts | None = None
+    hosted: tuple[str, ...] = ()
+
+    @property
+    def addresses(self) -> list[str]:
+        return self.host.addresses
+
+
+# Reserved for documentation (RFC 2606): never a real mail domain, unless the host hosts one of them.
+_FOREIGN = ("example.net", "example.org", "example.com")
+
+
+def default_relay_to(names: list[str]) -> str:
+    """A recipient outside every domain in `names` (the host's name, its hosted domains)."""
+    for domain in _FOREIGN:
+        related = any(name == domain or name.endswith("." + domain) or domain.endswith("." + name) for name in names)
+        if not related:
             return f"postmaster@{domain}"
-    return "postmaster@example.org"
+    return "postmaster@relay-test.example"  # RFC 2606's .example: no one hosts it
 
 
-def _dkim_checks(cfg: MailConfig, lookups: Dns, options: Options) -> list[Result]:
+def _dkim_checks(target: Target, lookups: Dns, options: Options) -> list[Result]:
     """The host's own key when SSH can read it; else the key given with --dkim-key; else not compared."""
+    cfg, facts = target.domain, target.facts
+    key_path = paths.domain_dkim_key(cfg.domain, cfg.dkim_selector)
     host_key, source, unavailable = None, "", "no --dkim-key given"
     if options.ssh:
         try:
-            host_key = read_host_dkim_key(cfg, options.timeout)
-            source = f"{paths.dkim_key(cfg.dkim_selector)}, read over SSH"
+            host_key = read_host_dkim_key(target.host, key_path, options.timeout)
+            source = f"{key_path}, read over SSH"
         except HostKeyUnavailable as err:
             unavailable = f"the host's key could not be read over SSH ({err}) and no --dkim-key was given"
     else:
         unavailable = "SSH is off (--no-ssh) and no --dkim-key was given"
     if host_key is None and options.dkim_key:
         host_key, source = options.dkim_key, "the key given with --dkim-key"
-    record_result, record = check_dkim_record(cfg, lookups, host_key)
-    return [record_result, check_dkim_key(cfg, record, host_key, source, unavailable)]
+    record_result, record = check_dkim_record(cfg, facts, lookups, host_key)
+    return [record_result, check_dkim_key(cfg, facts, record, host_key, source, unavailable)]
 
 
-def _smtp_checks(cfg: MailConfig, address: str, options: Options) -> list[Result]:
+def _smtp_checks(cfg: HostConfig, address: str, options: Options) -> list[Result]:
     probe = probe_smtp(address, 25, cfg.host_name, options.helo, options.timeout)
     return [check_banner(cfg, probe), check_starttls(cfg, probe), check_certificate(cfg, probe),
             check_auth_25(probe)]
 
 
-def _submission_checks(cfg: MailConfig, address: str, options: Options) -> list[Result]:
+def _submission_checks(cfg: HostConfig, address: str, options: Options) -> list[Result]:
     probe = probe_smtp(address, 587, cfg.host_name, options.helo, options.timeout)
     return [check_starttls(cfg, probe, "submission"), check_submission_auth(probe)]
 
@@ -817,45 +866,65 @@ ORDER = ["dns.mx", "dns.mx-cname", "dns.a", "dns.aaaa", "dns.ptr", "spf.record",
          "spf.pass", "spf.helo", "dkim.record", "dkim.key", "dmarc.record", "dmarc.policy", "smtp.banner",
          "smtp.starttls", "smtp.cert", "smtp.auth", "smtp.vrfy", "smtp.relay", "submission.starttls",
          "submission.auth", "imap.tls"]
+# What each kind of stack checks (a check with an address runs once per address of the host).
+HOST_CHECKS = ["dns.a", "dns.aaaa", "dns.ptr", "spf.helo", "smtp.banner", "smtp.starttls", "smtp.cert", "smtp.auth",
+               "smtp.vrfy", "smtp.relay", "submission.starttls", "submission.auth", "imap.tls"]
+DOMAIN_CHECKS = ["dns.mx", "dns.mx-cname", "spf.record", "spf.lookups", "spf.all", "spf.pass", "dkim.record",
+                 "dkim.key", "dmarc.record", "dmarc.policy"]
 
 
-def _order(cfg: MailConfig, result: Result) -> tuple[int, int]:
+def _order(target: Target, result: Result) -> tuple[int, int]:
     base, _, address = result.name.partition("[")
-    position = cfg.addresses.index(address.rstrip("]")) if address else -1
+    position = target.addresses.index(address.rstrip("]")) if address else -1
     return ORDER.index(base) if base in ORDER else len(ORDER), position
 
 
-def run_checks(cfg: MailConfig, options: Options, lookups: Dns | None = None) -> list[Result]:
-    """Every check, run concurrently (threads), in report order."""
-    lookups = lookups or Dns(options.nameservers or None, timeout=options.timeout)
-    helo = options.helo or socket.getfqdn()
-    relay_to = options.relay_to or default_relay_to(cfg)
-    options = Options(options.nameservers, helo, relay_to, options.dkim_key, options.ssh, options.timeout)
-    # checkdmarc caches answers process-wide by name, whatever the resolver: start clean.
-    checkdmarc.utils.DNS_CACHE.clear()
-
+def _host_tasks(cfg: HostConfig, lookups: Dns, options: Options) -> list[Callable[[], list[Result]]]:
+    helo, relay_to = options.helo, options.relay_to
     tasks: list[Callable[[], list[Result]]] = [
-        lambda: [check_mx(cfg, lookups), check_mx_cname(cfg, lookups), check_addresses(cfg, lookups, "A"),
-                 check_addresses(cfg, lookups, "AAAA")],
-        lambda: check_spf(cfg, lookups),
+        lambda: [check_addresses(cfg, lookups, "A"), check_addresses(cfg, lookups, "AAAA")],
         lambda: [check_spf_helo(cfg, lookups)],
-        lambda: _dkim_checks(cfg, lookups, options),
-        lambda: check_dmarc(cfg, lookups),
     ]
     for a in cfg.addresses:
         tasks += [
             lambda a=a: [check_ptr(cfg, lookups, a)],
-            lambda a=a: [check_spf_pass(cfg, lookups, a)],
             lambda a=a: _smtp_checks(cfg, a, options),
             lambda a=a: [check_vrfy(probe_vrfy(a, cfg.host_name, helo, options.timeout))],
             lambda a=a: [check_relay(probe_relay(a, cfg.host_name, helo, relay_to, options.timeout))],
             lambda a=a: _submission_checks(cfg, a, options),
             lambda a=a: [check_imap(probe_imap(a, cfg.host_name, options.timeout))],
         ]
+    return tasks
+
+
+def _domain_tasks(target: Target, lookups: Dns, options: Options) -> list[Callable[[], list[Result]]]:
+    cfg, facts = target.domain, target.facts
+    tasks: list[Callable[[], list[Result]]] = [
+        lambda: [check_mx(cfg, facts, lookups), check_mx_cname(cfg, facts, lookups)],
+        lambda: check_spf(cfg, facts, lookups),
+        lambda: _dkim_checks(target, lookups, options),
+        lambda: check_dmarc(cfg, facts, lookups),
+    ]
+    tasks += [lambda a=a: [check_spf_pass(cfg, facts, lookups, a)] for a in facts.addresses]
+    return tasks
+
+
+def run_checks(target: Target, options: Options, lookups: Dns | None = None) -> list[Result]:
+    """Every check of the target's kind, run concurrently (threads), in report order."""
+    lookups = lookups or Dns(options.nameservers or None, timeout=options.timeout)
+    helo = options.helo or socket.getfqdn()
+    relay_to = options.relay_to or default_relay_to([target.host.host_name, *target.hosted])
+    options = Options(options.nameservers, helo, relay_to, options.dkim_key, options.ssh, options.timeout)
+    # checkdmarc caches answers process-wide by name, whatever the resolver: start clean.
+    checkdmarc.utils.DNS_CACHE.clear()
+    if target.domain is None:
+        tasks = _host_tasks(target.host, lookups, options)
+    else:
+        tasks = _domain_tasks(target, lookups, options)
     with ThreadPoolExecutor(max_workers=len(tasks), thread_name_prefix="verify") as pool:
         futures = [pool.submit(task) for task in tasks]
         results = [r for f in futures for r in f.result()]
-    return sorted(results, key=lambda r: _order(cfg, r))
+    return sorted(results, key=lambda r: _order(target, r))
 
 
 # --- output ---------------------------------------------------------------------------------------
@@ -865,13 +934,14 @@ def counts(results: list[Result]) -> dict[str, int]:
     return {s: sum(r.status == s for r in results) for s in (PASS, WARN, FAIL)}
 
 
-def report(stack: str, cfg: MailConfig, results: list[Result], seconds: float) -> dict:
-    """The JSON form of a run (--json)."""
+def report(stack: str, target: Target, results: list[Result], seconds: float) -> dict:
+    """The JSON form of a run (--json). `domain` is null for a host stack."""
     return {
         "stack": stack,
-        "domain": cfg.domain,
-        "hostname": cfg.host_name,
-        "addresses": cfg.addresses,
+        "kind": "host" if target.domain is None else "domain",
+        "domain": target.domain.domain if target.domain else None,
+        "hostname": target.host.host_name,
+        "addresses": target.addresses,
         "seconds": round(seconds, 2),
         "counts": counts(results),
         "ok": not any(r.status == FAIL for r in results),
@@ -879,10 +949,11 @@ def report(stack: str, cfg: MailConfig, results: list[Result], seconds: float) -
     }
 
 
-def table(stack: str, cfg: MailConfig, results: list[Result], seconds: float) -> str:
+def table(stack: str, target: Target, results: list[Result], seconds: float) -> str:
     """The readable form: one line per check, the fix under a failing or warning one."""
     width = max([len(r.name) for r in results] + [5])
-    lines = [f"verify {stack}: {cfg.domain}, mail host {cfg.host_name} ({', '.join(cfg.addresses)})", ""]
+    what = f"{target.domain.domain}, mail host" if target.domain else "mail host"
+    lines = [f"verify {stack}: {what} {target.host.host_name} ({', '.join(target.addresses)})", ""]
     lines.append(f"{'STATUS':<6}  {'CHECK':<{width}}  REASON")
     for r in results:
         lines.append(f"{r.status.upper() if r.status != PASS else r.status:<6}  {r.name:<{width}}  {r.reason}")

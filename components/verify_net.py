@@ -35,8 +35,7 @@ import dns.rdata
 import dns.resolver
 import spf
 
-from components import paths
-from components.config import MailConfig
+from components.config import HostConfig
 
 # --- DNS ----------------------------------------------------------------------------------------
 
@@ -431,15 +430,16 @@ class HostKeyUnavailable(Exception):
     """The host's DKIM key could not be read; the message says why."""
 
 
-def dkim_key_command(cfg: MailConfig) -> str:
-    """The shell command that prints the public half of the signing key (as the DKIM unit does)."""
-    key = shlex.quote(paths.dkim_key(cfg.dkim_selector))
+def dkim_key_command(cfg: HostConfig, key_path: str) -> str:
+    """The shell command that prints the public half of a signing key (as the DKIM unit does)."""
+    key = shlex.quote(key_path)
     sudo = "" if cfg.ssh_user == "root" else "sudo -n "
     return f"{sudo}openssl rsa -in {key} -pubout -outform DER 2>/dev/null | base64 -w0"
 
 
-def ssh_argv(cfg: MailConfig, key_file: Path | None, known_hosts: Path | None, timeout: float) -> list[str]:
-    """ssh to the stack's host with its key and its pinned host key.
+def ssh_argv(cfg: HostConfig, key_path: str, key_file: Path | None, known_hosts: Path | None, timeout: float
+             ) -> list[str]:
+    """ssh to the host (the host stack's connection) with its key and its pinned host key.
 
     Without a key in the stack, ssh's own identities (agent) are used; without
     a pinned host key, the user's known_hosts, and an unknown host is refused.
@@ -451,12 +451,16 @@ def ssh_argv(cfg: MailConfig, key_file: Path | None, known_hosts: Path | None, t
         argv += ["-i", str(key_file), "-o", "IdentitiesOnly=yes"]
     argv += ["-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={max(1, int(timeout))}",
              "-o", "LogLevel=ERROR", "-p", str(cfg.ssh_port), f"{cfg.ssh_user}@{cfg.connect_host}",
-             "--", dkim_key_command(cfg)]
+             "--", dkim_key_command(cfg, key_path)]
     return argv
 
 
-def read_host_dkim_key(cfg: MailConfig, timeout: float = 10.0) -> str:
-    """The base64 DER public key of the selector's private key (paths.dkim_key), read over SSH."""
+def read_host_dkim_key(cfg: HostConfig, key_path: str, timeout: float = 10.0) -> str:
+    """The base64 DER public key of the private key at `key_path` on the host, read over SSH.
+
+    `cfg`: the host stack's config (its SSH connection; `secure:` values count
+    as unset offline, so ssh's own identities and known_hosts are used then).
+    """
     with tempfile.TemporaryDirectory(prefix="mailstack-verify-") as tmp:
         key_file = known_hosts = None
         if cfg.ssh_private_key is not None:
@@ -468,7 +472,7 @@ def read_host_dkim_key(cfg: MailConfig, timeout: float = 10.0) -> str:
             known_hosts = Path(tmp) / "known_hosts"
             host_id = cfg.connect_host if cfg.ssh_port == 22 else f"[{cfg.connect_host}]:{cfg.ssh_port}"
             known_hosts.write_text(f"{host_id} {cfg.ssh_host_key.get_secret_value().strip()}\n")
-        argv = ssh_argv(cfg, key_file, known_hosts, timeout)
+        argv = ssh_argv(cfg, key_path, key_file, known_hosts, timeout)
         try:
             result = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
                                     timeout=timeout * 3)
@@ -481,6 +485,6 @@ def read_host_dkim_key(cfg: MailConfig, timeout: float = 10.0) -> str:
         raise HostKeyUnavailable(f"ssh to {where} failed: {result.stderr.strip() or 'exit 255'}")
     key = "".join(result.stdout.split())
     if result.returncode != 0 or not key:
-        raise HostKeyUnavailable(f"could not read {paths.dkim_key(cfg.dkim_selector)} on {where} "
+        raise HostKeyUnavailable(f"could not read {key_path} on {where} "
                                  f"(exit {result.returncode}): {result.stderr.strip() or 'no output'}")
     return key

@@ -7,8 +7,17 @@ What each policy reads:
 - the resource's own inputs (`args.props`: camelCase, secrets unwrapped);
 - for the stack-wide MX check, every resource's outputs (`args.resources`);
 - the stack's config, which the engine hands a policy pack in PULUMI_CONFIG
-  (decrypted): the `mailstack:testing` flag, and the secret values that must
+  (decrypted): the kind of stack (host or domain, `rules.stack_kind`), the
+  host stack's `mailstack:testing` flag, and the secret values that must
   never appear on a command line.
+
+Which policy applies to which kind of stack:
+- both: mail-host-not-proxied, spf-ends-in-all, dkim-key-2048-bits (a host
+  stack has no DKIM record: nothing to check), no-secret-on-command-line,
+  records-in-their-stack (the host's records in the host stack, the domain's
+  in its domain stack);
+- host stack only: soft-bounce-only-while-testing (soft_bounce and testing are
+  host-stack keys; a domain stack's units carry no Postfix config).
 
 A value that is unknown during preview (the DKIM key, generated on the host)
 makes that policy not applicable to that resource in the preview; `pulumi up`
@@ -89,11 +98,23 @@ dkim_key_size = _resource_policy(
     rules.dkim_problems,
 )
 
-soft_bounce_only_while_testing = _resource_policy(
-    "soft-bounce-only-while-testing",
-    "Postfix's soft_bounce is on only in a stack that sets mailstack:testing (the guide: remove it after testing).",
-    rules.COMMANDS,
-    lambda props: rules.soft_bounce_problems(props, rules.is_testing(environ_config())),
+def _validate_soft_bounce(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    if args.resource_type not in rules.COMMANDS:
+        return
+    config = environ_config()
+    if rules.stack_kind(config) != "host":
+        args.not_applicable("soft_bounce and testing are host-stack keys; this is not a host stack")
+        return
+    for problem in rules.soft_bounce_problems(args.props, rules.is_testing(config)):
+        report_violation(problem, args.urn)
+
+
+soft_bounce_only_while_testing = ResourceValidationPolicy(
+    name="soft-bounce-only-while-testing",
+    description="Postfix's soft_bounce is on only in a host stack that sets mailstack:testing "
+    "(the guide: remove it after testing).",
+    validate=_validate_soft_bounce,
+    enforcement_level=MANDATORY,
 )
 
 no_secret_on_command_line = _resource_policy(
@@ -104,10 +125,10 @@ no_secret_on_command_line = _resource_policy(
 )
 
 
-def _validate_mx(args: StackValidationArgs, report_violation: ReportViolation) -> None:
+def _validate_records(args: StackValidationArgs, report_violation: ReportViolation) -> None:
     resources = [rules.Resource(r.urn, r.resource_type, r.props) for r in args.resources]
     try:
-        problems = rules.mx_problems(resources)
+        problems = rules.record_problems(resources, rules.stack_kind(environ_config()))
     except UnknownValueError as err:
         args.not_applicable(f"{err.message}; checked again by `pulumi up` once it is known")
         return
@@ -115,16 +136,17 @@ def _validate_mx(args: StackValidationArgs, report_violation: ReportViolation) -
         report_violation(problem, urn)
 
 
-mx_target_in_stack = StackValidationPolicy(
-    name="mx-target-in-stack",
-    description="Every MX target has A/AAAA records in the same stack.",
-    validate=_validate_mx,
+records_in_their_stack = StackValidationPolicy(
+    name="records-in-their-stack",
+    description="The host's records (A/AAAA) are in the host stack, a domain's (MX) in its domain stack; "
+    "an MX names a host.",
+    validate=_validate_records,
     enforcement_level=MANDATORY,
 )
 
 POLICIES = [
     mail_host_not_proxied,
-    mx_target_in_stack,
+    records_in_their_stack,
     spf_ends_in_all,
     dkim_key_size,
     soft_bounce_only_while_testing,

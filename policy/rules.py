@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -267,26 +268,47 @@ def connection_secrets(props: Mapping[str, Any]) -> list[tuple[str, str]]:
 # --- the checks across the stack ------------------------------------------------------------
 
 
-def mx_problems(resources: Iterable[Resource]) -> list[tuple[str, str]]:
-    """Every MX target is a name with an A or AAAA record in the same stack: (urn, problem) pairs.
+def record_problems(resources: Iterable[Resource], kind: str) -> list[tuple[str, str]]:
+    """Each record is in the stack of its kind: (urn, problem) pairs.
 
-    The target must be the mail host this stack publishes (and never a CNAME, RFC 2181 10.3).
+    A host stack publishes the host's own records (A/AAAA, PTR, the HELO name's
+    SPF); each domain stack its domain's (MX, SPF, DKIM, DMARC). An A/AAAA in a
+    domain stack would be published again by the next domain stack on the same
+    host (Cloudflare refuses the duplicate), and an MX in the host stack would
+    route a domain no domain stack describes. An MX names a host, never an
+    address (RFC 5321 5.1: "MX records ... contain a domain name").
     """
-    records = [r for r in resources if r.type == DNS_RECORD]
-    hosts = {_name(r.props) for r in records if r.props.get("type") in ("A", "AAAA")}
     problems = []
-    for mx in (r for r in records if r.props.get("type") == "MX"):
-        target = str(mx.props.get("content") or "").strip().rstrip(".").lower()
-        if target not in hosts:
+    for r in resources:
+        if r.type != DNS_RECORD:
+            continue
+        type_ = r.props.get("type")
+        if kind == "host" and type_ == "MX":
             problems.append(
-                (
-                    mx.urn,
-                    f"MX of {_name(mx.props)} points at {target or '(nothing)'!r}, which has no A or AAAA "
-                    f"record in this stack (its A/AAAA: {', '.join(sorted(hosts)) or 'none'}): mail would "
-                    "go to a host this stack does not describe",
-                )
+                (r.urn, f"MX of {_name(r.props)} in the host stack: MX records are the domain stacks' "
+                 "(a host stack publishes the host's A/AAAA, PTR and HELO SPF)")
             )
+        if kind == "domain" and type_ in ("A", "AAAA"):
+            problems.append(
+                (r.urn, f"{type_} of {_name(r.props)} in a domain stack: the host's addresses are its host "
+                 "stack's records (each domain stack on the host would publish them again)")
+            )
+        if kind == "domain" and type_ == "MX":
+            target = str(r.props.get("content") or "").strip().rstrip(".")
+            if not target or _is_address(target):
+                problems.append(
+                    (r.urn, f"MX of {_name(r.props)} points at {target or '(nothing)'!r}, not at a host name "
+                     "(RFC 5321 5.1): it must be the host stack's hostname")
+                )
     return problems
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 # --- the stack's config, as the engine gives it to a policy pack ----------------------------
@@ -303,6 +325,15 @@ def stack_config(environ: Mapping[str, str]) -> dict[str, Any]:
     except json.JSONDecodeError:
         return {}
     return config if isinstance(config, dict) else {}
+
+
+def stack_kind(config: Mapping[str, Any]) -> str:
+    """"domain" (mailstack:domain set), "host" (mailstack:hostname set) or "" (neither)."""
+    if str(config.get("mailstack:domain") or "").strip():
+        return "domain"
+    if str(config.get("mailstack:hostname") or "").strip():
+        return "host"
+    return ""
 
 
 def is_testing(config: Mapping[str, Any]) -> bool:

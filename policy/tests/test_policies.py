@@ -78,42 +78,58 @@ def test_mail_host_records_are_never_proxied(props, violates):
         assert where == urn(DNS_RECORD, "mail-dns-a")
 
 
-# --- mx-target-in-stack ---------------------------------------------------------------------
+# --- records-in-their-stack ----------------------------------------------------------------
 
 
 def stack(*records):
     return [(DNS_RECORD, f"r{i}", props) for i, props in enumerate(records)]
 
 
+HOST_STACK = {"mailstack:hostname": HOST}
+DOMAIN_STACK = {"mailstack:domain": "example.com", "mailstack:host_stack": "host-mail"}
+HOST_SPF = record("TXT", HOST, txt("v=spf1 ip4:192.0.2.10 -all"))
+
+
 @pytest.mark.parametrize(
-    ("records", "violates"),
+    ("config", "records", "problem"),
     [
-        ([record("A", HOST, "192.0.2.10"), record("MX", "example.com", HOST, priority=10.0)], False),
-        ([record("AAAA", HOST, "2001:db8::10"), record("MX", "example.com", HOST, priority=10.0)], False),
-        ([record("A", HOST, "192.0.2.10"), record("MX", "example.com", "Mail.Example.com.", priority=10.0)], False),
-        ([record("A", HOST, "192.0.2.10"), record("MX", "example.com", "mx.example.net", priority=10.0)], True),
-        ([record("MX", "example.com", HOST, priority=10.0)], True),
-        # A CNAME is not an address record: an MX must not point at an alias (RFC 2181 10.3).
-        ([record("CNAME", HOST, "host.example.net"), record("MX", "example.com", HOST, priority=10.0)], True),
+        # The host stack: the host's own records.
+        (HOST_STACK, [record("A", HOST, "192.0.2.10"), record("AAAA", HOST, "2001:db8::10"), HOST_SPF], None),
+        (HOST_STACK, [record("PTR", "10.2.0.192.in-addr.arpa", HOST)], None),
+        (HOST_STACK, [record("A", HOST, "192.0.2.10"), record("MX", "example.com", HOST, priority=10.0)],
+         "MX of example.com in the host stack: MX records are the domain stacks'"),
+        # A domain stack: MX to the host stack's name, SPF, DKIM, DMARC.
+        (DOMAIN_STACK, [record("MX", "example.com", HOST, priority=10.0), record("TXT", "example.com", txt("v=spf1 -all"))],
+         None),
+        (DOMAIN_STACK, [record("MX", "example.com", "Mail.Example.com.", priority=10.0)], None),
+        (DOMAIN_STACK, [record("A", HOST, "192.0.2.10"), record("MX", "example.com", HOST, priority=10.0)],
+         "A of mail.example.com in a domain stack: the host's addresses are its host stack's records"),
+        (DOMAIN_STACK, [record("AAAA", HOST, "2001:db8::10")], "AAAA of mail.example.com in a domain stack"),
+        (DOMAIN_STACK, [record("MX", "example.com", "192.0.2.10", priority=10.0)],
+         "MX of example.com points at '192.0.2.10', not at a host name (RFC 5321 5.1)"),
         # The DKIM key is unknown during preview; the check never needs it.
-        (
-            [
-                record("A", HOST, "192.0.2.10"),
-                record("MX", "example.com", HOST, priority=10.0),
-                record("TXT", "mail._domainkey.example.com", UNKNOWN),
-            ],
-            False,
-        ),
+        (DOMAIN_STACK, [record("MX", "example.com", HOST, priority=10.0),
+                        record("TXT", "mail._domainkey.example.com", UNKNOWN)], None),
     ],
 )
-def test_mx_targets_resolve_to_records_in_the_same_stack(records, violates):
-    outcome = validate_stack(pack.mx_target_in_stack, stack(*records))
+def test_records_are_in_the_stack_of_their_kind(stack_config, config, records, problem):
+    stack_config(config)
+    outcome = validate_stack(pack.records_in_their_stack, stack(*records))
     assert outcome.not_applicable is None
-    assert bool(outcome.violations) == violates
-    if violates:
+    if problem is None:
+        assert outcome.violations == []
+    else:
         [(message, where)] = outcome.violations
-        assert message.startswith("MX of example.com points at ") and "no A or AAAA record in this stack" in message
-        assert where == urn(DNS_RECORD, f"r{len(records) - 1}")
+        assert message.startswith(problem), message
+        assert where == urn(DNS_RECORD, f"r{len(records) - 1}") or where == urn(DNS_RECORD, "r0")
+
+
+def test_the_stack_kind_comes_from_the_config():
+    assert rules.stack_kind(HOST_STACK) == "host"
+    assert rules.stack_kind(DOMAIN_STACK) == "domain"
+    # The engine sends every declared default: a host stack gets domain = "".
+    assert rules.stack_kind({"mailstack:domain": "", "mailstack:hostname": HOST}) == "host"
+    assert rules.stack_kind({}) == ""
 
 
 # --- spf-ends-in-all ------------------------------------------------------------------------
@@ -222,13 +238,22 @@ MAIN_CF = (
     ],
 )
 def test_soft_bounce_only_in_a_stack_that_is_testing(stack_config, config, stdin, violates):
-    stack_config(config)
+    stack_config({**HOST_STACK, **config})
     outcome = validate(pack.soft_bounce_only_while_testing, COMMAND, command(stdin=stdin), name="mail-host-postfix")
     assert bool(outcome.violations) == violates
     if violates:
         [(message, where)] = outcome.violations
         assert "Set mailstack:soft_bounce to false, or mailstack:testing to true while testing" in message
         assert where == urn(COMMAND, "mail-host-postfix")
+
+
+def test_soft_bounce_is_a_host_stack_rule(stack_config):
+    """A domain stack (or a stack of no kind) has no soft_bounce to check: not applicable, no violation."""
+    for config in (DOMAIN_STACK, {}):
+        stack_config(config)
+        outcome = validate(pack.soft_bounce_only_while_testing, COMMAND, command(stdin=MAIN_CF.format("yes")))
+        assert outcome.violations == []
+        assert outcome.not_applicable == "soft_bounce and testing are host-stack keys; this is not a host stack"
 
 
 # --- no-secret-on-command-line --------------------------------------------------------------

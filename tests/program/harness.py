@@ -23,10 +23,14 @@ from typing import Any
 import pulumi
 from google.protobuf import json_format
 from pulumi.runtime import mocks as pulumi_mocks
+from pulumi.runtime import rpc
 from pulumi.runtime.settings import ROOT
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 MAIN = PROJECT_DIR / "__main__.py"
+
+# What the monitor receives for a value not known yet (in a preview).
+UNKNOWN = rpc.UNKNOWN
 
 # How the SDK marks a secret value on the wire.
 SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
@@ -166,8 +170,12 @@ class MailMocks(pulumi_mocks.Mocks):
     """
 
     def __init__(self, dkim_public_key: str, stdout: Callable[[str], str] | None = None,
-                 stacks: dict[str, dict[str, Any]] | None = None, secret_outputs: dict[str, list[str]] | None = None):
+                 stacks: dict[str, dict[str, Any]] | None = None, secret_outputs: dict[str, list[str]] | None = None,
+                 commands_ran: bool = True):
         self.dkim_public_key = dkim_public_key
+        # False: as in a preview, no command has run, so their stdout is not known
+        # (an output the provider does not give is unknown while previewing).
+        self.commands_ran = commands_ran
         self.stdout = stdout
         if stacks is None:
             stacks, secret_outputs = {"host-mail": HOST_MAIL_OUTPUTS}, {"host-mail": HOST_SECRET_OUTPUTS}
@@ -178,7 +186,7 @@ class MailMocks(pulumi_mocks.Mocks):
         if args.typ == STACK_REFERENCE:
             return stack_reference_outputs(args, self.stacks, self.secret_outputs)
         outputs = dict(args.inputs)
-        if args.typ == "command:remote:Command":
+        if args.typ == "command:remote:Command" and self.commands_ran:
             if self.stdout is not None:
                 outputs["stdout"] = self.stdout(args.name)
             else:
@@ -212,12 +220,13 @@ def evaluate(
     mocks: pulumi_mocks.Mocks | None = None,
     stack: str = "example.com",
     monitor: RecordingMonitor | None = None,
+    preview: bool = False,
 ) -> Evaluation:
     """Run __main__.py once with `config` (stack-file style values) and return what it registered."""
     mocks = mocks or MailMocks(dkim_public_key="MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAtest")
     monitor = monitor or RecordingMonitor(mocks)
     ROOT.set(None)  # a fresh stack resource for each evaluation
-    pulumi.runtime.set_mocks(mocks, project="mailstack", stack=stack, preview=False, monitor=monitor)
+    pulumi.runtime.set_mocks(mocks, project="mailstack", stack=stack, preview=preview, monitor=monitor)
     # As the engine does: every default Pulumi.yaml declares, as text, beside the stack's values.
     pulumi.runtime.set_all_config(config_for_pulumi(with_project_defaults(config)), secret_keys or [])
 

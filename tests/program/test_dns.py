@@ -14,14 +14,18 @@ from pathlib import Path
 
 import pulumi
 import pytest
-import yaml
 
 from components import records as rec
-from components.config import load_config
+from components.dns import Published
+from components.hostfacts import HostFacts
+from tests.conftest import stack_config
+from tests.program.harness import UNKNOWN
+from tests.program.stacks import DNS_RECORD, evaluate_domain, evaluate_host, host_mocks
 
 ROOT = Path(__file__).resolve().parents[2]
 DKIM_KEY = "MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAtest+key/ABC="
-ZONE_IDS = {"example.com": "zone-com", "example.net": "zone-net", "2.0.192.in-addr.arpa": "zone-rev"}
+ZONE_IDS = {"example.com": "zone-com", "example.org": "zone-org", "example.net": "zone-net",
+            "2.0.192.in-addr.arpa": "zone-rev"}
 
 
 class Mocks(pulumi.runtime.Mocks):
@@ -43,8 +47,33 @@ class Mocks(pulumi.runtime.Mocks):
         raise AssertionError(f"unexpected invoke {args.token}")
 
 
-def stack(name: str):
-    return load_config(yaml.safe_load((ROOT / "tests" / "fixtures" / "stacks" / f"Pulumi.{name}.yaml").read_text())["config"])
+def stack(name: str, **overrides):
+    return stack_config(name, **overrides)
+
+
+HOST_FACTS = HostFacts(host_id="mailstack/host-mail", hostname="mail.example.net",
+                       addresses=["192.0.2.10", "2001:db8::10"])
+
+
+def host_published(cfg) -> tuple[dict, list[Published]]:
+    """What MailHost hands MailDns: the host's records, PTRs where the reverse zone is configured."""
+    zone_ids = {cfg.zone_name: cfg.cloudflare_zone_id}
+    published = [Published(r, cfg.zone_name) for r in rec.host_records(cfg)]
+    for address, ptr in zip(cfg.addresses, rec.ptr_records(cfg), strict=True):
+        zone = rec.reverse_zone_for(cfg, address)
+        if zone is not None:
+            zone_ids.setdefault(zone, None)
+            published.append(Published(ptr, zone))
+    return zone_ids, published
+
+
+def domain_published(cfg, dkim_content) -> tuple[dict, list[Published]]:
+    """What MailDomain hands MailDns: the domain's records, the DKIM content an Output."""
+    published = []
+    for r in rec.mail_records(cfg, HOST_FACTS, "MA=="):
+        content = dkim_content() if r.key == rec.DKIM_KEY else None
+        published.append(Published(r, cfg.zone_name, content))
+    return {cfg.zone_name: cfg.cloudflare_zone_id}, published
 
 
 def run(body, *, preview: bool = False) -> Mocks:
@@ -61,22 +90,20 @@ def run(body, *, preview: bool = False) -> Mocks:
     return mocks
 
 
-def run_dns(cfg, dkim_public_key, *, preview: bool = False) -> tuple[Mocks, dict]:
-    """MailDns("mail", ...) under mocks: the mocks, and the component's outputs once resolved.
+def run_dns(make_args, *, preview: bool = False) -> tuple[Mocks, dict]:
+    """MailDns("mail", make_args()) under mocks: the mocks, and the component's records once resolved.
 
-    `dkim_public_key` is a value, or a function making the Output inside the program.
+    `make_args` runs inside the program (an Output may only be made there).
     """
     outputs: dict = {}
 
     def body(mocks):
         from components.dns import MailDns  # imported under the mocks, as the program does
 
-        key = dkim_public_key() if callable(dkim_public_key) else dkim_public_key
-        dns = MailDns("mail", {"config": cfg, "dkim_public_key": key})
+        zone_ids, published = make_args()
+        dns = MailDns("mail", {"zone_ids": zone_ids, "records": published})
         outputs.update(component=dns)
-        names = ("zone_id", "records", "expected_ptrs")
-        resolved = pulumi.Output.all(*(pulumi.Output.from_input(getattr(dns, n)) for n in names))
-        return resolved.apply(lambda v: outputs.update(zip(names, v)))
+        return pulumi.Output.from_input(dns.records).apply(lambda v: outputs.update(records=v))
 
     return run(body, preview=preview), outputs
 
@@ -93,81 +120,86 @@ def test_example_com_records():
     cfg = stack("example.com")
     # As a remote command's stdout: an Output, maybe wrapped, with a trailing newline.
     stdout = DKIM_KEY[:20] + "\n" + DKIM_KEY[20:] + "\n"
-    mocks, outputs = run_dns(cfg, lambda: pulumi.Output.from_input(stdout))
+    dkim = lambda: pulumi.Output.from_input(stdout).apply(lambda key: rec.dkim_value(cfg, key))  # noqa: E731
+    mocks, outputs = run_dns(lambda: domain_published(cfg, dkim))
     records = records_of(mocks)
 
-    keys = ["a-192-0-2-10", "aaaa-2001-db8--10", "mx", "spf", "spf-helo", "dkim", "dmarc"]
-    assert sorted(records) == sorted(f"mail-{key}" for key in keys)
-    dkim = records["mail-dkim"].inputs
-    assert dkim["name"] == "mail._domainkey.example.com"
-    assert dkim["content"] == rec.txt_content(f"v=DKIM1; h=sha256; k=rsa; s=email; p={DKIM_KEY}")
+    assert sorted(records) == sorted(f"mail-{key}" for key in ["mx", "spf", "dkim", "dmarc"])
+    dkim_inputs = records["mail-dkim"].inputs
+    assert dkim_inputs["name"] == "mail._domainkey.example.com"
+    assert dkim_inputs["content"] == rec.txt_content(f"v=DKIM1; h=sha256; k=rsa; s=email; p={DKIM_KEY}")
     mx = records["mail-mx"].inputs
-    assert (mx["name"], mx["content"], mx["priority"]) == ("example.com", "mail.example.com", 10)
+    assert (mx["name"], mx["content"], mx["priority"]) == ("example.com", "mail.example.net", 10)
     assert records["mail-spf"].inputs["content"] == '"v=spf1 ip4:192.0.2.10 ip6:2001:db8::10 -all"'
-    assert records["mail-a-192-0-2-10"].inputs["content"] == "192.0.2.10"
+    assert {r.inputs["zoneId"] for r in records.values()} == {"zone-com"}
 
-    # No reverse zone configured: no PTR resources, but the expected PTRs are listed.
-    assert outputs["expected_ptrs"] == [
-        {"address": "192.0.2.10", "name": "10.2.0.192.in-addr.arpa", "target": "mail.example.com"},
-        {"address": "2001:db8::10", "name": rec.ptr_name("2001:db8::10"), "target": "mail.example.com"},
-    ]
-    assert outputs["zone_id"] == "zone-com"
     contents = {(r["name"], r["type"]): r["content"] for r in outputs["records"]}
     assert contents[("mail._domainkey.example.com", "TXT")] == rec.dkim_value(cfg, DKIM_KEY)
-    assert contents[("example.com", "MX")] == "mail.example.com"
+    assert contents[("example.com", "MX")] == "mail.example.net"
 
 
-def test_example_net_publishes_ptr_in_its_reverse_zone():
-    mocks, _ = run_dns(stack("example.net"), lambda: pulumi.Output.from_input(DKIM_KEY))
+def test_the_host_publishes_ptr_in_its_reverse_zone():
+    cfg = stack("host-mail", reverse_zones=["2.0.192.in-addr.arpa"])
+    mocks, outputs = run_dns(lambda: host_published(cfg))
     records = records_of(mocks)
 
-    ptr = records["mail-ptr-192-0-2-20"].inputs
-    assert (ptr["name"], ptr["type"], ptr["content"]) == ("20.2.0.192.in-addr.arpa", "PTR", "mx.example.net")
+    assert sorted(records) == ["mail-a-192-0-2-10", "mail-aaaa-2001-db8--10", "mail-ptr-192-0-2-10", "mail-spf-helo"]
+    ptr = records["mail-ptr-192-0-2-10"].inputs
+    assert (ptr["name"], ptr["type"], ptr["content"]) == ("10.2.0.192.in-addr.arpa", "PTR", "mail.example.net")
     assert ptr["zoneId"] == "zone-rev"
     # The IPv6 address has no configured reverse zone: no PTR resource for it.
-    assert "mail-ptr-2001-db8--20" not in records
+    assert "mail-ptr-2001-db8--10" not in records
     for name, r in records.items():
         if r.inputs["type"] != "PTR":
             assert r.inputs["zoneId"] == "zone-net", urn(name)
     assert sorted(c.args["filter"]["name"] for c in mocks.calls) == ["2.0.192.in-addr.arpa", "example.net"]
     assert all(c.args["filter"]["match"] == "all" for c in mocks.calls)
+    assert [(r["type"], r["content"]) for r in outputs["records"]][-1] == ("PTR", "mail.example.net")
 
 
 def test_configured_zone_id_is_used_without_lookup():
-    values = {"domain": "example.org", "ipv4": ["192.0.2.30"], "cloudflare_zone_id": "0123456789abcdef0123456789abcdef"}
-    cfg = load_config({f"mailstack:{k}": v for k, v in values.items()})
-    mocks, outputs = run_dns(cfg, DKIM_KEY)
+    cfg = stack("example.org", cloudflare_zone_id="0123456789abcdef0123456789abcdef")
+    mocks, _ = run_dns(lambda: domain_published(cfg, lambda: rec.dkim_value(cfg, DKIM_KEY)))
     assert mocks.calls == []
     assert {r.inputs["zoneId"] for r in records_of(mocks).values()} == {"0123456789abcdef0123456789abcdef"}
-    assert outputs["zone_id"] == "0123456789abcdef0123456789abcdef"
+    host = stack("host-mail", cloudflare_zone_id="fedcba9876543210fedcba9876543210")
+    mocks, _ = run_dns(lambda: host_published(host))
+    assert mocks.calls == []
+    assert {r.inputs["zoneId"] for r in records_of(mocks).values()} == {"fedcba9876543210fedcba9876543210"}
 
 
-@pytest.mark.parametrize("stack_name", ["example.com", "example.net"])
+@pytest.mark.parametrize("stack_name", ["host-mail", "example.com", "example.org"])
 @pytest.mark.parametrize("preview", [False, True])
 def test_policy(stack_name, preview):
-    cfg = stack(stack_name)
-    mocks, _ = run_dns(cfg, lambda: pulumi.Output.from_input(DKIM_KEY), preview=preview)
-    component = [r for r in mocks.resources if r.typ == "mailstack:index:MailDns"]
-    assert [c.name for c in component] == ["mail"]
-    records = records_of(mocks)
+    """The records of each example stack, as the program registers them."""
+    if stack_name == "host-mail":
+        evaluation = evaluate_host()
+    else:
+        evaluation = evaluate_domain(stack=stack_name, mocks=host_mocks(commands_ran=not preview), preview=preview)
+    component = evaluation.of_type("mailstack:index:MailDns")
+    assert [c.name for c in component] == ["host-dns" if stack_name == "host-mail" else "domain-dns"]
+    records = evaluation.of_type(DNS_RECORD)
     # The mock monitor accepts duplicate names that the engine rejects.
-    names = [r.name for r in mocks.resources if r.typ == "cloudflare:index/dnsRecord:DnsRecord"]
+    names = [r.name for r in records]
     assert len(names) == len(set(names)), names
 
-    for name, r in records.items():
-        inputs = r.inputs
-        where = urn(name)
+    for r in records:
+        inputs, where = r.inputs, r.urn
+        assert r.parent == component[0].urn, where
         assert inputs["proxied"] is False, where  # a proxied A/AAAA breaks SMTP
         assert inputs["ttl"] == 1, where
         assert inputs["name"] == inputs["name"].lower() and not inputs["name"].endswith("."), where
         assert inputs["name"].count(".") >= 1 and not inputs["name"].startswith("@"), where
         assert 0 < len(inputs["comment"]) <= 100 and "\n" not in inputs["comment"], where
+        if preview and r.name == "domain-dns-dkim":
+            assert inputs["content"] == UNKNOWN, where  # the key is made by the DKIM unit
+            continue
         if inputs["type"] == "TXT":
             assert inputs["content"].startswith('"') and inputs["content"].endswith('"'), where
         if inputs["type"] == "TXT" and inputs["content"].startswith('"v=spf1'):
             assert inputs["content"].endswith(' -all"'), where
         if inputs["type"] == "MX":
-            assert inputs["content"] == cfg.host_name and inputs["priority"] == 10, where
+            assert inputs["content"] == "mail.example.net" and inputs["priority"] == 10, where
         else:
             assert "priority" not in inputs, where
 
@@ -176,7 +208,7 @@ def test_dkim_content_waits_for_the_key_in_preview():
     """In preview the host has not run yet: the DKIM content is unknown, every other record is known."""
     cfg = stack("example.com")
 
-    mocks, outputs = run_dns(cfg, unknown_output, preview=True)
+    mocks, outputs = run_dns(lambda: domain_published(cfg, unknown_output), preview=True)
     records = records_of(mocks)
     assert isinstance(records["mail-dkim"].inputs["content"], pulumi.output.Unknown)
     for name, r in records.items():

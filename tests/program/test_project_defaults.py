@@ -99,8 +99,10 @@ def test_readme_documents_every_key_with_its_kind():
 @pytest.mark.parametrize("stack", ["host-mail", "example.com", "example.org"])
 def test_example_stacks_evaluate_with_pulumi_yaml_defaults_as_the_engine_sends_them(stack):
     from tests.program.harness import evaluate
+    from tests.program.stacks import host_mocks
 
-    secrets = ["mailstack:ssh_private_key", "mailstack:ssh_host_key"] if stack == "host-mail" else []
-    evaluation = evaluate(stack_values(stack), secrets, stack=stack)
+    # A domain stack reads the host stack (evaluated the same way) through its StackReference.
+    mocks = None if stack == "host-mail" else host_mocks()
+    evaluation = evaluate(stack_values(stack), [], mocks, stack=stack)
     first_unit = "host-packages" if stack == "host-mail" else "domain-files"
     assert evaluation.named(first_unit) and evaluation.of_type("cloudflare:index/dnsRecord:DnsRecord")

@@ -57,7 +57,7 @@ def python(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
-    """A git checkout of the program whose stacks/ holds the fixture stacks, example.com changed since HEAD."""
+    """A git checkout of the program whose stacks/ holds the fixture stacks, host-mail changed since HEAD."""
     project = tmp_path_factory.mktemp("project")
     for folder in ("components", "templates"):
         shutil.copytree(PROJECT_DIR / folder, project / folder, ignore=shutil.ignore_patterns("__pycache__"))
@@ -68,7 +68,7 @@ def project(tmp_path_factory) -> Path:
     subprocess.run([*git, "init", "-q"], check=True)
     subprocess.run([*git, "add", "-A"], check=True)
     subprocess.run([*git, "commit", "-q", "-m", "base"], check=True)
-    stack = project / "stacks" / "Pulumi.example.com.yaml"
+    stack = project / "stacks" / "Pulumi.host-mail.yaml"
     stack.write_text(stack.read_text().replace("mailstack:soft_bounce: true", "mailstack:soft_bounce: false"))
     return project
 
@@ -97,16 +97,21 @@ def test_the_environment_lacks_the_test_only_packages(python):
 
 
 def test_render(python, project, tmp_path):
-    result = run(python, project, "render", "example.com", "--out", str(tmp_path))
+    result = run(python, project, "render", "host-mail", "--out", str(tmp_path / "host"))
     assert result.returncode == 0, result.stderr
-    assert (tmp_path / "etc/postfix/main.cf").is_file() and (tmp_path / "dns/example.com.zone").is_file()
+    assert (tmp_path / "host/etc/postfix/main.cf").is_file() and (tmp_path / "host/dns/example.net.zone").is_file()
+    result = run(python, project, "render", "example.com", "--out", str(tmp_path / "domain"))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "domain/etc/mailstack/domains/example.com/aliases").is_file()
+    assert (tmp_path / "domain/dns/example.com.zone").is_file()
 
 
 def test_check(python, project):
-    result = run(python, project, "check", "example.net")
+    result = run(python, project, "check", "host-mail", "example.com")
     if os.geteuid() == 0 and result.returncode != 2:
         assert result.returncode == 0, result.stdout + result.stderr
         assert "ok   postfix: postconf -n" in result.stdout
+        assert "ok   sieve: sievec users' ~/.dovecot.sieve" in result.stdout
     else:
         # No root or no checkers here: said so, not crashed.
         assert result.returncode == 2 and result.stderr.startswith("error:"), result.stdout + result.stderr
@@ -114,11 +119,11 @@ def test_check(python, project):
 
 def test_touched(python, project):
     result = run(python, project, "touched", "--base", "HEAD", "--json")
-    assert (result.returncode, result.stdout.strip()) == (0, '["example.com"]'), result.stderr
+    assert (result.returncode, result.stdout.strip()) == (0, '["host-mail"]'), result.stderr
 
 
 def test_diff(python, project):
-    result = run(python, project, "diff", "example.com", "--base", "HEAD")
+    result = run(python, project, "diff", "host-mail", "--base", "HEAD")
     assert result.returncode == 0, result.stderr
     assert "-soft_bounce = yes" in result.stdout and "+soft_bounce = no" in result.stdout
 
@@ -135,8 +140,9 @@ def test_verify_gets_past_its_imports(python, project):
     prefix = ("unshare", "-n") if os.geteuid() == 0 else ("unshare", "-r", "-n")
     if shutil.which("unshare") is None or subprocess.run([*prefix, "true"], capture_output=True).returncode:
         pytest.skip("cannot make an empty network namespace (unshare -n) for a run that reaches nothing")
-    result = run(python, project, "verify", "example.com", "--no-ssh", "--nameserver", "127.0.0.1",
-                 "--timeout", "1", prefix=prefix)
-    assert result.returncode == 1, result.stdout + result.stderr
-    assert re.search(r"^FAIL +dns\.", result.stdout, re.M), result.stdout
-    assert "Network is unreachable" in result.stdout
+    for stack, check in (("host-mail", "dns.a"), ("example.com", "dns.mx")):
+        result = run(python, project, "verify", stack, "--no-ssh", "--nameserver", "127.0.0.1",
+                     "--timeout", "1", prefix=prefix)
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert re.search(rf"^FAIL +{re.escape(check)} ", result.stdout, re.M), result.stdout
+        assert "Network is unreachable" in result.stdout

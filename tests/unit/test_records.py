@@ -11,12 +11,31 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from components import records as rec
 from components.config import load_config
+from components.hostfacts import HostFacts
+
+
+def host_config(**values):
+    """A host stack's config: mail.example.com on 192.0.2.10 and 2001:db8::10."""
+    base = {
+        "hostname": "mail.example.com",
+        "ipv4": ["192.0.2.10"],
+        "ipv6": ["2001:db8::10"],
+        "postmaster_address": "alice@example.com",
+    }
+    base.update(values)
+    return load_config({f"mailstack:{k}": v for k, v in base.items() if v is not None})
 
 
 def config(**values):
-    base = {"domain": "example.com", "ipv4": ["192.0.2.10"], "ipv6": ["2001:db8::10"]}
+    """A domain stack's config: example.com on the host of stack host-mail."""
+    base = {"domain": "example.com", "host_stack": "host-mail", "users": [{"name": "alice"}]}
     base.update(values)
     return load_config({f"mailstack:{k}": v for k, v in base.items() if v is not None})
+
+
+def facts(hostname="mail.example.com", ipv4=("192.0.2.10",), ipv6=("2001:db8::10",)):
+    """What a domain stack reads of its host stack (the host stack's outputs)."""
+    return HostFacts(host_id="mailstack/host-mail", hostname=hostname, addresses=[*ipv4, *ipv6])
 
 
 def dkim_key(bits: int = 2048) -> str:
@@ -94,7 +113,12 @@ def test_txt_content_splits_by_bytes_not_characters():
     ],
 )
 def test_spf_value(ipv4, ipv6, expected):
-    assert rec.spf_value(config(ipv4=ipv4, ipv6=ipv6)) == expected
+    host = host_config(ipv4=ipv4 or None, ipv6=ipv6 or None)  # the config writes addresses canonically
+    assert rec.spf_value(host.ipv4, host.ipv6) == expected
+    # The host's HELO SPF and the domain's SPF (from the host stack's addresses): the same value.
+    helo = {r.key: r.content for r in rec.host_records(host)}["spf-helo"]
+    spf = {r.key: r.content for r in rec.static_records(config(), facts(ipv4=host.ipv4, ipv6=host.ipv6))}["spf"]
+    assert helo == spf == expected
 
 
 @pytest.mark.parametrize(
@@ -162,87 +186,122 @@ def by_key(records):
     return {r.key: r for r in records}
 
 
-def test_mail_records_example_com(key2048):
-    records = by_key(rec.mail_records(config(hostname="mail.example.com"), key2048))
-    assert list(records) == ["a-192-0-2-10", "aaaa-2001-db8--10", "mx", "spf", "spf-helo", "dkim", "dmarc"]
+def test_host_records_mail_example_com():
+    records = by_key(rec.host_records(host_config()))
     table = {k: (r.name, r.type, r.content, r.priority) for k, r in records.items()}
     assert table == {
         "a-192-0-2-10": ("mail.example.com", "A", "192.0.2.10", None),
         "aaaa-2001-db8--10": ("mail.example.com", "AAAA", "2001:db8::10", None),
+        "spf-helo": ("mail.example.com", "TXT", "v=spf1 ip4:192.0.2.10 ip6:2001:db8::10 -all", None),
+    }
+    assert list(records) == ["a-192-0-2-10", "aaaa-2001-db8--10", "spf-helo"]
+
+
+def test_mail_records_example_com(key2048):
+    records = by_key(rec.mail_records(config(), facts(), key2048))
+    assert list(records) == ["mx", "spf", "dkim", "dmarc"]
+    table = {k: (r.name, r.type, r.content, r.priority) for k, r in records.items()}
+    assert table == {
         "mx": ("example.com", "MX", "mail.example.com", 10),
         "spf": ("example.com", "TXT", "v=spf1 ip4:192.0.2.10 ip6:2001:db8::10 -all", None),
-        "spf-helo": ("mail.example.com", "TXT", "v=spf1 ip4:192.0.2.10 ip6:2001:db8::10 -all", None),
         "dkim": ("mail._domainkey.example.com", "TXT", f"v=DKIM1; h=sha256; k=rsa; s=email; p={key2048}", None),
         "dmarc": ("_dmarc.example.com", "TXT", "v=DMARC1; p=quarantine; rua=mailto:postmaster@example.com", None),
     }
 
 
+def test_a_domain_record_never_names_the_host():
+    # The host's names belong to the host stack: two domain stacks on one host
+    # would otherwise both publish its A/AAAA (Cloudflare refuses a duplicate).
+    for cfg in (config(), config(domain="example.org")):
+        assert {r.name for r in rec.static_records(cfg, facts())}.isdisjoint({"mail.example.com"})
+
+
 @pytest.mark.parametrize(
     ("values", "expected_keys"),
     [
-        ({"ipv6": None}, ["a-192-0-2-10", "mx", "spf", "spf-helo", "dkim", "dmarc"]),
-        ({"ipv4": None}, ["aaaa-2001-db8--10", "mx", "spf", "spf-helo", "dkim", "dmarc"]),
-        (
-            {"ipv4": ["192.0.2.10", "192.0.2.11"], "ipv6": None},
-            ["a-192-0-2-10", "a-192-0-2-11", "mx", "spf", "spf-helo", "dkim", "dmarc"],
-        ),
-        # The host is the domain itself: one SPF record only (two at one name are a permerror).
-        ({"hostname": "example.com"}, ["a-192-0-2-10", "aaaa-2001-db8--10", "mx", "spf", "dkim", "dmarc"]),
+        ({"ipv6": None}, ["a-192-0-2-10", "spf-helo"]),
+        ({"ipv4": None}, ["aaaa-2001-db8--10", "spf-helo"]),
+        ({"ipv4": ["192.0.2.10", "192.0.2.11"], "ipv6": None}, ["a-192-0-2-10", "a-192-0-2-11", "spf-helo"]),
     ],
 )
-def test_mail_records_keys(values, expected_keys, key2048):
-    assert [r.key for r in rec.mail_records(config(**values), key2048)] == expected_keys
+def test_host_records_keys(values, expected_keys):
+    assert [r.key for r in rec.host_records(host_config(**values))] == expected_keys
 
 
-@pytest.mark.parametrize("hostname", [None, "mx.example.com", "smtp.mail.example.com"])
+@pytest.mark.parametrize(
+    ("host", "expected_spf"),
+    [
+        (facts(ipv6=()), "v=spf1 ip4:192.0.2.10 -all"),
+        (facts(ipv4=()), "v=spf1 ip6:2001:db8::10 -all"),
+        (facts(ipv4=("192.0.2.10", "192.0.2.11"), ipv6=()), "v=spf1 ip4:192.0.2.10 ip4:192.0.2.11 -all"),
+    ],
+)
+def test_mail_records_keys(host, expected_spf, key2048):
+    records = rec.mail_records(config(), host, key2048)
+    assert [r.key for r in records] == ["mx", "spf", "dkim", "dmarc"]
+    assert by_key(records)["spf"].content == expected_spf
+
+
+@pytest.mark.parametrize("hostname", ["mail.example.com", "mx.example.com", "smtp.mail.example.net"])
 def test_mx_points_at_host_with_priority_10(hostname, key2048):
-    cfg = config(hostname=hostname)
-    mx = [r for r in rec.mail_records(cfg, key2048) if r.type == "MX"]
-    assert [(r.name, r.content, r.priority) for r in mx] == [("example.com", cfg.host_name, 10)]
-    # The MX target has the host's addresses.
-    records = rec.mail_records(cfg, key2048)
-    addresses = {r.content for r in records if r.type in ("A", "AAAA") and r.name == cfg.host_name}
-    assert addresses == set(cfg.addresses)
+    host = facts(hostname=hostname)
+    mx = [r for r in rec.mail_records(config(), host, key2048) if r.type == "MX"]
+    assert [(r.name, r.content, r.priority) for r in mx] == [("example.com", hostname, 10)]
+    # The MX target has the host's addresses: the host stack publishes them at that name.
+    records = rec.host_records(host_config(hostname=hostname))
+    addresses = {r.content for r in records if r.type in ("A", "AAAA") and r.name == hostname}
+    assert addresses == set(host.addresses)
 
 
 def test_dkim_record_name_uses_selector(key2048):
-    records = by_key(rec.mail_records(config(domain="example.net", dkim_selector="s2026"), key2048))
+    records = by_key(rec.mail_records(config(domain="example.net", dkim_selector="s2026"), facts(), key2048))
     assert records["dkim"].name == "s2026._domainkey.example.net"
     assert rec.dkim_name(config(domain="example.net", dkim_selector="s2026")) == "s2026._domainkey.example.net"
 
 
 def test_static_records_are_mail_records_without_dkim(key2048):
     cfg = config()
-    assert rec.static_records(cfg) == [r for r in rec.mail_records(cfg, key2048) if r.key != "dkim"]
+    assert rec.static_records(cfg, facts()) == [r for r in rec.mail_records(cfg, facts(), key2048) if r.key != "dkim"]
 
 
 @pytest.mark.parametrize(
-    "values",
+    ("domain_values", "host_values"),
     [
-        {},
-        {"hostname": "example.com"},
-        {
-            "ipv4": ["192.0.2.10", "192.0.2.11"],
-            "ipv6": ["2001:db8::10", "2001:db8::11"],
-            "reverse_zones": ["2.0.192.in-addr.arpa"],
-        },
-        {
-            "domain": "a-rather-long-mail-domain-name.example",
-            "hostname": "outbound-mail-relay.a-rather-long-mail-domain-name.example",
-        },
+        ({}, {}),
+        (
+            {"domain": "example.org", "dmarc_policy": "reject"},
+            {"hostname": "example.com", "postmaster_address": "alice@example.org"},
+        ),
+        (
+            {},
+            {
+                "ipv4": ["192.0.2.10", "192.0.2.11"],
+                "ipv6": ["2001:db8::10", "2001:db8::11"],
+                "reverse_zones": ["2.0.192.in-addr.arpa"],
+            },
+        ),
+        (
+            {"domain": "a-rather-long-mail-domain-name.example"},
+            {"hostname": "outbound-mail-relay.a-rather-long-mail-domain-name.example"},
+        ),
     ],
 )
-def test_records_are_well_formed(values, key2048):
-    records = rec.mail_records(config(**values), key2048) + rec.ptr_records(config(**values))
-    keys = [r.key for r in records]
-    assert len(keys) == len(set(keys)), keys
-    for r in records:
-        assert r.key, r
-        assert r.reason.strip() and "\n" not in r.reason, r
-        # Cloudflare keeps 100 characters of comment on Free zones: reasons fit whole.
-        assert len(r.reason) <= 100, (r.key, len(r.reason))
-        assert r.name == r.name.lower() and not r.name.endswith("."), r
-        assert (r.priority is not None) == (r.type == "MX"), r
+def test_records_are_well_formed(domain_values, host_values, key2048):
+    host = host_config(**host_values)
+    facts_of_host = HostFacts(host_id="mailstack/host-mail", hostname=host.host_name, addresses=host.addresses)
+    for records in (
+        rec.mail_records(config(**domain_values), facts_of_host, key2048),
+        rec.host_records(host) + rec.ptr_records(host),
+    ):
+        keys = [r.key for r in records]
+        assert len(keys) == len(set(keys)), keys
+        for r in records:
+            assert r.key, r
+            assert r.reason.strip() and "\n" not in r.reason, r
+            # Cloudflare keeps 100 characters of comment on Free zones: reasons fit whole.
+            assert len(r.reason) <= 100, (r.key, len(r.reason))
+            assert r.name == r.name.lower() and not r.name.endswith("."), r
+            assert (r.priority is not None) == (r.type == "MX"), r
 
 
 # --- PTR and reverse zones --------------------------------------------------------------------
@@ -263,7 +322,7 @@ def test_ptr_name(address, expected):
 
 
 def test_ptr_records():
-    cfg = config(hostname="mx.example.com", ipv4=["192.0.2.10"], ipv6=["2001:db8::10"])
+    cfg = host_config(hostname="mx.example.com", ipv4=["192.0.2.10"], ipv6=["2001:db8::10"])
     table = [(r.key, r.name, r.type, r.content) for r in rec.ptr_records(cfg)]
     assert table == [
         ("ptr-192-0-2-10", str(dns.reversename.from_address("192.0.2.10")).rstrip("."), "PTR", "mx.example.com"),
@@ -288,27 +347,31 @@ def test_ptr_records():
     ],
 )
 def test_reverse_zone_for(zones, address, expected):
-    assert rec.reverse_zone_for(config(reverse_zones=zones), address) == expected
+    assert rec.reverse_zone_for(host_config(reverse_zones=zones), address) == expected
 
 
 # --- zone file --------------------------------------------------------------------------------
 
 
 def test_zone_file_has_reasons_and_records(key2048):
-    cfg = config()
-    text = rec.zone_file(cfg, rec.mail_records(cfg, key2048))
+    records = rec.mail_records(config(), facts(), key2048)
+    text = rec.zone_file("example.com", records, ns_addresses=["192.0.2.10"], about="the mail domain example.com")
     lines = text.splitlines()
+    assert lines[0] == "; Zone example.com: the mail domain example.com, generated by mailstack."
     assert "$ORIGIN example.com." in lines and "$TTL 300" in lines
     assert "example.com. IN MX 10 mail.example.com." in lines
     assert '_dmarc.example.com. IN TXT "v=DMARC1; p=quarantine; rua=mailto:postmaster@example.com"' in lines
-    for r in rec.mail_records(cfg, key2048):
+    for r in records:
         assert f"; {r.reason}" in lines
 
 
 def test_zone_file_lists_records_outside_the_zone_as_comments():
-    cfg = config(reverse_zones=["2.0.192.in-addr.arpa"])
-    text = rec.zone_file(cfg, rec.static_records(cfg) + rec.ptr_records(cfg))
+    cfg = host_config(reverse_zones=["2.0.192.in-addr.arpa"])
+    text = rec.zone_file(
+        "example.com", rec.host_records(cfg) + rec.ptr_records(cfg), ns_addresses=cfg.addresses, about="the host"
+    )
     lines = text.splitlines()
+    assert "mail.example.com. IN A 192.0.2.10" in lines
     assert lines[-3:] == [
         "; Outside example.com: published in a reverse zone, or to be set at the hosting provider.",
         ";   10.2.0.192.in-addr.arpa. IN PTR mail.example.com.",
@@ -318,7 +381,9 @@ def test_zone_file_lists_records_outside_the_zone_as_comments():
 
 
 def test_zone_file_nameserver_addresses():
-    cfg = config()
-    lines = rec.zone_file(cfg, [], ns_addresses=["198.51.100.53"]).splitlines()
+    lines = rec.zone_file("example.com", [], ns_addresses=["198.51.100.53"], about="x").splitlines()
     assert "@ IN NS ns1.example.com." in lines
     assert [line for line in lines if line.startswith("ns1.")] == ["ns1.example.com. IN A 198.51.100.53"]
+    with pytest.raises(ValueError) as err:
+        rec.zone_file("example.com", [], ns_addresses=[], about="x")
+    assert str(err.value) == "ns_addresses is empty (expected at least one address for ns1.example.com)"

@@ -13,9 +13,16 @@ import pytest
 
 from components import render
 from components.render import HostFile, TemplateError, render_template
+from components.services import mailboxes as mailboxes_service
 from components.services import render_host_files
 from components.services import sieve as sieve_service
-from tests.conftest import EXAMPLE_STACKS, stack_config
+from components.hostfacts import HostFacts
+from components.units import domain_files
+from tests.conftest import stack_config
+
+# The host stack's files are the host's config; a domain stack's, its folder's and its users' scripts.
+HOST_STACKS = ["host-mail"]
+DOMAIN_STACKS = ["example.com", "example.org"]
 
 # --- parsers -------------------------------------------------------------------------------
 
@@ -92,23 +99,29 @@ GUIDE_MAIN_CF = {
     "smtpd_helo_required": "yes",
     "smtpd_helo_restrictions": "reject_invalid_helo_hostname reject_non_fqdn_helo_hostname",
     "smtpd_sender_restrictions": "reject_non_fqdn_sender reject_unknown_sender_domain",
-    "smtpd_sender_login_maps": "hash:/etc/postfix/controlled_auth_senders",
-    "smtpd_recipient_restrictions": "reject_non_fqdn_recipient reject_unknown_recipient_domain "
-    "check_policy_service unix:private/policyd-spf",
+    # Which login may send as which address: every hosted domain's (the assembler's table).
+    "smtpd_sender_login_maps": "hash:/etc/postfix/mailstack/sender_logins",
+    # A retired domain's mail is refused first.
+    "smtpd_recipient_restrictions": "check_recipient_access hash:/etc/postfix/mailstack/retired_domains "
+    "reject_non_fqdn_recipient reject_unknown_recipient_domain check_policy_service unix:private/policyd-spf",
     "smtpd_relay_restrictions": "permit_mynetworks permit_sasl_authenticated reject_unauth_destination",
     "smtpd_data_restrictions": "reject_unauth_pipelining",
     "milter_default_action": "accept",
     "smtpd_milters": "unix:/opendkim/opendkim.sock",
     "non_smtpd_milters": "$smtpd_milters",
-    "mailbox_transport": "lmtp:unix:private/dovecot-lmtp",
+    # Every hosted domain is a virtual mailbox domain, delivered to Dovecot over LMTP.
+    "virtual_transport": "lmtp:unix:private/dovecot-lmtp",
+    "virtual_mailbox_domains": "hash:/etc/postfix/mailstack/domains",
+    "virtual_mailbox_maps": "hash:/etc/postfix/mailstack/mailboxes",
+    "virtual_alias_maps": "hash:/etc/postfix/mailstack/aliases",
     # What the guide leaves implicit.
-    "myorigin": "$mydomain",
-    "mydestination": "$myhostname, $mydomain, localhost.$mydomain, localhost",
+    "myorigin": "$myhostname",
+    # Never a hosted domain: those are virtual mailbox domains.
+    "mydestination": "$myhostname, localhost.$mydomain, localhost",
     "alias_maps": "hash:/etc/aliases",
     "alias_database": "hash:/etc/aliases",
-    "virtual_alias_maps": "hash:/etc/postfix/virtual",
-    # The stack's addresses and the aliases only, not every account on the host.
-    "local_recipient_maps": "hash:/etc/postfix/recipients $alias_maps",
+    # The host's own names take root@ and postmaster@ (the aliases) only, not every account on the host.
+    "local_recipient_maps": "$alias_maps",
     "smtpd_sasl_type": "dovecot",
     "smtpd_sasl_path": "private/auth",
     "smtpd_sasl_auth_enable": "no",
@@ -118,7 +131,7 @@ GUIDE_MAIN_CF = {
 
 # Settings whose value comes from the stack; the example stacks' expected values.
 STACK_MAIN_CF = {
-    "example.com": {
+    "host-mail": {
         "smtpd_banner": "$myhostname ESMTP $mail_name",
         "message_size_limit": "25000000",
         "inet_interfaces": "192.0.2.10, 2001:db8::10, 127.0.0.1, ::1",
@@ -131,32 +144,14 @@ STACK_MAIN_CF = {
         "soft_bounce": "yes",
         "notify_classes": "bounce, 2bounce, data, delay, policy, protocol, resource, software",
         "policyd-spf_time_limit": "3600",
-        "myhostname": "mail.example.com",
-        "mydomain": "example.com",
-        "mynetworks": "127.0.0.0/8 [::ffff:127.0.0.0]/104 [::1]/128",
-    },
-    "example.net": {
-        "smtpd_banner": "$myhostname ESMTP $mail_name",
-        "message_size_limit": "50000000",
-        "inet_interfaces": "192.0.2.20, 2001:db8::20, 127.0.0.1, ::1",
-        "inet_protocols": "all",
-        "smtpd_error_sleep_time": "8s",
-        "smtpd_soft_error_limit": "1",
-        "smtpd_hard_error_limit": "3",
-        "smtpd_tls_cert_file": "/etc/ssl/private/postfix.cacert.pem",
-        "smtpd_tls_key_file": "/etc/ssl/private/postfix.privkey.pem",
-        "soft_bounce": "no",
-        "notify_classes": "bounce, 2bounce, data, delay, policy, protocol, resource, software",
-        "policyd-spf_time_limit": "3600",
-        "myhostname": "mx.example.net",
-        "mydomain": "example.net",
+        "myhostname": "mail.example.net",
         "mynetworks": "127.0.0.0/8 [::ffff:127.0.0.0]/104 [::1]/128",
     },
 }
 
 MAIN_CASES = [
     (stack, name, value)
-    for stack in EXAMPLE_STACKS
+    for stack in HOST_STACKS
     for name, value in {**GUIDE_MAIN_CF, **STACK_MAIN_CF[stack]}.items()
 ]
 
@@ -168,7 +163,7 @@ def test_main_cf_has_the_guides_setting(stack, name, value):
     assert settings[name] == value, f"{stack}: {name} = {settings[name]!r}, expected {value!r}"
 
 
-@pytest.mark.parametrize("stack", EXAMPLE_STACKS)
+@pytest.mark.parametrize("stack", HOST_STACKS)
 def test_main_cf_banner_has_no_os_or_version(stack):
     banner = parse_main_cf(content(stack_config(stack), "/etc/postfix/main.cf"))["smtpd_banner"]
     assert "Debian" not in banner and "$mail_version" not in banner
@@ -183,11 +178,13 @@ GUIDE_SUBMISSION_OPTIONS = [
     "smtpd_client_restrictions=",
     "smtpd_sender_restrictions=reject_authenticated_sender_login_mismatch,reject_non_fqdn_sender,"
     "reject_unknown_sender_domain",
-    "smtpd_recipient_restrictions=reject_non_fqdn_recipient,reject_unknown_recipient_domain",
+    # A retired domain's mail is refused first on submission too.
+    "smtpd_recipient_restrictions=check_recipient_access,hash:/etc/postfix/mailstack/retired_domains,"
+    "reject_non_fqdn_recipient,reject_unknown_recipient_domain",
 ]
 
 
-@pytest.mark.parametrize("stack", EXAMPLE_STACKS)
+@pytest.mark.parametrize("stack", HOST_STACKS)
 def test_master_cf_submission_has_exactly_the_guides_overrides(stack):
     entry = parse_master_cf(content(stack_config(stack), "/etc/postfix/master.cf"))[("submission", "inet")]
     # chroot "y" (Debian's), not the guide's "-": the milter socket path is relative to the chroot.
@@ -197,7 +194,7 @@ def test_master_cf_submission_has_exactly_the_guides_overrides(stack):
     assert rest[1::2] == GUIDE_SUBMISSION_OPTIONS
 
 
-@pytest.mark.parametrize("stack", EXAMPLE_STACKS)
+@pytest.mark.parametrize("stack", HOST_STACKS)
 def test_master_cf_policyd_spf_is_the_guides(stack):
     entry = parse_master_cf(content(stack_config(stack), "/etc/postfix/master.cf"))[("policyd-spf", "unix")]
     assert entry == [
@@ -210,7 +207,7 @@ STOCK_MASTER_CF = Path("/usr/share/postfix/master.cf.dist")
 
 
 @pytest.mark.skipif(not STOCK_MASTER_CF.exists(), reason="Debian's postfix package is not installed")
-@pytest.mark.parametrize("stack", EXAMPLE_STACKS)
+@pytest.mark.parametrize("stack", HOST_STACKS)
 def test_master_cf_keeps_every_stock_service(stack):
     stock = parse_master_cf(STOCK_MASTER_CF.read_text())
     rendered = parse_master_cf(content(stack_config(stack), "/etc/postfix/master.cf"))
@@ -225,63 +222,66 @@ def table(text: str) -> list[tuple[str, str]]:
     return [tuple(line.split()) for line in text.splitlines() if line.strip() and not line.startswith("#")]
 
 
+def domain_file(cfg, name: str) -> str:
+    """One file of a domain's folder on the host (/etc/mailstack/domains/<domain>/<name>)."""
+    return {f.path: f for f in domain_files(cfg)}[f"/etc/mailstack/domains/{cfg.domain}/{name}"].content
+
+
 @pytest.mark.parametrize(
-    ("stack", "senders", "virtual", "aliases"),
+    ("stack", "mailboxes", "senders", "aliases", "catch_all"),
     [
         (
             "example.com",
-            [("alice@example.com", "alice"), ("bob@example.com", "alice")],
-            [("bob@example.com", "alice")],
-            [("postmaster:", "alice"), ("root:", "alice")],
+            [("alice@example.com",)],
+            [("alice@example.com", "alice@example.com"), ("bob@example.com", "alice@example.com")],
+            [("bob@example.com", "alice@example.com"), ("postmaster@example.com", "alice@example.com"),
+             ("team@example.com", "alice@example.com,carol@example.org")],
+            [],
         ),
         (
-            "example.net",
-            [("carol@example.net", "carol"), ("postmaster@example.net", "carol"), ("dave@example.net", "dave")],
-            [("postmaster@example.net", "carol")],
-            [("postmaster:", "carol"), ("root:", "carol")],
+            "example.org",
+            [("alice@example.org",), ("carol@example.org",)],
+            [("alice@example.org", "alice@example.org"), ("carol@example.org", "carol@example.org")],
+            [("postmaster@example.org", "alice@example.org")],
+            [("carol@example.org",)],
         ),
     ],
 )
-def test_tables(stack, senders, virtual, aliases):
+def test_domain_tables(stack, mailboxes, senders, aliases, catch_all):
+    """The domain's inputs of the shared tables (the host's assembler builds those from every domain's)."""
     cfg = stack_config(stack)
-    assert table(content(cfg, "/etc/postfix/controlled_auth_senders")) == senders
-    assert table(content(cfg, "/etc/postfix/virtual")) == virtual
-    assert table(content(cfg, "/etc/aliases")) == aliases
-    # Postfix accepts mail for exactly the addresses users may send as (and the aliases).
-    assert table(content(cfg, "/etc/postfix/recipients")) == [(address, "OK") for address, _ in senders]
+    assert table(domain_file(cfg, "mailboxes")) == mailboxes
+    assert table(domain_file(cfg, "sender_logins")) == senders
+    assert table(domain_file(cfg, "aliases")) == aliases
+    assert table(domain_file(cfg, "catch_all")) == catch_all
+    assert table(domain_file(cfg, "dkim_selector")) == [(cfg.dkim_selector,)]
 
 
-def test_a_user_removed_from_the_stack_is_no_recipient_any_more():
-    both = stack_config("example.net")
-    assert "dave@example.net" in content(both, "/etc/postfix/recipients")
-    fewer = stack_config("example.net", users=[{"name": "carol", "addresses": ["carol@example.net"]}])
-    assert table(content(fewer, "/etc/postfix/recipients")) == [("carol@example.net", "OK")]
-    # Not Postfix's default (every account on the host, dave's included): the table, then the aliases.
-    main = parse_main_cf(content(fewer, "/etc/postfix/main.cf"))
-    assert main["local_recipient_maps"] == "hash:/etc/postfix/recipients $alias_maps"
+def test_host_aliases_send_root_and_postmaster_to_the_postmaster_address():
+    cfg = stack_config("host-mail")
+    assert table(content(cfg, "/etc/aliases")) == [("postmaster:", "alice@example.com"), ("root:", "alice@example.com")]
+    other = stack_config("host-mail", postmaster_address="ops@example.org")
+    assert table(content(other, "/etc/aliases")) == [("postmaster:", "ops@example.org"), ("root:", "ops@example.org")]
 
 
-def test_aliases_without_users_keep_debians_default():
-    cfg = stack_config("example.com", users=[])
-    assert table(content(cfg, "/etc/aliases")) == [("postmaster:", "root")]
-    assert table(content(cfg, "/etc/postfix/controlled_auth_senders")) == []
-    assert table(content(cfg, "/etc/postfix/virtual")) == []
-    assert table(content(cfg, "/etc/postfix/recipients")) == []
-    assert sieve_service.files(cfg) == []
+def test_a_user_removed_from_the_stack_is_no_mailbox_any_more():
+    both = stack_config("example.org")
+    assert "carol@example.org" in domain_file(both, "mailboxes")
+    fewer = stack_config("example.org", users=[{"name": "alice"}], catch_all=None)
+    assert table(domain_file(fewer, "mailboxes")) == [("alice@example.org",)]
+    assert table(domain_file(fewer, "sender_logins")) == [("alice@example.org", "alice@example.org")]
 
 
 def test_postmaster_key_picks_the_user():
-    cfg = stack_config("example.net", postmaster="dave")
-    assert table(content(cfg, "/etc/aliases")) == [("postmaster:", "dave"), ("root:", "dave")]
+    cfg = stack_config("example.org", postmaster="carol")
+    assert ("postmaster@example.org", "carol@example.org") in table(domain_file(cfg, "aliases"))
 
 
 # --- OpenDKIM and policyd-spf ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("stack", "domain", "selector"), [("example.com", "example.com", "mail"), ("example.net", "example.net", "s2026")]
-)
-def test_opendkim_conf_is_the_guides(stack, domain, selector):
+@pytest.mark.parametrize("stack", HOST_STACKS)
+def test_opendkim_conf_is_the_guides(stack):
     settings = parse_opendkim(content(stack_config(stack), "/etc/opendkim.conf"))
     assert settings == {
         "AlwaysAddARHeader": "T",
@@ -301,25 +301,14 @@ def test_opendkim_conf_is_the_guides(stack, domain, selector):
     }
 
 
-@pytest.mark.parametrize(
-    ("stack", "domain", "selector"), [("example.com", "example.com", "mail"), ("example.net", "example.net", "s2026")]
-)
-def test_opendkim_tables_sign_the_domain_with_its_selectors_key(stack, domain, selector):
-    cfg = stack_config(stack)
-    key_table = parse_opendkim(content(cfg, "/etc/opendkim/KeyTable"))
-    signing_table = parse_opendkim(content(cfg, "/etc/opendkim/SigningTable"))
-    # One key: named after its record, signing d=<domain> s=<selector> with the DKIM unit's key.
-    assert key_table == {f"{selector}._domainkey.{domain}": f"{domain}:{selector}:/etc/opendkim/{selector}.private"}
-    # Mail from the domain itself (no wildcard: not its subdomains, as Domain did) uses that key.
-    assert signing_table == {domain: f"{selector}._domainkey.{domain}"}
-    # OpenDKIM reads them again as the opendkim user on a reload; others may not.
-    for path in ("/etc/opendkim/KeyTable", "/etc/opendkim/SigningTable"):
-        f = files(cfg)[path]
-        assert (f.owner, f.group, f.mode) == ("root", "opendkim", "0640")
+@pytest.mark.parametrize(("stack", "selector"), [("example.com", "mail"), ("example.org", "s2026")])
+def test_a_domain_names_its_dkim_selector_for_the_signing_tables(stack, selector):
+    # The host's assembler makes the KeyTable and SigningTable lines from it (tests/validate/test_assembler.py).
+    assert table(domain_file(stack_config(stack), "dkim_selector")) == [(selector,)]
 
 
 def test_policyd_spf_conf_keeps_debians_defaults():
-    text = content(stack_config("example.com"), "/etc/postfix-policyd-spf-python/policyd-spf.conf")
+    text = content(stack_config("host-mail"), "/etc/postfix-policyd-spf-python/policyd-spf.conf")
     for line in ["debugLevel = 1", "TestOnly = 1", "HELO_reject = Fail", "Mail_From_reject = Fail",
                  "PermError_reject = False", "TempError_Defer = False",
                  "skip_addresses = 127.0.0.0/8,::ffff:127.0.0.0/104,::1"]:
@@ -348,9 +337,13 @@ DOVECOT_CASES = [
     (f"{DOVECOT}10-master.conf", "service auth {"),
     (f"{DOVECOT}10-mail.conf", "mail_location = maildir:~/Maildir"),
     (f"{DOVECOT}20-lmtp.conf", "protocol lmtp { mail_plugins = $mail_plugins sieve }"),
-    (f"{DOVECOT}10-auth.conf", "auth_username_format = %Ln"),
+    (f"{DOVECOT}10-auth.conf", "auth_username_format = %Lu"),
     (f"{DOVECOT}10-auth.conf", "disable_plaintext_auth = yes"),
-    (f"{DOVECOT}10-auth.conf", "!include auth-system.conf.ext"),
+    # Every hosted domain's mailboxes: logins are mailbox addresses; one vmail account owns the mail.
+    (f"{DOVECOT}10-auth.conf",
+     "passdb { driver = passwd-file args = scheme=CRYPT username_format=%Lu /etc/dovecot/mailstack-users }"),
+    (f"{DOVECOT}10-auth.conf", "userdb { driver = static args = uid=vmail gid=vmail home=/var/vmail/%Ld/%Ln }"),
+    (f"{DOVECOT}10-mail.conf", "first_valid_uid = 5000 last_valid_uid = 5000"),
     (f"{DOVECOT}90-sieve.conf", "sieve = file:~/sieve;active=~/.dovecot.sieve"),
     (f"{DOVECOT}90-sieve.conf", "sieve_default = /etc/dovecot/sieve/default.sieve"),
     (f"{DOVECOT}10-ssl.conf", "ssl = required"),
@@ -360,13 +353,13 @@ DOVECOT_CASES = [
 ]
 
 
-@pytest.mark.parametrize("stack", EXAMPLE_STACKS)
+@pytest.mark.parametrize("stack", HOST_STACKS)
 @pytest.mark.parametrize(("path", "expected"), DOVECOT_CASES)
 def test_dovecot(stack, path, expected):
     assert expected in squash(content(stack_config(stack), path))
 
 
-@pytest.mark.parametrize(("stack", "host"), [("example.com", "mail.example.com"), ("example.net", "mx.example.net")])
+@pytest.mark.parametrize(("stack", "host"), [("host-mail", "mail.example.net")])
 def test_default_sieve_is_the_guides_script(stack, host):
     text = squash(content(stack_config(stack), "/etc/dovecot/sieve/default.sieve"))
     assert text == (
@@ -378,7 +371,7 @@ def test_default_sieve_is_the_guides_script(stack, host):
 
 def test_tls_paths_flow_into_postfix_and_dovecot():
     cfg = stack_config(
-        "example.com", smtpd_tls_cert_file="/etc/ssl/mail/cert.pem", smtpd_tls_key_file="/etc/ssl/mail/key.pem"
+        "host-mail", smtpd_tls_cert_file="/etc/ssl/mail/cert.pem", smtpd_tls_key_file="/etc/ssl/mail/key.pem"
     )
     settings = parse_main_cf(content(cfg, "/etc/postfix/main.cf"))
     assert settings["smtpd_tls_cert_file"] == "/etc/ssl/mail/cert.pem"
@@ -402,20 +395,25 @@ def test_tls_paths_flow_into_postfix_and_dovecot():
         ({"policyd_spf_time_limit": 60}, "/etc/postfix/main.cf", "policyd-spf_time_limit", "60"),
         ({"smtpd_banner": "$myhostname ESMTP"}, "/etc/postfix/main.cf", "smtpd_banner", "$myhostname ESMTP"),
         ({"hostname": "smtp.example.com"}, "/etc/postfix/main.cf", "myhostname", "smtp.example.com"),
+        ({"vmail_uid": 6000}, f"{DOVECOT}10-mail.conf", "first_valid_uid", "6000"),
         ({"ipv6": []}, "/etc/postfix/main.cf", "inet_protocols", "ipv4"),
         ({"ipv6": []}, "/etc/postfix/main.cf", "mynetworks", "127.0.0.0/8"),
         ({"ipv6": []}, "/etc/postfix/main.cf", "inet_interfaces", "192.0.2.10, 127.0.0.1"),
         ({"ipv4": []}, "/etc/postfix/main.cf", "mynetworks", "[::1]/128"),
         ({"inet_interfaces": ["all"]}, "/etc/postfix/main.cf", "inet_interfaces", "all"),
-        ({"dkim_selector": "s1"}, "/etc/opendkim/KeyTable", "s1._domainkey.example.com",
-         "example.com:s1:/etc/opendkim/s1.private"),
-        ({"dkim_selector": "s1"}, "/etc/opendkim/SigningTable", "example.com", "s1._domainkey.example.com"),
+        ({"opendkim_nameservers": ["198.51.100.53"]}, "/etc/opendkim.conf", "Nameservers", "198.51.100.53"),
     ],
 )
 def test_config_flows_through(overrides, path, name, value):
-    cfg = stack_config("example.com", **overrides)
-    parse = parse_opendkim if path.startswith("/etc/opendkim") else parse_main_cf
+    cfg = stack_config("host-mail", **overrides)
+    parse = {"/etc/opendkim.conf": parse_opendkim, "/etc/postfix/main.cf": parse_main_cf}.get(path, parse_dovecot)
     assert parse(content(cfg, path))[name] == value
+
+
+def parse_dovecot(text: str) -> dict[str, str]:
+    """Top-level `name = value` lines of a Dovecot config file."""
+    return dict(tuple(part.strip() for part in line.split("=", 1)) for line in text.splitlines()
+                if "=" in line and not line.startswith((" ", "#", "\t")))
 
 
 def test_users_flow_through():
@@ -427,15 +425,17 @@ def test_users_flow_through():
         },
         {"name": "frank"},
     ]
-    cfg = stack_config("example.com", users=users)
-    assert table(content(cfg, "/etc/postfix/controlled_auth_senders")) == [
-        ("erin@example.com", "erin"), ("sales@example.com", "erin"), ("frank@example.com", "frank"),
+    cfg = stack_config("example.com", users=users, aliases=[])
+    assert table(domain_file(cfg, "sender_logins")) == [
+        ("erin@example.com", "erin@example.com"), ("sales@example.com", "erin@example.com"),
+        ("frank@example.com", "frank@example.com"),
     ]
-    assert table(content(cfg, "/etc/postfix/virtual")) == [("sales@example.com", "erin")]
-    assert table(content(cfg, "/etc/aliases")) == [("postmaster:", "erin"), ("root:", "erin")]
+    assert table(domain_file(cfg, "aliases")) == [
+        ("sales@example.com", "erin@example.com"), ("postmaster@example.com", "erin@example.com"),
+    ]
     sieve = sieve_service.files(cfg)
     assert [(f.path, f.mode, f.owner, f.group) for f in sieve] == [
-        ("/home/erin/.dovecot.sieve", "0600", "erin", "erin")
+        ("/var/vmail/example.com/erin/.dovecot.sieve", "0600", "vmail", "vmail")
     ]
     assert sieve[0].content.endswith('require ["fileinto"];\nfileinto "Sales";\n')
 
@@ -443,17 +443,8 @@ def test_users_flow_through():
 # --- files: paths, modes, owners ------------------------------------------------------------
 
 EXPECTED_FILES = {
-    "postfix": [
-        # Tables before main.cf: a new table's database is in place before main.cf names it.
-        "/etc/postfix/controlled_auth_senders",
-        "/etc/postfix/recipients",
-        "/etc/postfix/virtual",
-        "/etc/postfix/main.cf",
-        "/etc/postfix/master.cf",
-        "/etc/aliases",
-    ],
-    # The tables before opendkim.conf, which names them.
-    "opendkim": ["/etc/opendkim/KeyTable", "/etc/opendkim/SigningTable", "/etc/opendkim.conf"],
+    "postfix": ["/etc/postfix/main.cf", "/etc/postfix/master.cf", "/etc/aliases"],
+    "opendkim": ["/etc/opendkim.conf"],
     "policyd-spf": ["/etc/postfix-policyd-spf-python/policyd-spf.conf"],
     "dovecot": [
         *(f"{DOVECOT}{name}" for name in ["10-master.conf", "10-mail.conf", "20-lmtp.conf", "10-auth.conf"]),
@@ -463,25 +454,38 @@ EXPECTED_FILES = {
 }
 
 
-@pytest.mark.parametrize("stack", EXAMPLE_STACKS)
+@pytest.mark.parametrize("stack", HOST_STACKS)
 def test_files_paths_modes_owners(stack):
     cfg = stack_config(stack)
     rendered = render_host_files(cfg)
-    assert set(rendered) == {"postfix", "opendkim", "policyd-spf", "dovecot", "sieve"}
+    assert set(rendered) == set(EXPECTED_FILES)
     for service, paths in EXPECTED_FILES.items():
         assert [f.path for f in rendered[service]] == paths
         for f in rendered[service]:
-            # Config files are root's and world-readable (daemons read them after dropping privileges);
-            # OpenDKIM's tables are for the opendkim group only (test_opendkim_tables_...).
-            if not f.path.startswith("/etc/opendkim/"):
-                assert (f.mode, f.owner, f.group) == ("0644", "root", "root"), f.path
+            # Config files are root's and world-readable (daemons read them after dropping privileges).
+            assert (f.mode, f.owner, f.group) == ("0644", "root", "root"), f.path
             assert f.content.endswith("\n") and "\n\n\n" not in f.content, f.path
-    for f in rendered["sieve"]:
-        user = f.path.split("/")[2]
-        assert (f.path, f.mode, f.owner, f.group) == (f"/home/{user}/.dovecot.sieve", "0600", user, user)
-    assert [f.path for f in rendered["sieve"]] == [
-        f"/home/{u.name}/.dovecot.sieve" for u in cfg.users if u.sieve is not None
+
+
+@pytest.mark.parametrize("stack", DOMAIN_STACKS)
+def test_domain_files_paths_modes_owners(stack):
+    cfg = stack_config(stack)
+    rendered = domain_files(cfg)
+    folder = f"/etc/mailstack/domains/{cfg.domain}"
+    tables = [f for f in rendered if f.path.startswith(folder + "/")]
+    assert [f.path for f in tables] == [f"{folder}/{name}" for name in
+                                        ("mailboxes", "aliases", "sender_logins", "catch_all", "dkim_selector")]
+    for f in tables:
+        assert (f.mode, f.owner, f.group) == ("0644", "root", "root"), f.path
+        assert f.content.endswith("\n") and "\n\n\n" not in f.content, f.path
+    sieve = [f for f in rendered if f not in tables]
+    assert [f.path for f in sieve] == [
+        f"/var/vmail/{cfg.domain}/{u.name}/.dovecot.sieve" for u in cfg.users if u.sieve is not None
     ]
+    for f in sieve:
+        assert (f.mode, f.owner, f.group) == ("0600", "vmail", "vmail"), f.path
+    # No password hash among the files: the passwords unit sends them on its stdin.
+    assert not any(f.path.endswith("/passwd") for f in rendered)
 
 
 def test_user_sieve_keeps_the_users_script():
@@ -490,9 +494,14 @@ def test_user_sieve_keeps_the_users_script():
     assert alice.content.endswith(cfg.users[0].sieve)
 
 
-@pytest.mark.parametrize("stack", EXAMPLE_STACKS)
+@pytest.mark.parametrize("stack", HOST_STACKS)
 def test_rendering_is_deterministic(stack):
     assert render_host_files(stack_config(stack)) == render_host_files(stack_config(stack))
+
+
+@pytest.mark.parametrize("stack", DOMAIN_STACKS)
+def test_domain_rendering_is_deterministic(stack):
+    assert domain_files(stack_config(stack)) == domain_files(stack_config(stack))
 
 
 def test_host_file_defaults():
@@ -511,7 +520,7 @@ def test_missing_value_names_template_and_line():
 
 
 def test_missing_attribute_names_template_and_line():
-    cfg = stack_config("example.com")
+    cfg = stack_config("host-mail")
     with pytest.raises(TemplateError, match=r"^templates/postfix/main\.cf\.j2:\d+: 'mynetworks' is undefined$"):
         render_template("postfix/main.cf.j2", cfg=cfg)
 
@@ -551,11 +560,16 @@ def test_templates_all_used(monkeypatch):
         return real(name, *args, **kwargs)
 
     monkeypatch.setattr(render._ENV, "get_template", spy)
-    cfg, owner = stack_config("example.com"), "mailstack/example.com"
-    for service, files in render_host_files(cfg).items():
-        units.service_unit(cfg, owner, service, files)
-    units.packages_unit(cfg, owner), units.tls_unit(cfg, owner), units.dkim_unit(cfg, owner)
-    units.accounts_command(cfg, owner)
+    host, owner = stack_config("host-mail"), "mailstack/host-mail"
+    for service, files in render_host_files(host).items():
+        units.service_unit(host, owner, service, files)
+    units.packages_unit(host, owner), units.tls_unit(host, owner), units.tables_unit(host, owner)
+    facts = HostFacts(host_id=owner, hostname=host.host_name, addresses=host.addresses)
+    for stack in DOMAIN_STACKS:
+        cfg, domain_owner = stack_config(stack), f"mailstack/{stack}"
+        units.dkim_unit(cfg, domain_owner, facts)
+        units.files_unit(cfg, domain_owner, facts, domain_files(cfg))
+        units.passwords_command(cfg, domain_owner, facts), units.retire_command(cfg, domain_owner, facts)
     on_disk = {str(p.relative_to(render.TEMPLATES)) for p in render.TEMPLATES.rglob("*") if p.is_file()}
     assert used == on_disk
 

@@ -19,7 +19,7 @@ import json
 import socket
 import threading
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import checkdmarc.spf
 import checkdmarc.utils
@@ -42,17 +42,42 @@ from cryptography.x509.oid import NameOID
 
 from components import records as rec
 from components import verify as v
-from components.config import load_config
+from components.config import DomainConfig, HostConfig, load_config
+from components.hostfacts import HostFacts
+from components.stackfile import host_facts
 from components.verify_net import Dns, ImapProbe, SmtpProbe, SmtpReply, TlsInfo, ssh_argv
 
 V4, V6 = "198.51.100.10", "2001:db8:100::10"
 HOST = "mail.example.com"
+HOST_STACK = "host-mail"
 
 
-def config(**values):
-    base = {"domain": "example.com", "hostname": HOST, "ipv4": [V4], "ipv6": [V6]}
+@dataclass(frozen=True)
+class Stacks:
+    """A host stack and a domain stack on it, as verify sees them (the domain's host from the host's file)."""
+
+    host: HostConfig
+    domain: DomainConfig
+    facts: HostFacts
+
+    @property
+    def addresses(self) -> list[str]:
+        return self.host.addresses
+
+    def target(self, kind: str) -> v.Target:
+        return v.Target(self.host) if kind == "host" else v.Target(self.host, self.domain, self.facts)
+
+
+def config(**values) -> Stacks:
+    """The two stacks; each value goes to the stack whose key it is (a host key or a domain key)."""
+    base = {"domain": "example.com", "hostname": HOST, "ipv4": [V4], "ipv6": [V6],
+            "postmaster_address": "postmaster@example.com", "host_stack": HOST_STACK, "users": [{"name": "alice"}]}
     base.update(values)
-    return load_config({f"mailstack:{k}": v for k, v in base.items() if v is not None})
+    host = {k: val for k, val in base.items() if k in HostConfig.model_fields and val is not None}
+    domain = {k: val for k, val in base.items() if k in DomainConfig.model_fields and val is not None}
+    host_cfg = load_config({f"mailstack:{k}": val for k, val in host.items()})
+    domain_cfg = load_config({f"mailstack:{k}": val for k, val in domain.items()})
+    return Stacks(host_cfg, domain_cfg, host_facts(HOST_STACK, host_cfg))
 
 
 def new_key(bits: int = 2048) -> rsa.RSAPrivateKey:
@@ -199,9 +224,9 @@ def zones_for(records: list[rec.Record]) -> list[str]:
     return texts
 
 
-def published(cfg, key: str) -> list[rec.Record]:
-    """What `pulumi up` publishes for the stack: mail records and PTRs."""
-    return rec.mail_records(cfg, key) + rec.ptr_records(cfg)
+def published(cfg: Stacks, key: str) -> list[rec.Record]:
+    """What `pulumi up` publishes for the two stacks: the host's records and PTRs, the domain's records."""
+    return rec.host_records(cfg.host) + rec.ptr_records(cfg.host) + rec.mail_records(cfg.domain, cfg.facts, key)
 
 
 def serve(server: ZoneServer, records: list[rec.Record]) -> Dns:
@@ -209,18 +234,30 @@ def serve(server: ZoneServer, records: list[rec.Record]) -> Dns:
     return Dns(["127.0.0.1"], port=server.port, timeout=3)
 
 
-def dns_results(cfg, lookups: Dns, host_key: str) -> list[v.Result]:
-    """Every check that only needs DNS (and the host's key), as run_checks runs them."""
-    results = [v.check_mx(cfg, lookups), v.check_mx_cname(cfg, lookups), v.check_addresses(cfg, lookups, "A"),
-               v.check_addresses(cfg, lookups, "AAAA")]
-    results += [v.check_ptr(cfg, lookups, a) for a in cfg.addresses]
-    results += v.check_spf(cfg, lookups)
-    results += [v.check_spf_pass(cfg, lookups, a) for a in cfg.addresses]
-    results.append(v.check_spf_helo(cfg, lookups))
-    record_result, record = v.check_dkim_record(cfg, lookups, host_key)
-    results += [record_result, v.check_dkim_key(cfg, record, host_key, "read over SSH")]
-    results += v.check_dmarc(cfg, lookups)
+def host_dns_results(cfg: Stacks, lookups: Dns) -> list[v.Result]:
+    """The host stack's checks that only need DNS, as run_checks runs them."""
+    host = cfg.host
+    results = [v.check_addresses(host, lookups, "A"), v.check_addresses(host, lookups, "AAAA")]
+    results += [v.check_ptr(host, lookups, a) for a in host.addresses]
+    results.append(v.check_spf_helo(host, lookups))
     return results
+
+
+def domain_dns_results(cfg: Stacks, lookups: Dns, host_key: str) -> list[v.Result]:
+    """The domain stack's checks (all of them DNS, with the host's key), as run_checks runs them."""
+    domain, facts = cfg.domain, cfg.facts
+    results = [v.check_mx(domain, facts, lookups), v.check_mx_cname(domain, facts, lookups)]
+    results += v.check_spf(domain, facts, lookups)
+    results += [v.check_spf_pass(domain, facts, lookups, a) for a in facts.addresses]
+    record_result, record = v.check_dkim_record(domain, facts, lookups, host_key)
+    results += [record_result, v.check_dkim_key(domain, facts, record, host_key, "read over SSH")]
+    results += v.check_dmarc(domain, facts, lookups)
+    return results
+
+
+def dns_results(cfg: Stacks, lookups: Dns, host_key: str) -> list[v.Result]:
+    """Every check that only needs DNS (and the host's key): the host stack's and the domain stack's."""
+    return host_dns_results(cfg, lookups) + domain_dns_results(cfg, lookups, host_key)
 
 
 def by_status(results: list[v.Result], status: str) -> dict[str, v.Result]:
@@ -237,6 +274,12 @@ def test_the_records_pulumi_up_publishes_pass_every_dns_check(server, host_key):
     assert [r for r in results if r.status != v.PASS] == []
     names = [r.name for r in results]
     assert f"dns.ptr[{V6}]" in names and f"spf.pass[{V4}]" in names
+    # Each kind checks its own records: every name one of the two kinds' own checks.
+    host_names = {r.name.split("[")[0] for r in host_dns_results(cfg, serve(server, published(cfg, host_key)))}
+    domain_names = {r.name.split("[")[0] for r in domain_dns_results(cfg, serve(server, published(cfg, host_key)),
+                                                                     host_key)}
+    assert host_names <= set(v.HOST_CHECKS) and domain_names <= set(v.DOMAIN_CHECKS)
+    assert host_names | domain_names == {n.split("[")[0] for n in names}
 
 
 def _without(records, predicate):
@@ -276,7 +319,7 @@ VARIANTS: dict[str, tuple[Callable, tuple[str, ...], str]] = {
                                                                 content=f"v=spf1 ip4:{V4} -all"),
                                      (f"spf.pass[{V6}]",), f'example.com TXT "v=spf1 ip4:{V4} -all"'),
     "DKIM record with another key": (lambda rs, cfg: _replacing(rs, lambda r: r.key == "dkim",
-                                                                content=rec.dkim_value(cfg, _other_key())),
+                                                                content=rec.dkim_value(cfg.domain, _other_key())),
                                      ("dkim.key",), "mail._domainkey.example.com"),
     "missing DMARC": (lambda rs, cfg: _without(rs, lambda r: r.key == "dmarc"),
                       ("dmarc.record",), "_dmarc.example.com"),
@@ -317,7 +360,7 @@ def test_a_missing_ptr_says_where_to_publish_it(server, host_key):
     outside = config()
     for cfg, where in ((in_zone, "in the reverse zone 100.51.198.in-addr.arpa"), (outside, "at the provider of")):
         records = _without(published(cfg, host_key), lambda r: r.name == rec.ptr_name(V4))
-        result = v.check_ptr(cfg, serve(server, records), V4)
+        result = v.check_ptr(cfg.host, serve(server, records), V4)
         assert result.status == v.FAIL
         assert result.fix.startswith(f"publish 10.100.51.198.in-addr.arpa. PTR {HOST}. {where}")
 
@@ -342,18 +385,19 @@ def test_a_1024_bit_dkim_key_fails_the_record_check(server):
 def test_dkim_key_not_compared_without_the_hosts_key(server, host_key):
     cfg = config()
     lookups = serve(server, published(cfg, host_key))
-    _, record = v.check_dkim_record(cfg, lookups)
-    result = v.check_dkim_key(cfg, record, None, "", "the host's key could not be read over SSH (timed out)")
+    _, record = v.check_dkim_record(cfg.domain, cfg.facts, lookups)
+    result = v.check_dkim_key(cfg.domain, cfg.facts, record, None, "",
+                              "the host's key could not be read over SSH (timed out)")
     assert result.status == v.WARN and "timed out" in result.reason and "--dkim-key" in result.fix
 
 
 def test_dkim_fix_is_the_record_with_the_hosts_key(server, host_key):
     cfg = config()
-    records = _replacing(published(cfg, host_key), lambda r: r.key == "dkim", content=rec.dkim_value(cfg, _other_key()))
+    records = _replacing(published(cfg, host_key), lambda r: r.key == "dkim", content=rec.dkim_value(cfg.domain, _other_key()))
     lookups = serve(server, records)
-    _, record = v.check_dkim_record(cfg, lookups, host_key)
-    result = v.check_dkim_key(cfg, record, host_key, "read over SSH")
-    content = rec.txt_content(rec.dkim_value(cfg, host_key))
+    _, record = v.check_dkim_record(cfg.domain, cfg.facts, lookups, host_key)
+    result = v.check_dkim_key(cfg.domain, cfg.facts, record, host_key, "read over SSH")
+    content = rec.txt_content(rec.dkim_value(cfg.domain, host_key))
     assert result.fix.startswith(f"publish mail._domainkey.example.com. TXT {content}")
 
 
@@ -363,7 +407,8 @@ def test_an_unanswering_name_server_fails_the_dns_checks_with_the_lookup():
     sock.bind(("127.0.0.1", 0))
     try:
         lookups = Dns(["127.0.0.1"], port=sock.getsockname()[1], timeout=0.5)
-        result = v.check_mx(config(), lookups)
+        cfg = config()
+        result = v.check_mx(cfg.domain, cfg.facts, lookups)
     finally:
         sock.close()
     assert result.status == v.FAIL and "MX lookup of example.com failed" in result.reason
@@ -428,7 +473,7 @@ def test_spf_lookup_count(domain, count, problem):
 
 
 def test_mailstacks_own_spf_record_costs_no_lookup():
-    value = rec.spf_value(config())
+    value = rec.spf_value(config().host.ipv4, config().host.ipv6)
     assert v.count_spf_lookups(txt_value(rec.txt_content(value)), spf_at).count == 0
 
 
@@ -466,7 +511,7 @@ def test_too_many_spf_lookups_fail_with_the_count(server):
         lines += [f"{n}. 300 IN TXT {c}" for n, c in REAL_WORLD_SPF.items() if n.endswith(suffix)]
         texts.append("\n".join(lines) + "\n")
     server.load(texts)
-    results = {r.name: r for r in v.check_spf(cfg, Dns(["127.0.0.1"], port=server.port, timeout=3))}
+    results = {r.name: r for r in v.check_spf(cfg.domain, cfg.facts, Dns(["127.0.0.1"], port=server.port, timeout=3))}
     assert results["spf.lookups"].status == v.FAIL
     assert results["spf.lookups"].reason.startswith("11 DNS lookups")
     assert "more than 10 is a permerror" in results["spf.lookups"].reason
@@ -538,7 +583,7 @@ def test_ed25519_record_has_no_rsa_size():
 def test_dkim_key_option_takes_the_key_or_the_record():
     key = b64(new_key(2048))
     assert v.key_from_option(key) == key
-    assert v.key_from_option(rec.dkim_value(config(), key)) == key
+    assert v.key_from_option(rec.dkim_value(config().domain, key)) == key
 
 
 # --- SMTP, submission and IMAP, judged from what the server said --------------------------------------------
@@ -583,7 +628,7 @@ def smtp_probe(port=25, banner="mail.example.com ESMTP Postfix", features=("star
     ],
 )
 def test_banner(banner, status, text):
-    result = v.check_banner(config(), smtp_probe(banner=banner))
+    result = v.check_banner(config().host, smtp_probe(banner=banner))
     assert (result.status, result.name) == (status, f"smtp.banner[{V4}]")
     assert text in result.reason
     if status == v.FAIL and "shows" in text:
@@ -592,7 +637,7 @@ def test_banner(banner, status, text):
 
 def test_no_smtp_session_fails_the_banner_and_leaves_the_rest_unchecked():
     probe = SmtpProbe(V4, 25, error="ConnectionRefusedError: [Errno 111] Connection refused")
-    cfg = config()
+    cfg = config().host
     assert v.check_banner(cfg, probe).status == v.FAIL
     assert v.check_starttls(cfg, probe).status == v.FAIL
     assert v.check_certificate(cfg, probe).status == v.WARN
@@ -608,7 +653,7 @@ def test_no_smtp_session_fails_the_banner_and_leaves_the_rest_unchecked():
     ],
 )
 def test_starttls(probe, status, text):
-    result = v.check_starttls(config(), probe)
+    result = v.check_starttls(config().host, probe)
     assert result.status == status and text in result.reason
 
 
@@ -627,7 +672,7 @@ def test_starttls(probe, status, text):
     ],
 )
 def test_certificate(der, verified, status, text):
-    result = v.check_certificate(config(), smtp_probe(der=der, verified=verified))
+    result = v.check_certificate(config().host, smtp_probe(der=der, verified=verified))
     assert result.status == status, result.reason
     assert text in result.reason
     if status != v.PASS:
@@ -707,15 +752,16 @@ def test_imap():
 
 def test_ssh_pins_the_stacks_host_key_and_uses_its_key(tmp_path):
     cfg = config(ssh_host="198.51.100.10", ssh_port=2222, ssh_user="deploy")
-    argv = ssh_argv(cfg, tmp_path / "key", tmp_path / "known_hosts", timeout=5)
+    key_path = "/etc/mailstack/domains/example.com/dkim/mail.private"
+    argv = ssh_argv(cfg.host, key_path, tmp_path / "key", tmp_path / "known_hosts", timeout=5)
     assert argv[:2] == ["ssh", "-F"]
     assert f"UserKnownHostsFile={tmp_path / 'known_hosts'}" in argv and "StrictHostKeyChecking=yes" in argv
     assert argv[argv.index("-i") + 1] == str(tmp_path / "key") and "BatchMode=yes" in argv
     assert argv[-4:] == ["2222", "deploy@198.51.100.10", "--",
-                         "sudo -n openssl rsa -in /etc/opendkim/mail.private -pubout -outform DER 2>/dev/null "
+                         f"sudo -n openssl rsa -in {key_path} -pubout -outform DER 2>/dev/null "
                          "| base64 -w0"]
     # Without a pinned key: the user's own known_hosts, still strict.
-    unpinned = ssh_argv(config(), None, None, timeout=5)
+    unpinned = ssh_argv(config().host, key_path, None, None, timeout=5)
     assert "-F" not in unpinned and "-i" not in unpinned and "StrictHostKeyChecking=yes" in unpinned
     assert unpinned[-1].startswith("openssl rsa")
 
@@ -723,32 +769,77 @@ def test_ssh_pins_the_stacks_host_key_and_uses_its_key(tmp_path):
 def test_report_and_table():
     cfg = config()
     results = [v.passed("dns.mx", "example.com MX 10 mail.example.com"),
-               v.warned(f"smtp.cert[{V4}]", "self-signed certificate", "install a certificate"),
-               v.failed(f"dns.ptr[{V4}]", "no PTR record at 10.100.51.198.in-addr.arpa", "publish ...")]
-    data = v.report("e2e", cfg, results, 1.234)
+               v.warned("dkim.key", "not compared: SSH is off", "give the key with --dkim-key"),
+               v.failed("dmarc.record", "no DMARC record at _dmarc.example.com", "publish ...")]
+    data = v.report("e2e", cfg.target("domain"), results, 1.234)
     assert data["counts"] == {"pass": 1, "warn": 1, "fail": 1} and data["ok"] is False and data["seconds"] == 1.23
-    assert data["checks"][2] == {"name": f"dns.ptr[{V4}]", "status": "fail",
-                                 "reason": "no PTR record at 10.100.51.198.in-addr.arpa", "fix": "publish ..."}
+    assert (data["kind"], data["domain"], data["hostname"], data["addresses"]) == ("domain", "example.com", HOST,
+                                                                                   [V4, V6])
+    assert data["checks"][2] == {"name": "dmarc.record", "status": "fail",
+                                 "reason": "no DMARC record at _dmarc.example.com", "fix": "publish ..."}
     json.dumps(data)
-    lines = v.table("e2e", cfg, results, 1.234).splitlines()
+    lines = v.table("e2e", cfg.target("domain"), results, 1.234).splitlines()
     assert lines[0] == f"verify e2e: example.com, mail host {HOST} ({V4}, {V6})"
     assert lines[3].split() == ["pass", "dns.mx", "example.com", "MX", "10", "mail.example.com"]
-    assert lines[4].startswith("WARN") and lines[5].strip() == "fix: install a certificate"
+    assert lines[4].startswith("WARN") and lines[5].strip() == "fix: give the key with --dkim-key"
     assert lines[6].startswith("FAIL") and lines[7].strip() == "fix: publish ..."
     assert lines[-1] == "1 passed, 1 warnings, 1 failed in 1.2s"
+
+
+def test_report_and_table_of_a_host_stack():
+    cfg = config()
+    results = [v.warned(f"smtp.cert[{V4}]", "self-signed certificate", "install a certificate"),
+               v.failed(f"dns.ptr[{V4}]", "no PTR record at 10.100.51.198.in-addr.arpa", "publish ...")]
+    data = v.report("host-e2e", cfg.target("host"), results, 2.0)
+    assert (data["kind"], data["domain"], data["hostname"]) == ("host", None, HOST)
+    assert data["checks"][1] == {"name": f"dns.ptr[{V4}]", "status": "fail",
+                                 "reason": "no PTR record at 10.100.51.198.in-addr.arpa", "fix": "publish ..."}
+    lines = v.table("host-e2e", cfg.target("host"), results, 2.0).splitlines()
+    assert lines[0] == f"verify host-e2e: mail host {HOST} ({V4}, {V6})"
+    assert lines[3].startswith("WARN") and lines[4].strip() == "fix: install a certificate"
 
 
 def test_results_are_reported_by_check_then_address():
     cfg = config()
     names = [f"smtp.relay[{V6}]", "dns.mx", f"smtp.banner[{V6}]", f"smtp.banner[{V4}]", "dkim.key", f"dns.ptr[{V4}]"]
-    ordered = sorted((v.passed(n, "") for n in names), key=lambda r: v._order(cfg, r))
+    ordered = sorted((v.passed(n, "") for n in names), key=lambda r: v._order(cfg.target("host"), r))
     assert [r.name for r in ordered] == ["dns.mx", f"dns.ptr[{V4}]", "dkim.key", f"smtp.banner[{V4}]",
                                          f"smtp.banner[{V6}]", f"smtp.relay[{V6}]"]
 
 
-def test_relay_recipient_is_outside_the_stacks_domain():
-    assert v.default_relay_to(config()) == "postmaster@example.net"
-    assert v.default_relay_to(config(domain="example.net", hostname="mail.example.net")) == "postmaster@example.org"
+def test_every_check_belongs_to_one_kind_of_stack():
+    # Everything verify checked for the single-domain stack is still checked, by exactly one kind.
+    assert sorted(v.HOST_CHECKS + v.DOMAIN_CHECKS) == sorted(v.ORDER)
+    assert set(v.HOST_CHECKS).isdisjoint(v.DOMAIN_CHECKS)
+
+
+@pytest.mark.parametrize("kind", ["host", "domain"])
+def test_run_checks_runs_exactly_its_kinds_checks(server, host_key, kind, monkeypatch):
+    """The whole run, the network probes answered by no one: every check of the kind, once per address."""
+    cfg = config()
+    lookups = serve(server, published(cfg, host_key))
+    no_session = "ConnectionRefusedError: [Errno 111] Connection refused"
+    monkeypatch.setattr(v, "probe_smtp", lambda address, port, *a: SmtpProbe(address, port, error=no_session))
+    monkeypatch.setattr(v, "probe_vrfy", lambda address, *a: SmtpReply(address, "VRFY", None, no_session))
+    monkeypatch.setattr(v, "probe_relay", lambda address, *a: SmtpReply(address, "RCPT", None, no_session))
+    down = TlsInfo(False, error=no_session)
+    monkeypatch.setattr(v, "probe_imap", lambda address, *a: ImapProbe(address, down, down))
+    options = v.Options(helo="client.example.net", ssh=False, dkim_key=host_key, timeout=3)
+    results = v.run_checks(cfg.target(kind), options, lookups)
+    per_address = {"dns.ptr", "spf.pass"} | {n for n in v.ORDER if n.split(".")[0] in ("smtp", "submission", "imap")}
+    own = v.HOST_CHECKS if kind == "host" else v.DOMAIN_CHECKS
+    expected = [n if n not in per_address else f"{n}[{a}]" for n in own for a in ([V4, V6] if n in per_address
+                                                                                  else [None])]
+    assert sorted(r.name for r in results) == sorted(expected)
+    dns_checks = [r for r in results if r.name.split(".")[0] in ("dns", "spf", "dkim", "dmarc")]
+    assert dns_checks and all(r.status == v.PASS for r in dns_checks), [r for r in dns_checks if r.status != v.PASS]
+
+
+def test_relay_recipient_is_outside_the_hosts_domains():
+    assert v.default_relay_to([HOST]) == "postmaster@example.net"
+    assert v.default_relay_to(["mail.example.net"]) == "postmaster@example.org"
+    # The domains the host is known to host (the project's domain stacks on it) are kept out too.
+    assert v.default_relay_to(["mail.example.net", "example.com", "example.org"]) == "postmaster@relay-test.example"
 
 
 def test_cli_exits_2_for_an_unknown_stack_or_a_bad_key_before_checking_anything(tmp_path, monkeypatch, capsys):
@@ -763,5 +854,18 @@ def test_cli_exits_2_for_an_unknown_stack_or_a_bad_key_before_checking_anything(
     (tmp_path / "stacks").mkdir()
     (tmp_path / "stacks" / "Pulumi.lab.yaml").write_text(
         f"config:\n  mailstack:domain: example.com\n  mailstack:ipv4: [{V4}]\n")
+    assert main(["verify", "lab", "--project", str(tmp_path)]) == 2
+    assert "mailstack:ipv4: is a host-stack key" in capsys.readouterr().err
+    # A domain stack whose host stack file is missing: the key and the file are named.
+    (tmp_path / "stacks" / "Pulumi.lab.yaml").write_text(
+        "config:\n  mailstack:domain: example.com\n  mailstack:host_stack: organization/mailstack/host-lab\n"
+        "  mailstack:users: [{name: alice}]\n")
+    assert main(["verify", "lab", "--project", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "mailstack:host_stack: 'organization/mailstack/host-lab' names the host stack host-lab" in err
+    assert "stacks/Pulumi.host-lab.yaml, which does not exist" in err
+    (tmp_path / "stacks" / "Pulumi.host-lab.yaml").write_text(
+        f"config:\n  mailstack:hostname: {HOST}\n  mailstack:ipv4: [{V4}]\n"
+        "  mailstack:postmaster_address: postmaster@example.com\n")
     assert main(["verify", "lab", "--project", str(tmp_path), "--dkim-key", "v=DKIM1; p="]) == 2
     assert "--dkim-key: p= is empty" in capsys.readouterr().err

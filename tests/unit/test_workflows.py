@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -74,6 +75,33 @@ def test_preview_runs_the_checkers_before_the_preview():
     assert "bash -euo pipefail" in runs[check]
 
 
+def test_both_workflows_take_their_stacks_from_touched():
+    for name, base in (("preview.yml", "--base HEAD^1"), ("deploy.yml", '--base "$BEFORE"')):
+        job = workflow(name)["jobs"]["stacks"]
+        [touched] = [step for step in job["steps"] if step.get("id") == "touched"]
+        # The program's environment: a stack's kind is read from its config (components/config.py).
+        assert ".venv/bin/python -m pip install -q -r requirements.txt" in touched["run"], name
+        assert f".venv/bin/python -m components touched {base} --json" in touched["run"], name
+        assert workflow(name)["jobs"][name.split(".")[0]]["strategy"]["matrix"]["stack"] == (
+            "${{ fromJSON(needs.stacks.outputs.stacks) }}")
+
+
+def test_deploy_brings_host_stacks_up_before_domain_stacks():
+    """`touched` lists host stacks first; one matrix job at a time, in the order of the list."""
+    job = workflow("deploy.yml")["jobs"]["deploy"]
+    assert job["strategy"]["max-parallel"] == 1
+    assert "--all --json" in workflow("deploy.yml")["jobs"]["stacks"]["steps"][-1]["run"]
+
+
+@pytest.mark.xfail(strict=True, reason="`python -m components touched` lists host stacks first once the offline "
+                   "commands' helper lands it (components/diff.py); strict: remove this mark then")
+def test_touched_lists_host_stacks_first():
+    result = subprocess.run([sys.executable, "-m", "components", "touched", "--all", "--json"], cwd=PROJECT_DIR,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == ["host-mail", "example.com", "example.org"]
+
+
 def test_deploy_runs_up_one_at_a_time_per_stack_then_verify():
     deploy = workflow("deploy.yml")
     assert deploy[True] == {"push": {"branches": ["main"]}}
@@ -86,20 +114,26 @@ def test_deploy_runs_up_one_at_a_time_per_stack_then_verify():
     assert any('python -m components verify "$STACK"' in run for run in runs[up + 1 :]), "no verify after up"
 
 
+EVERY_STACK = ["host-mail", "example.com", "example.org"]
+
+
 @pytest.mark.parametrize(
     ("paths", "stacks"),
     [
-        (["stacks/Pulumi.example.net.yaml"], ["example.net"]),
-        (["stacks/Pulumi.example.net.yaml", "README.md", "tests/unit/test_config.py"], ["example.net"]),
-        (["templates/postfix/main.cf.j2"], ["example.com", "example.net"]),
-        (["components/records.py"], ["example.com", "example.net"]),
-        (["__main__.py"], ["example.com", "example.net"]),
-        (["Pulumi.yaml"], ["example.com", "example.net"]),
-        (["requirements.txt"], ["example.com", "example.net"]),
-        (["policy/rules.py"], ["example.com", "example.net"]),
+        (["stacks/Pulumi.example.org.yaml"], ["example.org"]),
+        (["stacks/Pulumi.host-mail.yaml"], ["host-mail"]),
+        (["stacks/Pulumi.example.org.yaml", "README.md", "tests/unit/test_config.py"], ["example.org"]),
+        (["templates/postfix/main.cf.j2"], EVERY_STACK),
+        (["templates/tables/assemble.sh.j2"], EVERY_STACK),
+        (["components/records.py"], EVERY_STACK),
+        (["__main__.py"], EVERY_STACK),
+        (["Pulumi.yaml"], EVERY_STACK),
+        (["requirements.txt"], EVERY_STACK),
+        (["policy/rules.py"], EVERY_STACK),
         (["stacks/Pulumi.gone.example.yaml"], []),  # a removed stack: nothing left to preview
         (["README.md", ".github/workflows/preview.yml", "tests/e2e/lab.py"], []),
     ],
 )
 def test_the_matrix_holds_the_stacks_a_change_touches(paths, stacks):
-    assert touched_stacks(paths, ["example.com", "example.net"]) == stacks
+    # Which stacks, of both kinds; their order (hosts first) is test_touched_lists_host_stacks_first's.
+    assert sorted(touched_stacks(paths, EVERY_STACK)) == sorted(stacks)

@@ -406,7 +406,8 @@ REFUSALS = {
     ),
     "hosted domain is the host's name": (
         lambda h: h.write_domain(HOST_NAME, mailboxes=[f"root@{HOST_NAME}"]),
-        f"/etc/mailstack/domains/{HOST_NAME}: {HOST_NAME} is the host's own name",
+        f"/etc/mailstack/domains/{HOST_NAME}: {HOST_NAME} is the host's own name (myhostname), whose mail Postfix "
+        "delivers locally; a hosted domain needs another name",
     ),
     "folder name not a domain": (
         lambda h: h.write_domain("Example.NET", mailboxes=[]),
@@ -432,10 +433,6 @@ REFUSALS = {
     "passwd hash malformed": (
         lambda h: _set(h, "example.org", "passwd", f"alice@example.org:{HASH_ALICE_ORG} {HASH_ALICE_COM}\n", 0o600),
         "example.org: passwd line 1: the password of alice@example.org is not a crypt(3) hash",
-    ),
-    "passwd mailbox not listed": (
-        lambda h: _set(h, "example.org", "passwd", f"dave@example.org:{HASH_ALICE_ORG}\n", 0o600),
-        "example.org: passwd line 1: dave@example.org is not listed in mailboxes",
     ),
     "passwd mailbox twice": (
         lambda h: _set(
@@ -485,6 +482,146 @@ def test_refusal_changes_nothing(tmp_path: Path, script: Path, assembled: Path, 
     assert host.leftovers() == []
     for secret in EVERY_HASH:
         assert secret not in result.stderr and secret[:12] not in result.stderr
+
+
+def test_a_passwd_line_of_a_mailbox_not_listed_is_left_out(host: Host) -> None:
+    """A mailbox just taken out of `mailboxes` keeps its passwd line until the passwords unit runs: no login."""
+    two_domains(host)
+    _set(host, "example.org", "passwd",
+         f"alice@example.org:{HASH_ALICE_ORG}\ndave@example.org:{HASH_ALICE_ORG_NEW}\ncarol@example.org:!\n", 0o600)
+    result = host.run()
+    assert_ok(result)
+    users = host.lines(paths.DOVECOT_USERS)
+    assert f"alice@example.org:{HASH_ALICE_ORG}" in users and "carol@example.org:!" in users
+    assert not [line for line in users if line.startswith("dave@")]
+    assert HASH_ALICE_ORG_NEW not in host.path(paths.DOVECOT_USERS).read_text()
+    assert not any(h in result.stderr for h in EVERY_HASH)
+
+
+# --- --check DOMAIN FOLDER: a domain unit's staged files, checked with every other domain's ----
+
+
+def _stage(host: Host, tmp_path: Path, domain: str, **files: str) -> Path:
+    """A copy of `domain`'s folder, as a domain unit stages it, with `files` (name -> text) replaced."""
+    stage = tmp_path / "stage" / paths.domain_dir(domain).lstrip("/")
+    shutil.copytree(host.path(paths.domain_dir(domain)), stage)
+    for name, text in files.items():
+        (stage / name).write_text(text)
+    return stage
+
+
+def _run_with(host: Host, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MAILSTACK_ROOT": str(host.root)}
+    return subprocess.run(["bash", str(host.script), *args], env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_check_reads_the_staged_files_and_changes_nothing(host: Host, tmp_path: Path) -> None:
+    two_domains(host)
+    assert_ok(host.run())
+    live = host.path(paths.domain_dir("example.com"))
+    before, folder_before = host.snapshot(), {p.name: p.read_bytes() for p in live.iterdir() if p.is_file()}
+    time.sleep(0.01)
+    # A new alias into example.org and a new mailbox: fine with the other domain's files.
+    stage = _stage(host, tmp_path, "example.com",
+                   mailboxes="alice@example.com\ndave@example.com\n",
+                   aliases="bob@example.com alice@example.com\nteam@example.com dave@example.com,alice@example.org\n")
+    result = _run_with(host, "--check", "example.com", str(stage))
+    assert_ok(result)
+    assert result.stderr == ""
+    assert host.snapshot() == before, "a check changes no table"
+    assert {p.name: p.read_bytes() for p in live.iterdir() if p.is_file()} == folder_before
+    assert host.query(paths.MAILBOXES_TABLE, "dave@example.com") is None
+    assert host.leftovers() == []
+
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        # An alias into a domain this host does not host (only a hosted domain may be a target).
+        ({"aliases": "team@example.com carol@example.net\n"},
+         "example.com: aliases line 1: carol@example.net is not a mailbox or alias of a domain hosted here"),
+        ({"aliases": "team@example.com dave@example.org\n"}, "example.com: aliases line 1: dave@example.org is not a mailbox or alias"),
+        # An address example.org's folder already claims.
+        ({"mailboxes": "alice@example.com\n", "aliases": "bob@example.com alice@example.com\n",
+          "sender_logins": "carol@example.org alice@example.com\n"},
+         "'carol@example.org' is not in example.com"),
+    ],
+)
+def test_check_refuses_staged_files_the_tables_could_not_take(host: Host, tmp_path: Path, files, message) -> None:
+    two_domains(host)
+    assert_ok(host.run())
+    before = host.snapshot()
+    stage = _stage(host, tmp_path, "example.com", **files)
+    result = _run_with(host, "--check", "example.com", str(stage))
+    assert result.returncode == 1, result.stderr
+    assert message in result.stderr and result.stderr.startswith("mailstack-assemble: "), result.stderr
+    assert host.snapshot() == before
+    assert host.leftovers() == []
+
+
+def test_check_sees_the_live_files_of_the_other_domains(host: Host, tmp_path: Path) -> None:
+    """The staged domain's new alias names a mailbox another domain lists only in ITS stage: refused."""
+    two_domains(host)
+    assert_ok(host.run())
+    stage = _stage(host, tmp_path, "example.com", aliases="team@example.com erin@example.org\n")
+    _stage(host, tmp_path / "org", "example.org", mailboxes="alice@example.org\ncarol@example.org\nerin@example.org\n")
+    result = _run_with(host, "--check", "example.com", str(stage))
+    assert result.returncode == 1 and "erin@example.org is not a mailbox or alias" in result.stderr
+
+
+@pytest.mark.parametrize("args", [["--check", "example.com"], ["--retire"], ["--bogus"], ["extra"]])
+def test_wrong_arguments_get_the_usage(host: Host, args: list[str]) -> None:
+    two_domains(host)
+    result = _run_with(host, *args)
+    assert result.returncode == 1
+    assert "usage: mailstack-assemble [--check DOMAIN FOLDER | --retire DOMAIN]" in result.stderr
+    assert not host.path(paths.DOMAINS_TABLE).exists()
+
+
+# --- --retire DOMAIN: `pulumi destroy` of a domain stack --------------------------------------------
+
+
+def test_retire_marks_the_domain_and_refuses_its_mail(host: Host) -> None:
+    two_domains(host)  # example.com aliases into example.org; nothing aliases into example.com
+    assert_ok(host.run())
+    result = _run_with(host, "--retire", "example.com")
+    assert_ok(result)
+    folder = host.path(paths.domain_dir("example.com"))
+    assert (folder / "retired").exists()
+    assert host.query(paths.RETIRED_TABLE, "example.com") == "550 5.1.2 example.com is no longer hosted here"
+    assert host.query(paths.DOMAINS_TABLE, "example.com") is None
+    assert host.query(paths.MAILBOXES_TABLE, "alice@example.com") is None
+    assert host.query(paths.ALIASES_TABLE, "team@example.com") is None
+    assert not [line for line in host.lines(paths.DOVECOT_USERS) if line.startswith("alice@example.com:")]
+    assert "example.com" not in host.path(paths.DKIM_SIGNING_TABLE).read_text()
+    # The domain's files, key and passwords stay: a later `pulumi up` brings it back.
+    assert {"owner", "mailboxes", "passwd", "dkim"} <= {p.name for p in folder.iterdir()}
+    assert host.query(paths.DOMAINS_TABLE, "example.org") == "OK"
+    # A run without arguments keeps it retired (the marker).
+    assert_ok(host.run())
+    assert host.query(paths.DOMAINS_TABLE, "example.com") is None
+
+
+def test_retire_is_refused_while_another_domain_aliases_into_it(tmp_path: Path, script: Path, assembled: Path) -> None:
+    shutil.copytree(assembled, tmp_path / "root")
+    host = Host(tmp_path / "root", script)  # example.org's relay@ goes to bob@example.com
+    before = host.snapshot()
+    result = _run_with(host, "--retire", "example.com")
+    assert result.returncode == 1
+    assert "example.org: aliases line 3: bob@example.com is in example.com, which is retired" in result.stderr
+    assert "take it out of example.org's aliases first" in result.stderr
+    assert not host.path(paths.domain_dir("example.com") + "/retired").exists(), "no marker after a refusal"
+    assert host.snapshot() == before
+    assert host.leftovers() == []
+
+
+def test_retire_of_a_domain_not_on_the_host_is_refused(host: Host) -> None:
+    two_domains(host)
+    result = _run_with(host, "--retire", "example.net")
+    assert result.returncode == 1
+    assert "example.net is not a domain of this host (/etc/mailstack/domains/example.net/owner is missing)" \
+        in result.stderr
+    assert not host.path(paths.domain_dir("example.net")).exists()
 
 
 # --- two deployments at once ------------------------------------------------------------------

@@ -21,21 +21,32 @@ from tests.conftest import EXAMPLE_STACKS, FIXTURE_STACKS, stack_config, stack_v
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 
-CHECK_LINES = [
-    "postfix: postconf -n",
-    "postfix: postconf -M",
-    "postfix: postmap controlled_auth_senders",
-    "postfix: postmap virtual",
-    "postfix: postalias aliases",
-    "postfix: postfix check",
-    "dovecot: doveconf -n",
-    "dovecot: sievec default.sieve",
-    "opendkim: opendkim -n",
-    "opendkim: KeyTable's keys",
-    "opendkim: SigningTable's key names",
-    "policyd-spf: policyd-spf.conf read by policyd-spf",
-    "sieve: sievec users' ~/.dovecot.sieve",
+# A host stack's checks (its zone is its host name's: example.net for mail.example.net).
+HOST_CHECK_LINES = [
+    "ok   postfix: postconf -n",
+    "ok   postfix: postconf -M",
+    "ok   postfix: postalias aliases",
+    "ok   postfix: postfix check",
+    "ok   dovecot: doveconf -n",
+    "ok   dovecot: sievec default.sieve",
+    "ok   opendkim: opendkim -n",
+    "ok   policyd-spf: policyd-spf.conf read by policyd-spf",
+    "ok   dns: named-checkzone example.net",
 ]
+
+
+def domain_check_lines(domain: str) -> list[str]:
+    """A domain stack's checks: its users' scripts, the table check it cannot run here, its zone."""
+    return [
+        "ok   sieve: sievec users' ~/.dovecot.sieve",
+        "skip mailboxes: mailstack-assemble --check",
+        "     runs on the host at deployment: it checks this domain's files with every other domain's there",
+        f"ok   dns: named-checkzone {domain}",
+    ]
+
+
+EXPECTED = {"host-mail": HOST_CHECK_LINES, "example.com": domain_check_lines("example.com"),
+            "example.org": domain_check_lines("example.org")}
 
 
 def run(*args: str, cwd: Path = PROJECT_DIR, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -75,16 +86,26 @@ def checkers() -> None:
 def test_the_example_stacks_pass_every_check(checkers, project):
     result = run("--all", "--project", str(project))
     assert (result.returncode, result.stderr) == (0, ""), result.stdout
-    for stack in EXAMPLE_STACKS:
-        section = result.stdout.split(f"{stack}:\n", 1)[1].split(":\n", 1)[0].splitlines()
-        expected = [f"ok   {line}" for line in [*CHECK_LINES, f"dns: named-checkzone {stack}"]]
-        assert section[: len(expected)] == expected, result.stdout
+    # Host stacks first, as they are deployed.
+    expected = [line for stack in ["host-mail", "example.com", "example.org"] for line in [f"{stack}:", *EXPECTED[stack]]]
+    assert result.stdout.splitlines() == expected, result.stdout
+    assert sorted(EXPECTED) == sorted(EXAMPLE_STACKS)
 
 
-def test_one_stack_prints_one_line_per_check(checkers, project):
-    result = run("example.net", "--project", str(project))
+@pytest.mark.parametrize("stack", EXAMPLE_STACKS)
+def test_one_stack_prints_one_line_per_check(checkers, project, stack):
+    result = run(stack, "--project", str(project))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.splitlines() == [f"ok   {line}" for line in [*CHECK_LINES, "dns: named-checkzone example.net"]]
+    assert result.stdout.splitlines() == EXPECTED[stack]
+
+
+def test_a_domain_stack_without_its_host_stack_file_exits_2_naming_the_key(checkers, project):
+    (project / "stacks" / "Pulumi.host-mail.yaml").unlink()
+    result = run("example.com", "--project", str(project))
+    assert result.returncode == 2, result.stdout
+    assert "mailstack:host_stack: 'host-mail' names the host stack host-mail" in result.stderr
+    assert "stacks/Pulumi.host-mail.yaml, which does not exist" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 # --- users' Sieve scripts: the stack's own line numbers ---------------------------------------
@@ -141,7 +162,9 @@ def test_the_script_offset_comes_from_the_template():
     lines = rendered.content.splitlines()
     first = check.script_first_line(cfg, 0)
     assert lines[first - 1 :] == ["keep;", "# second", "stop;"]
-    explained = check.explain_user_sieve(cfg, f"user alice: .dovecot: line {first + 2}: error: unknown command 'x'.\n")
+    explained = check.explain_user_sieve(
+        cfg, f"mailbox alice@example.com: .dovecot: line {first + 2}: error: unknown command 'x'.\n"
+    )
     assert explained == "mailstack:users[0].sieve line 3: unknown command 'x'.\n"
 
 
@@ -156,21 +179,21 @@ def test_a_broken_main_cf_fails_and_names_the_checker(checkers, project, tmp_pat
     shutil.copytree(PROJECT_DIR / "templates", code / "templates")
     main_cf = code / "templates" / "postfix" / "main.cf.j2"
     main_cf.write_text(main_cf.read_text() + "bogus_parameter = 1\n")
-    result = run("example.com", "--project", str(project), cwd=code)
+    result = run("host-mail", "--project", str(project), cwd=code)
     assert result.returncode == 1, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     assert "FAIL postfix: postconf -n" in lines, result.stdout
     message = lines[lines.index("FAIL postfix: postconf -n") + 1]
     assert "unused parameter: bogus_parameter=1" in message
     # The other services' checks still ran, and passed.
-    assert "ok   dovecot: doveconf -n" in lines and "ok   dns: named-checkzone example.com" in lines
+    assert "ok   dovecot: doveconf -n" in lines and "ok   dns: named-checkzone example.net" in lines
 
 
 # --- what cannot be checked: exit 2, a message, no traceback ----------------------------------
 
 
 def test_a_bad_stack_exits_2_with_the_config_error(project):
-    config = stack_values("example.com")
+    config = stack_values("host-mail")
     config["mailstack:hostname"] = "mail"
     write_stack(project, "broken", config)
     result = run("broken", "--project", str(project))
@@ -180,7 +203,7 @@ def test_a_bad_stack_exits_2_with_the_config_error(project):
 
 
 def test_a_bad_stack_among_all_exits_2_and_the_others_are_still_checked(checkers, project):
-    config = stack_values("example.net")
+    config = stack_values("host-mail")
     config["mailstack:ipv4"] = ["192.0.2.300"]
     write_stack(project, "broken", config)
     result = run("--all", "--project", str(project))
@@ -188,14 +211,16 @@ def test_a_bad_stack_among_all_exits_2_and_the_others_are_still_checked(checkers
     assert "mailstack:ipv4" in result.stderr and "192.0.2.300" in result.stderr
     assert "not checked, the stack file is unusable: broken" in result.stderr
     assert "Traceback" not in result.stderr
-    assert "example.com:\n" in result.stdout and "example.net:\n" in result.stdout and "FAIL" not in result.stdout
+    for stack in EXAMPLE_STACKS:
+        assert f"{stack}:\n" in result.stdout, result.stdout
+    assert "FAIL" not in result.stdout
     assert "broken:" not in result.stdout
 
 
 def test_an_unknown_stack_exits_2(project):
-    result = run("example.org", "--project", str(project))
+    result = run("example.net", "--project", str(project))
     assert result.returncode == 2
-    assert "no stack 'example.org'" in result.stderr and "Traceback" not in result.stderr
+    assert "no stack 'example.net'" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_no_stack_named_exits_2(project):
@@ -206,7 +231,7 @@ def test_no_stack_named_exits_2(project):
 def test_a_missing_checker_names_its_debian_package(project, tmp_path):
     # A PATH without /usr/sbin and /sbin: postconf, postfix, opendkim, ip are not found.
     bin_only = ":".join(p for p in os.environ.get("PATH", "").split(":") if not p.endswith("sbin"))
-    result = run("example.com", "--project", str(project), env={**os.environ, "PATH": bin_only})
+    result = run("host-mail", "--project", str(project), env={**os.environ, "PATH": bin_only})
     assert result.returncode == 2, result.stdout
     assert "postconf (Debian package postfix)" in result.stderr
     assert "opendkim (Debian package opendkim)" in result.stderr

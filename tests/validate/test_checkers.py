@@ -5,14 +5,18 @@ the machine's installed config dirs, write the rendered files over them) and
 runs the service's CHECKS with bash -euo pipefail and STAGE set, through
 `python -m components check`'s own runner (components/check.py).
 
+The host stack's services are checked on the host stack's files; a domain
+stack's users' Sieve scripts with sievec, under its host stack's Dovecot
+config (the shared tables are checked by the host's assembler:
+tests/validate/test_assembler.py).
+
 The checks assume what is true on the mail host once the earlier units have
-run: it owns the stack's addresses (postfix refuses an inet_interfaces address
-no interface has) and holds the DKIM key /etc/opendkim/<selector>.private
-(the opendkim unit's KeyTable check looks at it). The runner gives them that in private mount and
-network namespaces (unshare -m -n) without touching the machine: the stack's
-addresses on a private loopback, an overlay over /etc holding a freshly
-generated DKIM key, and one over /var/spool/postfix (postfix check creates
-missing queue directories).
+run: it owns the host's addresses (postfix refuses an inet_interfaces address
+no interface has) and has the tables the tables unit makes. The runner gives
+them that in private mount and network namespaces (unshare -m -n) without
+touching the machine: the host's addresses on a private loopback, an overlay
+over /etc, and one over /var/spool/postfix (postfix check creates missing
+queue directories).
 """
 
 from __future__ import annotations
@@ -27,10 +31,16 @@ import pytest
 
 from components import check
 from components.services import CHECKS
-from components.config import MailConfig
-from tests.conftest import EXAMPLE_STACKS, stack_config
+from components.config import DomainConfig, HostConfig
+from tests.conftest import FIXTURE_STACKS, stack_config
 
 SERVICES = check.SERVICES
+# The project folder of the fixture stacks: a domain stack's host stack file is there.
+FIXTURES = FIXTURE_STACKS.parent
+HOST_STACK = "host-mail"
+DOMAIN_STACKS = ["example.com", "example.org"]
+# Each stack with the checks of its kind.
+STACK_CHECKS = [(HOST_STACK, service) for service in SERVICES] + [(stack, "sieve") for stack in DOMAIN_STACKS]
 
 
 def need(service: str) -> None:
@@ -51,23 +61,23 @@ def namespaces() -> None:
         pytest.skip(problem)
 
 
-def run_checks(tmp_path: Path, cfg: MailConfig, service: str, stage: Path) -> subprocess.CompletedProcess:
+def run_checks(tmp_path: Path, cfg: HostConfig | DomainConfig, service: str, stage: Path
+               ) -> subprocess.CompletedProcess:
     """The service's checks on `stage`: exit 1 if any failed, their messages on stderr."""
     results = check.run_checks(cfg, stage, tmp_path / "host", [service])
     failed = not all(r.ok for r in results)
     return subprocess.CompletedProcess(service, int(failed), "", "".join(r.output for r in results))
 
 
-def staged(tmp_path: Path, cfg: MailConfig, service: str) -> Path:
+def staged(tmp_path: Path, cfg: HostConfig | DomainConfig, service: str) -> Path:
     need(service)
-    return check.build_stage(tmp_path / "stage", cfg, [service])
+    return check.build_stage(tmp_path / "stage", cfg, [service], project_dir=FIXTURES)
 
 
 # --- every example stack passes every check -------------------------------------------------
 
 
-@pytest.mark.parametrize("service", SERVICES)
-@pytest.mark.parametrize("stack", EXAMPLE_STACKS)
+@pytest.mark.parametrize(("stack", "service"), STACK_CHECKS)
 def test_rendered_config_passes_the_checks(namespaces, tmp_path, stack, service):
     cfg = stack_config(stack)
     stage = staged(tmp_path, cfg, service)
@@ -92,26 +102,38 @@ def test_user_sieve_check_covers_every_user(namespaces, tmp_path):
     ]
     cfg = stack_config("example.com", users=users)
     stage = staged(tmp_path, cfg, "sieve")
-    assert sorted(p.parent.name for p in stage.glob("home/*/.dovecot.sieve")) == ["alice", "bob"]
+    assert sorted(p.parent.name for p in stage.glob("var/vmail/example.com/*/.dovecot.sieve")) == ["alice", "bob"]
     result = run_checks(tmp_path, cfg, "sieve", stage)
     assert (result.returncode, result.stderr) == (0, "")
     # Compiled outside the stage: Dovecot compiles ~/.dovecot.svbin itself, as the user.
     assert list(stage.rglob("*.svbin")) == []
 
 
+def test_a_users_script_compiles_under_the_host_stacks_dovecot_config(namespaces, tmp_path):
+    """sievec reads the Dovecot config the host stack renders (beside the stage), not this machine's."""
+    cfg = stack_config("example.com", users=[{"name": "alice", "sieve": "keep;\n"}])
+    stage = staged(tmp_path, cfg, "sieve")
+    conf = stage.parent / check.HOST_DOVECOT / "etc/dovecot/conf.d/90-sieve.conf"
+    assert conf.is_file()
+    # A setting only the host's config has: sievec must read it, and fail on a broken one.
+    conf.write_text(conf.read_text() + "bogus_setting = 1\n")
+    result = run_checks(tmp_path, cfg, "sieve", stage)
+    assert result.returncode != 0 and "bogus_setting" in result.stderr, result.stderr
+
+
 def test_default_sieve_is_compiled_next_to_itself(namespaces, tmp_path):
-    cfg = stack_config("example.com")
+    cfg = stack_config(HOST_STACK)
     stage = staged(tmp_path, cfg, "dovecot")
     assert run_checks(tmp_path, cfg, "dovecot", stage).returncode == 0
     assert (stage / "etc/dovecot/sieve/default.svbin").is_file()
 
 
 def test_postfix_tables_are_built_in_the_stage(namespaces, tmp_path):
-    cfg = stack_config("example.net")
+    # The host's own aliases; the shared tables are the assembler's (tests/validate/test_assembler.py).
+    cfg = stack_config(HOST_STACK)
     stage = staged(tmp_path, cfg, "postfix")
     assert run_checks(tmp_path, cfg, "postfix", stage).returncode == 0
-    for table in ("etc/postfix/controlled_auth_senders.db", "etc/postfix/virtual.db", "etc/aliases.db"):
-        assert (stage / table).is_file(), table
+    assert (stage / "etc/aliases.db").is_file()
 
 
 # --- the checks can fail ---------------------------------------------------------------------
@@ -133,14 +155,6 @@ BROKEN = [
             "  -o syslog_name=postfix/submission\n", "  -o syslog_name=postfix/submission\n  -o bogus_option=1\n"
         ),
         "unused parameter: bogus_option=1", id="postfix-unknown-master.cf-option",
-    ),
-    pytest.param(
-        "postfix", "/etc/postfix/virtual", lambda t: t + "lonely-key\n",
-        "expected format: key whitespace value", id="postfix-malformed-virtual",
-    ),
-    pytest.param(
-        "postfix", "/etc/postfix/controlled_auth_senders", lambda t: t + "lonely-key\n",
-        "expected format: key whitespace value", id="postfix-malformed-controlled_auth_senders",
     ),
     pytest.param(
         "postfix", "/etc/aliases", lambda t: t + "no colon here\n",
@@ -171,12 +185,6 @@ BROKEN = [
         "opendkim", "/etc/opendkim.conf", lambda t: t + "DisableADSP T\n",
         "unrecognized parameter", id="opendkim-guide-DisableADSP",
     ),
-    # `opendkim -n` accepts it (measured); the unit's own check does not.
-    pytest.param(
-        "opendkim", "/etc/opendkim/SigningTable", lambda t: t.replace(" mail._domainkey.", " typo._domainkey."),
-        "SigningTable: example.com names the key typo._domainkey.example.com, which the KeyTable does not list",
-        id="opendkim-signing-table-unknown-key",
-    ),
     pytest.param(
         "policyd-spf", "/etc/postfix-policyd-spf-python/policyd-spf.conf", lambda t: t + "Bogus_Name = 1\n",
         'Unknown name "Bogus_Name"', id="policyd-spf-unknown-name",
@@ -186,11 +194,11 @@ BROKEN = [
         "invalid literal for int()", id="policyd-spf-bad-value",
     ),
     pytest.param(
-        "sieve", "/home/alice/.dovecot.sieve", lambda t: t.replace('"mailbox"]', '"mailboxx"]'),
+        "sieve", "/var/vmail/example.com/alice/.dovecot.sieve", lambda t: t.replace('"mailbox"]', '"mailboxx"]'),
         "unknown Sieve capability `mailboxx'", id="user-sieve-unknown-extension",
     ),
     pytest.param(
-        "sieve", "/home/alice/.dovecot.sieve", lambda t: t + "if true {\n",
+        "sieve", "/var/vmail/example.com/alice/.dovecot.sieve", lambda t: t + "if true {\n",
         "sievec: Fatal: failed to compile sieve script", id="user-sieve-syntax-error",
     ),
 ]
@@ -198,7 +206,7 @@ BROKEN = [
 
 @pytest.mark.parametrize(("service", "path", "edit", "message"), BROKEN)
 def test_broken_config_fails_with_the_checkers_message(namespaces, tmp_path, service, path, edit, message):
-    cfg = stack_config("example.com")
+    cfg = stack_config("example.com" if service == "sieve" else HOST_STACK)
     stage = staged(tmp_path, cfg, service)
     break_file(stage, path, edit)
     result = run_checks(tmp_path, cfg, service, stage)
@@ -206,64 +214,14 @@ def test_broken_config_fails_with_the_checkers_message(namespaces, tmp_path, ser
     assert message in result.stderr, result.stderr
 
 
-def run_opendkim_checks(stage: Path) -> subprocess.CompletedProcess:
-    """The opendkim unit's checks as the deploy script runs them, on this machine's /etc."""
-    script = "\n".join(["set -euo pipefail", f"STAGE={shlex.quote(str(stage))}", *CHECKS["opendkim"]])
-    return subprocess.run(["bash", "-c", script], capture_output=True, text=True)
-
-
-def test_missing_dkim_key_fails(namespaces, tmp_path):
-    """Without the key unit having run, the KeyTable check says so (`opendkim -n` does not open keys)."""
-    cfg = stack_config("example.com", dkim_selector="nokey")
+def test_opendkim_n_reads_the_staged_config(namespaces, tmp_path):
+    """The opendkim unit's check reads the staged opendkim.conf, not the live one."""
+    cfg = stack_config(HOST_STACK)
     stage = staged(tmp_path, cfg, "opendkim")
-    if Path("/etc/opendkim/nokey.private").exists():
-        pytest.skip("this machine has a DKIM key named nokey")
-    result = run_opendkim_checks(stage)
-    assert result.returncode != 0
-    assert ("KeyTable: the key of nokey._domainkey.example.com, /etc/opendkim/nokey.private, does not exist"
-            in result.stderr), result.stderr
-
-
-@pytest.mark.parametrize(
-    ("owner", "mode", "message"),
-    [
-        ("root", 0o600, "belongs to root, not to opendkim"),
-        ("opendkim", 0o644, "is readable by others (mode 644; expected 0600)"),
-        ("opendkim", 0o600, None),
-    ],
-)
-def test_keytable_keys_must_be_opendkims_and_private(namespaces, tmp_path, owner, mode, message):
-    """A key the KeyTable names that OpenDKIM would refuse (RequireSafeKeys) fails the check."""
-    cfg = stack_config("example.com")
-    stage = staged(tmp_path, cfg, "opendkim")
-    key = tmp_path / "keys" / "mail.private"
-    key.parent.mkdir()
-    key.write_text("not read by the check\n")
-    shutil.chown(key, owner, owner)
-    key.chmod(mode)
-    break_file(stage, "/etc/opendkim/KeyTable",
-               lambda t: t.replace(":/etc/opendkim/mail.private", f":{key}"))
+    (stage / "etc/opendkim.conf").unlink()
     result = subprocess.run(
-        ["bash", "-c", "\n".join(["set -euo pipefail", f"STAGE={shlex.quote(str(stage))}",
-                                  CHECKS["opendkim"][1]])],
-        capture_output=True, text=True,
-    )
-    if message is None:
-        assert (result.returncode, result.stderr) == (0, "")
-    else:
-        assert result.returncode != 0
-        assert f"KeyTable: the key of mail._domainkey.example.com, {key}, {message}" in result.stderr, result.stderr
-
-
-def test_opendkim_n_reads_the_staged_tables(namespaces, tmp_path):
-    """opendkim.conf names the live tables; its check reads the staged ones."""
-    cfg = stack_config("example.com")
-    stage = staged(tmp_path, cfg, "opendkim")
-    (stage / "etc/opendkim/SigningTable").unlink()
-    result = subprocess.run(
-        ["bash", "-c", "\n".join(["set -euo pipefail", f"STAGE={shlex.quote(str(stage))}",
-                                  CHECKS["opendkim"][0]])],
+        ["bash", "-c", "\n".join(["set -euo pipefail", f"STAGE={shlex.quote(str(stage))}", *CHECKS["opendkim"]])],
         capture_output=True, text=True,
     )
     assert result.returncode != 0
-    assert f"{stage}/etc/opendkim/SigningTable" in result.stderr, result.stderr
+    assert f"{stage}/etc/opendkim.conf" in result.stderr, result.stderr

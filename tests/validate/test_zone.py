@@ -16,10 +16,12 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from components import records as rec
 from components.check import checkzone_command
-from components.config import load_config
+from components.config import DomainConfig, HostConfig, load_config
+from components.offline import stack_zone
 
 ROOT = Path(__file__).resolve().parents[2]
-STACKS = sorted((ROOT / "tests" / "fixtures" / "stacks").glob("Pulumi.example.*.yaml"))
+FIXTURES = ROOT / "tests" / "fixtures"
+STACKS = sorted((FIXTURES / "stacks").glob("Pulumi.*.yaml"))
 NAMED_CHECKZONE = shutil.which("named-checkzone")
 
 
@@ -34,8 +36,10 @@ def dkim_key() -> str:
     return base64.b64encode(der).decode("ascii")
 
 
-def test_both_example_stacks_exist():
-    assert [p.name for p in STACKS] == ["Pulumi.example.com.yaml", "Pulumi.example.net.yaml"]
+def test_the_example_stacks_exist():
+    assert [p.name for p in STACKS] == ["Pulumi.example.com.yaml", "Pulumi.example.org.yaml", "Pulumi.host-mail.yaml"]
+    kinds = [type(stack_config(p)) for p in STACKS]
+    assert kinds == [DomainConfig, DomainConfig, HostConfig]
 
 
 @pytest.mark.skipif(NAMED_CHECKZONE is None, reason="named-checkzone not installed (apt-get install bind9utils)")
@@ -43,8 +47,8 @@ def test_both_example_stacks_exist():
 def test_named_checkzone_accepts(stack, dkim_key, tmp_path):
     cfg = stack_config(stack)
     path = tmp_path / f"{cfg.zone_name}.zone"
-    # As the offline render writes it: PTRs (outside the zone) become comments.
-    path.write_text(rec.zone_file(cfg, rec.mail_records(cfg, dkim_key) + rec.ptr_records(cfg)))
+    # As the offline render writes it: a host's PTRs (outside the zone) become comments.
+    path.write_text(stack_zone(cfg, dkim_key, FIXTURES)[1])
     # As `python -m components check` runs it: -i full (MX and NS targets inside the zone must
     # have addresses); -k/-m/-n fail (bad names, MX/NS pointing at CNAMEs or addresses are errors).
     command = checkzone_command(cfg.zone_name, path)
@@ -57,12 +61,20 @@ def test_named_checkzone_accepts(stack, dkim_key, tmp_path):
 @pytest.mark.parametrize("stack", STACKS, ids=lambda p: p.stem)
 def test_zone_parses_back_to_the_records(stack, dkim_key):
     cfg = stack_config(stack)
-    records = rec.mail_records(cfg, dkim_key)
-    zone = dns.zone.from_text(rec.zone_file(cfg, records), origin=cfg.zone_name, relativize=False)
+    records, text = stack_zone(cfg, dkim_key, FIXTURES)
+    zone = dns.zone.from_text(text, origin=cfg.zone_name, relativize=False)
 
-    dkim = zone.find_rdataset(rec.dkim_name(cfg) + ".", dns.rdatatype.TXT)
-    assert [b"".join(r.strings).decode() for r in dkim] == [rec.dkim_value(cfg, dkim_key)]
-    assert all(len(s) <= 255 for r in dkim for s in r.strings)
+    if isinstance(cfg, DomainConfig):
+        dkim = zone.find_rdataset(rec.dkim_name(cfg) + ".", dns.rdatatype.TXT)
+        assert [b"".join(r.strings).decode() for r in dkim] == [rec.dkim_value(cfg, dkim_key)]
+        assert all(len(s) <= 255 for r in dkim for s in r.strings)
+        assert {r.type for r in records} == {"MX", "TXT"}
+    else:
+        # PTRs are in reverse zones: comments here, every other record in the zone.
+        assert {r.type for r in records} == {"A", "AAAA", "TXT", "PTR"}
+        ptrs = [r for r in records if r.type == "PTR"]
+        assert all(f";   {r.name}. IN PTR {r.content}." in text for r in ptrs)
+        records = [r for r in records if r.type != "PTR"]
 
     for record in records:
         rdataset = zone.find_rdataset(record.name + ".", record.type)
