@@ -77,9 +77,15 @@ def cfg(lab):
 
 
 def verify(lab, project: Path, stack: str, *options: str) -> tuple[int, dict]:
-    """Run verify --json for `stack` on peer; (exit status, report)."""
+    """Run verify --json for `stack` on peer; (exit status, report).
+
+    The host's relay test writes to a domain the lab DNS resolves (the peer's):
+    verify's default foreign domain, relay-test.example, resolves nowhere, and
+    Postfix refuses an unresolvable recipient domain even when it would relay.
+    """
+    relay = ["--relay-to", f"postmaster@{PEER_NAME}"] if stack == HOST_STACK else []
     argv = ["-m", "components", "verify", stack, "--project", str(project), "--nameserver", lab.dns.ipv4,
-            "--helo", PEER_NAME, "--json", *options]
+            "--helo", PEER_NAME, "--json", *relay, *options]
     result = lab.run_python(VERIFY_FROM, argv, check=False, timeout=180)
     assert result.returncode in (0, 1), f"verify exited {result.returncode}: {result.stderr}"
     assert result.stdout.strip(), f"verify exited {result.returncode} without a report: {result.stderr[-3000:]}"
