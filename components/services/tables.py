@@ -31,7 +31,10 @@ HEADER = f"# made by mailstack-assemble from {paths.DOMAINS_DIR}; do not edit"
 _ATEXT = r"[a-z0-9&'*+/=?^_`{|}~$-]"
 LOCAL_PART_RE = rf"{_ATEXT}+(\.{_ATEXT}+)*"
 # A domain name: lower-case labels of letters, digits and inner hyphens, two or more.
-_LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
+# (No {0,61} length bound: bash compiles the pattern again at every match, and a
+# bounded repeat makes that a millisecond each, minutes for a host of 10,000
+# mailboxes. The config model has already bounded every label to 63 characters.)
+_LABEL = r"[a-z0-9]([a-z0-9-]*[a-z0-9])?"
 DOMAIN_RE = rf"{_LABEL}(\.{_LABEL})+"
 # A DKIM selector: one or more labels (it becomes <selector>._domainkey.<domain>).
 SELECTOR_RE = rf"{_LABEL}(\.{_LABEL})*"

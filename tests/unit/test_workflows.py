@@ -93,8 +93,6 @@ def test_deploy_brings_host_stacks_up_before_domain_stacks():
     assert "--all --json" in workflow("deploy.yml")["jobs"]["stacks"]["steps"][-1]["run"]
 
 
-@pytest.mark.xfail(strict=True, reason="`python -m components touched` lists host stacks first once the offline "
-                   "commands' helper lands it (components/diff.py); strict: remove this mark then")
 def test_touched_lists_host_stacks_first():
     result = subprocess.run([sys.executable, "-m", "components", "touched", "--all", "--json"], cwd=PROJECT_DIR,
                             capture_output=True, text=True)
