@@ -29,7 +29,6 @@ and the stack's state and exports are forgotten.
 from __future__ import annotations
 
 import multiprocessing
-import os
 import subprocess
 import tempfile
 import threading
@@ -80,6 +79,13 @@ class StackExports:
     def snapshot(self) -> tuple[dict[str, dict[str, Any]], dict[str, list[str]]]:
         with self._lock:
             return dict(self.outputs), dict(self.secret)
+
+    def __getstate__(self):  # a copy for another process (up_at_once): the values, not the lock
+        return self.snapshot()
+
+    def __setstate__(self, state):
+        self.outputs, self.secret = state
+        self._lock = threading.Lock()
 
 
 @dataclass
@@ -134,11 +140,12 @@ class Deployment:
 def up_at_once(jobs: list[tuple[Deployment, dict[str, Any], list[str]]]) -> list[DeploymentFailed | None]:
     """Several `up`s at the same time, each in a process of its own, as `pulumi up` in two shells would run.
 
-    (The SDK's mock runtime is one per process, so threads cannot do it.) Each
-    Deployment gets its run's state, commands and exports back; the answer is
-    each job's failure, or None.
+    (The SDK's mock runtime is one per process, so threads cannot do it; and a
+    forked copy of this process hangs in the SDK's event loop, so each `up`
+    runs in a fresh interpreter.) Each Deployment gets its run's state,
+    commands and exports back; the answer is each job's failure, or None.
     """
-    context = multiprocessing.get_context("fork")
+    context = multiprocessing.get_context("spawn")
     started = []
     for deployment, config, secret_keys in jobs:
         receiver, sender = context.Pipe(duplex=False)
@@ -175,7 +182,6 @@ def _up_in_child(deployment: Deployment, config: dict[str, Any], secret_keys: li
     answer.update(runs=deployment.runs, ssh_sessions=deployment.ssh_sessions)
     sender.send(answer)
     sender.close()
-    os._exit(0)  # not pytest's exit handlers: they belong to the parent
 
 
 class LabMocks(pulumi_mocks.Mocks):

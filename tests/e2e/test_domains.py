@@ -89,9 +89,10 @@ def submit(lab, login: str, rcpt_to: list[str], token: str, mail_from: str | Non
 
 
 def in_maildir(lab, mailbox: str, token: str) -> list[str]:
-    """Files of the mailbox's Maildir (new/ and cur/ of every folder) that hold `token`."""
+    """Messages of the mailbox's Maildir (new/ and cur/ of every folder: not Dovecot's indexes) holding `token`."""
     local, domain = mailbox.split("@")
-    found = lab.ssh(f"grep -rlF {token!r} /var/vmail/{domain}/{local}/Maildir", check=False).stdout
+    found = lab.ssh(f"find /var/vmail/{domain}/{local}/Maildir -type f \\( -path '*/new/*' -o -path '*/cur/*' \\)"
+                    f" -exec grep -lF {token!r} {{}} +", check=False).stdout
     return found.split()
 
 
@@ -147,7 +148,7 @@ def test_each_alice_logs_in_with_her_own_password_only(lab, deployment, login):
         bare = imap(lab, "alice", secret=secret)
         assert not bare["ok"] and "AUTHENTICATIONFAILED" in bare["error"].upper(), bare
     # The address is the login whatever its case (auth_username_format %Lu).
-    assert imap(lab, login.replace("alice", "Alice").replace("example", "Example"))["ok"]
+    assert imap(lab, login.replace("alice", "Alice").replace("example", "Example"), secret=password(login))["ok"]
     # Submission's SASL (Dovecot's) judges the same way.
     for user, secret, code in ((login, password(login), 235), (login, password(other(login)), 535),
                                ("alice", password(login), 535)):
@@ -338,10 +339,12 @@ def test_destroyed_domain_refuses_mail_and_logins_keeps_its_data_and_comes_back(
     deployment.up_domain(COM, aliases=[])  # nothing aliases into example.org any more
     try:
         deployment.domains[ORG].destroy()
-        # Mail for example.org is refused, permanently, on 25 and on 587.
+        # Mail for example.org is refused, permanently, on 25 and on 587. (On 25 the relay
+        # restrictions, which Postfix applies before the recipient restrictions, refuse it
+        # first: example.org is no destination of this host any more.)
         for recipient in ("alice@example.org", "unknown@example.org"):
             code, reply = rcpt(lab, recipient)
-            assert code == 550 and "5.1.2" in reply, reply
+            assert 550 <= code <= 554 and reply.startswith("5."), reply
         replies = envelope_dialog(lab, "client", lab.mx.ipv4, 587, LAPTOP, "alice@example.com", "alice@example.org",
                                   before=(auth_plain("alice@example.com"),), starttls=True)
         code, reply = rejected_at_rcpt(replies)

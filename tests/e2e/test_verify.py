@@ -2,10 +2,11 @@
 
 verify runs inside the lab, on peer: a mail server of the lab's Internet with
 forward-confirmed reverse DNS (the `world` fixture), so that Postfix judges
-its relay attempt by the relay rules and not by reverse DNS. It checks the
-domain stack example.com: it reads that stack's file and the file of its host
-stack (host-e2e), both written here, asks the lab's DNS server (--nameserver)
-and reads the DKIM key from mx over SSH with the host stack's key.
+its relay attempt by the relay rules and not by reverse DNS. It reads the
+stack files written here (host-e2e, example.com, example.org) and asks the
+lab's DNS server (--nameserver). For the host stack it checks the host's
+records and services; for a domain stack that domain's records, reading its
+DKIM key from mx over SSH with the host stack's key.
 
 Each broken variant must fail exactly the check it breaks, with a reason or
 fix that names the record or setting; everything it changes is put back
@@ -32,19 +33,20 @@ from components.services import postfix
 from components.config import load_config
 
 from .conftest import PEER_NAME
-from .stack import HOST_STACK, HOSTNAME, banner_rewrite, domain_config, host_config, main_cf_rewritten
+from .stack import DOMAINS, HOST_STACK, HOSTNAME, banner_rewrite, domain_config, host_config, main_cf_rewritten
 
 VERIFY_FROM = "peer"
 TTL = 300  # what the deployment publishes (Cloudflare's automatic TTL in the lab)
-STACK = "example.com"  # the domain stack verify checks
+STACK = "example.com"  # the domain stack whose records the broken variants break
 
 
 @pytest.fixture(scope="module")
 def project(lab, tmp_path_factory) -> Path:
-    """A project folder with the stack files of host-e2e and example.com, as deployed (secrets in clear: test files)."""
+    """A project folder with the lab's stack files, as deployed (secrets in clear: test files)."""
     folder = tmp_path_factory.mktemp("verify-project")
     (folder / "stacks").mkdir()
-    for name, values in ((HOST_STACK, host_config(lab)), (STACK, domain_config(lab, STACK))):
+    stacks = [(HOST_STACK, host_config(lab)), *((d, domain_config(lab, d)) for d in DOMAINS)]
+    for name, values in stacks:
         stack_file = folder / "stacks" / f"Pulumi.{name}.yaml"
         stack_file.touch(mode=0o600)
         stack_file.write_text(yaml.safe_dump({"config": values}))
@@ -74,12 +76,19 @@ def cfg(lab):
     return SimpleNamespace(domain=domain.domain, domain_config=domain, addresses=[lab.mx.ipv4, lab.mx.ipv6])
 
 
-def verify(lab, project: Path, *options: str) -> tuple[int, dict]:
-    """Run verify --json on peer; (exit status, report)."""
-    argv = ["-m", "components", "verify", STACK, "--project", str(project), "--nameserver", lab.dns.ipv4,
-            "--helo", PEER_NAME, "--json", *options]
+def verify(lab, project: Path, stack: str, *options: str) -> tuple[int, dict]:
+    """Run verify --json for `stack` on peer; (exit status, report).
+
+    The host's relay test writes to a domain the lab DNS resolves (the peer's):
+    verify's default foreign domain, relay-test.example, resolves nowhere, and
+    Postfix refuses an unresolvable recipient domain even when it would relay.
+    """
+    relay = ["--relay-to", f"postmaster@{PEER_NAME}"] if stack == HOST_STACK else []
+    argv = ["-m", "components", "verify", stack, "--project", str(project), "--nameserver", lab.dns.ipv4,
+            "--helo", PEER_NAME, "--json", *relay, *options]
     result = lab.run_python(VERIFY_FROM, argv, check=False, timeout=180)
     assert result.returncode in (0, 1), f"verify exited {result.returncode}: {result.stderr}"
+    assert result.stdout.strip(), f"verify exited {result.returncode} without a report: {result.stderr[-3000:]}"
     return result.returncode, json.loads(result.stdout)
 
 
@@ -87,19 +96,30 @@ def with_status(report: dict, *statuses: str) -> dict[str, dict]:
     return {c["name"]: c for c in report["checks"] if c["status"] in statuses}
 
 
-def expected_checks(cfg) -> set[str]:
-    per_address = ["dns.ptr", "spf.pass", "smtp.banner", "smtp.starttls", "smtp.cert", "smtp.auth", "smtp.vrfy",
-                   "smtp.relay", "submission.starttls", "submission.auth", "imap.tls"]
-    single = ["dns.mx", "dns.mx-cname", "dns.a", "dns.aaaa", "spf.record", "spf.lookups", "spf.all", "spf.helo",
-              "dkim.record", "dkim.key", "dmarc.record", "dmarc.policy"]
+# The checks of each kind of stack: (once, once per address of the host).
+HOST_CHECKS = (["dns.a", "dns.aaaa", "spf.helo"],
+               ["dns.ptr", "smtp.banner", "smtp.starttls", "smtp.cert", "smtp.auth", "smtp.vrfy", "smtp.relay",
+                "submission.starttls", "submission.auth", "imap.tls"])
+DOMAIN_CHECKS = (["dns.mx", "dns.mx-cname", "spf.record", "spf.lookups", "spf.all", "dkim.record", "dkim.key",
+                  "dmarc.record", "dmarc.policy"],
+                 ["spf.pass"])
+
+
+def expected_checks(cfg, kind: tuple[list[str], list[str]]) -> set[str]:
+    single, per_address = kind
     return set(single) | {f"{name}[{a}]" for name in per_address for a in cfg.addresses}
 
 
-def assert_healthy(cfg, code: int, report: dict) -> None:
-    assert {c["name"] for c in report["checks"]} == expected_checks(cfg)
+def stack_kind(stack: str) -> tuple[list[str], list[str]]:
+    return HOST_CHECKS if stack == HOST_STACK else DOMAIN_CHECKS
+
+
+def assert_healthy(cfg, stack: str, code: int, report: dict) -> None:
+    assert {c["name"] for c in report["checks"]} == expected_checks(cfg, stack_kind(stack))
     not_passing = with_status(report, "warn", "fail")
     # The guide's certificate is self-signed: a warning, not a failure.
-    assert set(not_passing) == {f"smtp.cert[{a}]" for a in cfg.addresses}, not_passing
+    self_signed = {f"smtp.cert[{a}]" for a in cfg.addresses} if stack == HOST_STACK else set()
+    assert set(not_passing) == self_signed, not_passing
     assert all(f"self-signed certificate for {HOSTNAME}" in c["reason"] for c in not_passing.values())
     assert code == 0 and report["ok"] is True
 
@@ -116,17 +136,25 @@ def assert_fails_exactly(code: int, report: dict, expected: set[str], named: str
 # --- healthy --------------------------------------------------------------------------------------------
 
 
-def test_healthy_deployment_passes_every_check(lab, deployment, project, cfg):
+def test_healthy_host_passes_every_check(lab, deployment, project, cfg):
     started = time.monotonic()
-    code, report = verify(lab, project)
-    assert_healthy(cfg, code, report)
+    code, report = verify(lab, project, HOST_STACK)
+    assert_healthy(cfg, HOST_STACK, code, report)
     checks = {c["name"]: c for c in report["checks"]}
     # What was actually seen, from peer over both address families.
-    assert "read over SSH" in checks["dkim.key"]["reason"]
     assert "Relay access denied" in checks[f"smtp.relay[{lab.mx.ipv6}]"]["reason"]
     assert "VRFY command is disabled" in checks[f"smtp.vrfy[{lab.mx.ipv4}]"]["reason"]
     # The whole run, a fresh Python process in the lab included.
     assert time.monotonic() - started < 30
+
+
+@pytest.mark.parametrize("domain", DOMAINS)
+def test_healthy_domain_passes_every_check(lab, deployment, project, cfg, domain):
+    code, report = verify(lab, project, domain)
+    assert_healthy(cfg, domain, code, report)
+    checks = {c["name"]: c for c in report["checks"]}
+    assert "read over SSH" in checks["dkim.key"]["reason"]
+    assert domain in checks["dns.mx"]["reason"] and domain in checks["dmarc.record"]["reason"]
 
 
 def test_dkim_key_from_the_stack_when_ssh_is_off(lab, deployment, project, cfg):
@@ -135,7 +163,7 @@ def test_dkim_key_from_the_stack_when_ssh_is_off(lab, deployment, project, cfg):
                    if key.startswith("command:remote:Command::") and key.endswith("-dkim")]
     domain = cfg.domain_config
     record = rec.dkim_value(domain, rec.dkim_public_key(domain, exported))  # as `pulumi stack output records` shows it
-    code, report = verify(lab, project, "--no-ssh", "--dkim-key", record)
+    code, report = verify(lab, project, STACK, "--no-ssh", "--dkim-key", record)
     checks = {c["name"]: c for c in report["checks"]}
     assert code == 0 and checks["dkim.key"]["status"] == "pass", checks["dkim.key"]
     assert "the key given with --dkim-key" in checks["dkim.key"]["reason"]
@@ -193,8 +221,9 @@ VARIANT_NAMES = ["missing PTR", "PTR naming another host", "SPF without the IPv6
 @pytest.mark.parametrize("variant", VARIANT_NAMES)
 def test_broken_record_fails_exactly_its_check(lab, deployment, project, cfg, variant):
     (zone, name, rtype, contents), expected, named = _variants(lab, cfg)[variant]
+    stack = HOST_STACK if rtype == "PTR" else STACK  # who owns the record
     with records_replaced(lab, zone, name, rtype, contents):
-        code, report = verify(lab, project)
+        code, report = verify(lab, project, stack)
     assert_fails_exactly(code, report, expected, named)
     # Beside the self-signed certificate, only checks that depend on the broken record warn, unchecked.
     others = {n: c for n, c in with_status(report, "warn").items() if not n.startswith("smtp.cert[")}
@@ -211,7 +240,7 @@ def test_banner_showing_the_version_fails_the_banner_check(lab, deployment, proj
     with main_cf_rewritten(banner_rewrite("$myhostname ESMTP $mail_name $mail_version")):
         deployment.up_host()
     try:
-        code, report = verify(lab, project)
+        code, report = verify(lab, project, HOST_STACK)
     finally:
         deployment.up_host()
     assert_fails_exactly(code, report, {f"smtp.banner[{a}]" for a in cfg.addresses}, "smtpd_banner")
@@ -229,7 +258,7 @@ def test_open_relay_fails_the_relay_check(lab, deployment, project, cfg, monkeyp
         deployment.up_host()
     try:
         assert "mynetworks = 0.0.0.0/0 [::]/0" in lab.ssh("postconf mynetworks").stdout
-        code, report = verify(lab, project)
+        code, report = verify(lab, project, HOST_STACK)
     finally:
         deployment.up_host()  # render is itself again: the real mynetworks
     assert_fails_exactly(code, report, {f"smtp.relay[{a}]" for a in cfg.addresses}, "smtpd_relay_restrictions")
@@ -241,5 +270,6 @@ def test_open_relay_fails_the_relay_check(lab, deployment, project, cfg, monkeyp
 
 def test_everything_put_back_passes_again(lab, deployment, project, cfg):
     assert "mynetworks = 127.0.0.0/8" in lab.ssh("postconf mynetworks").stdout
-    code, report = verify(lab, project)
-    assert_healthy(cfg, code, report)
+    for stack in (HOST_STACK, *DOMAINS):
+        code, report = verify(lab, project, stack)
+        assert_healthy(cfg, stack, code, report)

@@ -145,10 +145,27 @@ def stack_reference_outputs(args: pulumi_mocks.MockResourceArgs, stacks: dict[st
     return name, {**args.inputs, "outputs": dict(outputs), "secretOutputNames": secret}
 
 
+# What the example host stack (tests/fixtures/stacks/Pulumi.host-mail.yaml) exports after its `up`:
+# what a domain stack on it reads, unless a test gives other stacks.
+HOST_MAIL_OUTPUTS = {
+    "host_id": "mailstack/host-mail",
+    "hostname": "mail.example.net",
+    "addresses": ["192.0.2.10", "2001:db8::10"],
+    "ssh_host": "192.0.2.10",
+    "ssh_port": 22,
+    "ssh_user": "root",
+    "ssh_private_key": "",
+    "ssh_host_key": "",
+    "postmaster_address": "alice@example.com",
+}
+HOST_SECRET_OUTPUTS = ["ssh_private_key", "ssh_host_key"]
+
+
 class MailMocks(pulumi_mocks.Mocks):
     """Outputs a provider would give: the DKIM unit prints `dkim_public_key`.
 
-    stacks: stack name -> its exported outputs, for StackReference reads;
+    stacks: stack name -> its exported outputs, for StackReference reads
+    (default: the example host stack host-mail, HOST_MAIL_OUTPUTS);
     secret_outputs: stack name -> the names of its outputs that are secret.
     """
 
@@ -160,7 +177,9 @@ class MailMocks(pulumi_mocks.Mocks):
         # (an output the provider does not give is unknown while previewing).
         self.commands_ran = commands_ran
         self.stdout = stdout
-        self.stacks = stacks or {}
+        if stacks is None:
+            stacks, secret_outputs = {"host-mail": HOST_MAIL_OUTPUTS}, {"host-mail": HOST_SECRET_OUTPUTS}
+        self.stacks = stacks
         self.secret_outputs = secret_outputs or {}
 
     def new_resource(self, args: pulumi_mocks.MockResourceArgs):
