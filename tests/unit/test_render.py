@@ -101,10 +101,11 @@ GUIDE_MAIN_CF = {
     "smtpd_sender_restrictions": "reject_non_fqdn_sender reject_unknown_sender_domain",
     # Which login may send as which address: every hosted domain's (the assembler's table).
     "smtpd_sender_login_maps": "hash:/etc/postfix/mailstack/sender_logins",
-    # A retired domain's mail is refused first.
-    "smtpd_recipient_restrictions": "check_recipient_access hash:/etc/postfix/mailstack/retired_domains "
-    "reject_non_fqdn_recipient reject_unknown_recipient_domain check_policy_service unix:private/policyd-spf",
-    "smtpd_relay_restrictions": "permit_mynetworks permit_sasl_authenticated reject_unauth_destination",
+    "smtpd_recipient_restrictions": "reject_non_fqdn_recipient reject_unknown_recipient_domain "
+    "check_policy_service unix:private/policyd-spf",
+    # The guide's three, after the check that refuses a retired domain's mail (550 5.1.2).
+    "smtpd_relay_restrictions": "check_recipient_access hash:/etc/postfix/mailstack/retired_domains "
+    "permit_mynetworks permit_sasl_authenticated reject_unauth_destination",
     "smtpd_data_restrictions": "reject_unauth_pipelining",
     "milter_default_action": "accept",
     "smtpd_milters": "unix:/opendkim/opendkim.sock",
