@@ -3,8 +3,8 @@
 Host level only: main.cf, master.cf and /etc/aliases (templates/postfix/).
 The mail domains reach Postfix through lookup tables that every domain stack
 shares, assembled on the host from the domains' own files
-(components/services/tables.py); Postfix's daemons notice a rebuilt table
-themselves, so a domain's change never reloads Postfix.
+(components/services/tables.py), which reloads Postfix when one of them
+changed (an idle daemon would answer one more client from the old table).
 """
 
 from __future__ import annotations

@@ -216,21 +216,11 @@ def password_hash(name: str) -> str:
 
 
 def old_config(lab: Lab) -> dict[str, Any]:
-    """The single-domain stack as the old layout's README had it (its e2e stack)."""
-    return {
-        "mailstack:domain": DOMAIN,
-        "mailstack:hostname": HOSTNAME,
-        "mailstack:ipv4": [lab.mx.ipv4],
-        "mailstack:ipv6": [lab.mx.ipv6],
-        "mailstack:ssh_host": lab.mx.ipv4,
-        "mailstack:ssh_private_key": lab.mx_ssh_private_key.read_text(),
-        "mailstack:ssh_host_key": lab.mx_host_key,
-        "mailstack:reverse_zones": list(lab.reverse_zones),
-        "mailstack:opendkim_nameservers": [lab.dns.ipv4],
-        "mailstack:opendkim_dnssec": False,
-        "mailstack:soft_bounce": False,
-        "mailstack:users": users(),
-    }
+    """The single-domain stack as the old layout's README had it (its e2e stack): the host
+    keys of today's host stack, with the domain and its users, and no postmaster_address."""
+    values = host_config(lab, hostname=HOSTNAME)
+    del values["mailstack:postmaster_address"]
+    return {"mailstack:domain": DOMAIN, **values, "mailstack:users": users()}
 
 
 def users() -> list[dict[str, Any]]:
@@ -390,7 +380,8 @@ def test_every_message_is_readable_with_the_full_address_with_the_same_uids(move
 
 def test_new_mail_is_delivered_into_the_moved_mailbox(move):
     lab, subject = move.lab, f"after the move {uuid.uuid4().hex[:8]}"
-    assert send(lab, "alice@example.com", subject)["ok"]
+    sent = send(lab, "alice@example.com", subject)
+    assert sent["ok"], (sent.get("code"), sent.get("error"))
     answer = wait_for(lambda: (a := read(lab, "alice@example.com", "alice")) and subject in subjects(a, "INBOX") and a)
     assert answer, "new mail did not reach alice@example.com"
     old_uids = [uid for uid, _, _ in move.before["alice"]["folders"]["INBOX"]["messages"]]
