@@ -394,12 +394,19 @@ def _deploy_world(lab: Lab) -> dict:
 
     make_world(lab, detached=True)  # runs until `down` stops the processes in the lab's namespaces
     deployer = _deployer_for_up()
-    stacks = LabStacks.mock(lab)
+    if deployer == "engine":
+        from .engine.deployer import EngineLabStacks
+
+        stacks = EngineLabStacks.engine(lab)
+    else:
+        stacks = LabStacks.mock(lab)
     started = time.monotonic()
     stacks.up()
     return {
         "lab": LAB_NAME,
         "deployer": deployer,
+        # `pulumi` by hand: one project and backend for every stack (`--stack NAME` chooses).
+        **({"engine": stacks.host.engine.by_hand()} if deployer == "engine" else {}),
         "mx_hostname": lab.mx_hostname,
         "hosts": {name: asdict(h) for name, h in lab.hosts.items()},
         "host_stack": {"stack": HOST_STACK, "hostname": HOSTNAME, "postmaster_address": POSTMASTER_ADDRESS},
@@ -436,19 +443,26 @@ def _how_to_reach(lab: Lab, summary: dict) -> str:
         imap = json.dumps({"host": lab.mx.ipv4, "user": user["login"], "password": user["password"]})
         lines += [f"  {domain}: send mail from peer:  ip netns exec {lab.hosts['peer'].netns} {py} send '{send}'",
                   f"  {domain}: read it over IMAP:    ip netns exec {lab.hosts['client'].netns} {py} imap '{imap}'"]
+    if summary.get("engine"):
+        lines.append(f"  pulumi by hand:       {summary['engine']['shell']}")
+        lines.append("                        pulumi preview --diff --stack example.com    # then: pulumi up, "
+                     "pulumi stack output")
     lines.append(f"  take it down:         {name}python -m tests.e2e.lab down")
     return "\n".join(lines)
 
 
 def _deployer_for_up() -> str:
-    """The mock deployer: the engine's (tests/e2e/engine/) deploys one stack, and the lab has three."""
+    """`engine` (a real `pulumi up` of each stack) when the CLI is built, else `mock`; MAILSTACK_LAB_DEPLOYER chooses."""
     from .engine.deployer import deployer_choice
 
-    if deployer_choice(default="mock") == "engine":
-        raise LabError("MAILSTACK_LAB_DEPLOYER=engine: the engine deployer cannot deploy the lab's host stack "
-                       "and domain stacks yet; use the mock deployer (unset MAILSTACK_LAB_DEPLOYER)")
-    print("deploying with the mock deployer (tests/e2e/deploy.py)", file=sys.stderr)
-    return "mock"
+    deployer = deployer_choice(default="auto")
+    if deployer == "mock":
+        why = ("MAILSTACK_LAB_DEPLOYER=mock" if os.environ.get("MAILSTACK_LAB_DEPLOYER")
+               else "no Pulumi CLI is built (scripts/setup builds one)")
+        print(f"deploying with the mock deployer (tests/e2e/deploy.py): {why}", file=sys.stderr)
+    else:
+        print("deploying with the real `pulumi up` (tests/e2e/engine/)", file=sys.stderr)
+    return deployer
 
 
 def main(argv: list[str]) -> int:
