@@ -60,6 +60,22 @@ def _unwrap(value: Any, path: str, secrets: set[str]) -> Any:
     return value
 
 
+def _registration(urn: str, request: Any, properties: Any, custom: bool) -> Registration:
+    """What the engine is told of a resource (registered or read), secrets unwrapped and noted."""
+    secrets: set[str] = set()
+    inputs = _unwrap(json_format.MessageToDict(properties), "", secrets)
+    return Registration(
+        urn=urn,
+        type=request.type,
+        name=request.name,
+        parent=request.parent,
+        dependencies=sorted(request.dependencies),
+        custom=custom,
+        inputs=inputs,
+        secret_paths=secrets,
+    )
+
+
 class RecordingMonitor(pulumi_mocks.MockMonitor):
     def __init__(self, mocks: pulumi_mocks.Mocks):
         super().__init__(mocks)
@@ -69,39 +85,12 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
 
     def RegisterResource(self, request):
         response = super().RegisterResource(request)
-        secrets: set[str] = set()
-        raw = json_format.MessageToDict(request.object)
-        inputs = _unwrap(raw, "", secrets)
-        self.registrations.append(
-            Registration(
-                urn=response.urn,
-                type=request.type,
-                name=request.name,
-                parent=request.parent,
-                dependencies=sorted(request.dependencies),
-                custom=bool(request.custom),
-                inputs=inputs,
-                secret_paths=secrets,
-            )
-        )
+        self.registrations.append(_registration(response.urn, request, request.object, bool(request.custom)))
         return response
 
     def ReadResource(self, request):
         response = super().ReadResource(request)
-        secrets: set[str] = set()
-        inputs = _unwrap(json_format.MessageToDict(request.properties), "", secrets)
-        self.reads.append(
-            Registration(
-                urn=response.urn,
-                type=request.type,
-                name=request.name,
-                parent=request.parent,
-                dependencies=sorted(request.dependencies),
-                custom=True,
-                inputs=inputs,
-                secret_paths=secrets,
-            )
-        )
+        self.reads.append(_registration(response.urn, request, request.properties, True))
         return response
 
     def RegisterResourceOutputs(self, request):
