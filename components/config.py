@@ -64,6 +64,13 @@ ROLE_NAMES = frozenset({"postmaster", "mailer-daemon"})
 # Dovecot Pigeonhole's default sieve_max_script_size.
 MAX_SIEVE_BYTES = 1024 * 1024
 
+# Let's Encrypt's production ACME directory.
+ACME_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory"
+# An ACME directory: https, a host name or address, an optional port and a plain path.
+_HTTPS_URL = re.compile(r"https://(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~%/+=-]*)?")
+# A Cloudflare API token: 40 characters of [A-Za-z0-9_-] today; a little room either way.
+_CLOUDFLARE_TOKEN = re.compile(r"[A-Za-z0-9_-]{20,200}")
+
 # Postfix reads its integer parameters into a C int.
 MAX_POSTFIX_INT = 2**31 - 1
 
@@ -442,6 +449,23 @@ class HostConfig(_Stack):
     # -- TLS
     smtpd_tls_cert_file: Line = Field(default="/etc/ssl/private/postfix.cacert.pem", description="TLS certificate")
     smtpd_tls_key_file: Line = Field(default="/etc/ssl/private/postfix.privkey.pem", description="TLS private key")
+    tls: Literal["acme", "self-signed", "files"] = Field(
+        default="self-signed",
+        description="Where the host's certificate comes from: acme (DNS-01 via Cloudflare), "
+        "self-signed (made once), files (yours, at smtpd_tls_cert_file/smtpd_tls_key_file)",
+    )
+    acme_directory: Line = Field(default=ACME_DIRECTORY, description="The ACME server's directory URL (https)")
+    acme_email: MailAddress | None = Field(
+        default=None, description="The ACME account's e-mail address (default: postmaster_address)"
+    )
+    acme_cloudflare_token: SecretStr | None = Field(
+        default=None,
+        description="Cloudflare API token with Zone:DNS:Edit on the host's zone and every hosted domain's zone "
+        "(secret); required when tls is acme",
+    )
+    acme_propagation_seconds: Int = Field(
+        default=30, ge=0, le=600, description="Seconds certbot waits for the DNS-01 TXT record to propagate"
+    )
 
     # -- OpenDKIM's resolver (the keys themselves are the domain stacks')
     opendkim_nameservers: list[IPAddress] = Field(
@@ -592,6 +616,24 @@ class HostConfig(_Stack):
             )
         return value
 
+    @field_validator("acme_directory")
+    @classmethod
+    def _acme_directory(cls, value: str) -> str:
+        if not _HTTPS_URL.fullmatch(value) or len(value) > 1024:
+            raise ValueError(f"{shown(value)} is not an https URL (expected e.g. {ACME_DIRECTORY})")
+        return value
+
+    @field_validator("acme_cloudflare_token")
+    @classmethod
+    def _acme_token(cls, value: SecretStr | None) -> SecretStr | None:
+        # Never echo the value: it is a secret.
+        if value is not None and not _CLOUDFLARE_TOKEN.fullmatch(value.get_secret_value().strip()):
+            raise ValueError(
+                "is not a Cloudflare API token (expected the token's value: letters, digits, '_' and '-', "
+                "e.g. `pulumi config set --secret acme_cloudflare_token` and paste it)"
+            )
+        return None if value is None else SecretStr(value.get_secret_value().strip())
+
     # ---- checks across keys
 
     @model_validator(mode="after")
@@ -622,6 +664,17 @@ class HostConfig(_Stack):
                 ("postmaster_address", f"{self.postmaster_address!r} is at the host's own name, whose mail comes to this very "
                  "address (expected a mailbox in a hosted domain, e.g. alice@example.com)")
             )
+        if self.tls == "acme" and self.acme_cloudflare_token is None:
+            problems.append(
+                ("acme_cloudflare_token", "is required when mailstack:tls is acme (expected a Cloudflare API token "
+                 "with Zone:DNS:Edit on the host's zone and every hosted domain's zone, set with "
+                 "`pulumi config set --secret acme_cloudflare_token`)")
+            )
+        if self.tls == "acme" and self.smtpd_tls_cert_file == self.smtpd_tls_key_file:
+            problems.append(
+                ("smtpd_tls_key_file", f"{self.smtpd_tls_key_file!r} is also smtpd_tls_cert_file "
+                 "(expected two files: the key and the certificate's full chain)")
+            )
         if problems:
             raise _CrossKeyProblems(problems)
         return self
@@ -631,6 +684,10 @@ class HostConfig(_Stack):
     @property
     def host_name(self) -> str:
         return self.hostname
+
+    @property
+    def acme_account_email(self) -> str:
+        return self.acme_email or self.postmaster_address
 
     @property
     def addresses(self) -> list[str]:
@@ -851,6 +908,11 @@ FORMS: dict[str, tuple[str, str]] = {
     "opendkim_nameservers": ("a list of IP addresses", "[192.0.2.53]"),
     "opendkim_nameservers[]": ("an IP address", "192.0.2.53"),
     "opendkim_dnssec": ("true or false", "true"),
+    "tls": ("one of acme, self-signed, files", "acme"),
+    "acme_directory": ("an https URL", ACME_DIRECTORY),
+    "acme_email": ("an e-mail address", "alice@example.com"),
+    "acme_cloudflare_token": ("a Cloudflare API token", "the token's value, set with `pulumi config set --secret`"),
+    "acme_propagation_seconds": ("a number of seconds from 0 to 600", "30"),
     "postmaster_address": ("an e-mail address", "alice@example.com"),
     "vmail_uid": ("a uid", "5000"),
     "adopt": ("the older stack, as /etc/mailstack/owner names it", "mailstack/example.com"),
@@ -883,10 +945,16 @@ FORMS: dict[str, tuple[str, str]] = {
 
 # Keys whose values are never shown: secrets, and everything under `users`
 # (a wrongly shaped users list may hold password hashes anywhere).
-SECRET_KEYS = frozenset({"ssh_private_key", "ssh_host_key", "password_hash"})
+SECRET_KEYS = frozenset({"ssh_private_key", "ssh_host_key", "password_hash", "acme_cloudflare_token"})
 
 
 # --- loading --------------------------------------------------------------------------------
+
+# Secrets another key can require (tls: acme needs the token): offline (a stack
+# file read without Pulumi), a `secure:` value of one is set, though unreadable,
+# and this placeholder stands in. No unit renders it: the token travels on stdin.
+REQUIRED_SECRETS = frozenset({"acme_cloudflare_token"})
+OFFLINE_SECRET = "encrypted-in-the-stack-file-read-by-pulumi-only"
 
 
 def _key(loc: tuple[Any, ...]) -> str:
@@ -1066,7 +1134,12 @@ def load_config(values: Mapping[str, Any]) -> HostConfig | DomainConfig:
         if key.startswith(legacy):  # Pulumi's older spelling of the same key
             key = prefix + key[len(legacy) :]
         if key.startswith(prefix):
-            raw[key[len(prefix) :]] = _strip_secure(_decode(value))
+            name, value = key[len(prefix) :], _decode(value)
+            if name in REQUIRED_SECRETS and isinstance(value, dict) and set(value) == {"secure"}:
+                # Set, but encrypted: only Pulumi reads it. Offline it stands for itself.
+                raw[name] = OFFLINE_SECRET
+            else:
+                raw[name] = _strip_secure(value)
     raw = {k: v for k, v in raw.items() if v is not None}
     if _is_set(raw.get("domain")):
         model, other = DomainConfig, HostConfig

@@ -18,8 +18,9 @@ installs the assembler of the tables that every domain stack shares, and
 builds them (empty until a domain stack runs), before the daemons that read
 them are configured.
 
-It exports what its domain stacks need: the host's name and addresses, and
-the SSH connection (its keys as secrets).
+It exports what its domain stacks need: the host's name and addresses, the
+SSH connection (its keys as secrets), and `tls`, where its certificate comes
+from (with tls: acme the TLS unit's stdin is the Cloudflare token, a secret).
 
 A unit runs again only when its inputs change, so a `pulumi up` with nothing
 changed runs no command at all. A unit has no delete command: destroying the
@@ -57,16 +58,20 @@ class MailHost(pulumi.ComponentResource):
         files = render_host_files(cfg)
 
         def command(unit: str, spec: units.Unit, after: list[pulumi.Resource]) -> remote.Command:
+            # A secret stdin (the TLS unit's Cloudflare token, tls: acme) stays secret in
+            # the state, and nothing of the unit's output goes to the log.
+            secret = {"logging": remote.Logging.NONE} if spec.secret else {}
             return remote.Command(
                 f"{name}-{unit}",
                 connection=self.connection,
                 create=spec.command,
-                stdin=spec.stdin,
+                stdin=pulumi.Output.secret(spec.stdin) if spec.secret else spec.stdin,
                 # The provider would hand the previous run's output over as environment
                 # variables, which Debian's sshd refuses (no AcceptEnv for them): a
                 # warning on every update, for values no unit reads.
                 add_previous_output_in_env=False,
                 opts=pulumi.ResourceOptions(parent=self, depends_on=after),
+                **secret,
             )
 
         def service(unit: str, after: list[pulumi.Resource]) -> remote.Command:
@@ -131,3 +136,5 @@ def export_host(cfg: HostConfig, host: MailHost) -> None:
     pulumi.export("records", host.dns.records)
     pulumi.export("expected_ptrs", host.expected_ptrs)
     pulumi.export("tls_fingerprint", host.tls_fingerprint)
+    # Where the certificate comes from: domain stacks publish MTA-STS only over acme.
+    pulumi.export("tls", cfg.tls)

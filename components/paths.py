@@ -136,3 +136,31 @@ USER_SIEVE_NAME = ".dovecot.sieve"
 def user_sieve(domain: str, local: str) -> str:
     """The active Sieve script of a mailbox."""
     return f"{mailbox_home(domain, local)}/{USER_SIEVE_NAME}"
+
+
+# --- ACME certificates (tls: acme) ----------------------------------------------------------
+# mailstack-tls (templates/tls/mailstack-tls.sh.j2) obtains and renews them; the
+# host's TLS unit installs it with its settings, the renewal timer runs it, and
+# a domain stack's units call it for their own names (`issue mta-sts.<domain> ...`).
+
+MAILSTACK_TLS = "/usr/local/sbin/mailstack-tls"
+TLS_DIR = "/etc/mailstack/tls"
+# ACME_DIRECTORY, ACME_EMAIL, ACME_PROPAGATION_SECONDS (shell-quoted KEY=VALUE).
+ACME_CONF = f"{TLS_DIR}/acme.conf"
+# certbot-dns-cloudflare's credentials file: the API token, root 0600.
+ACME_CREDENTIALS = f"{TLS_DIR}/cloudflare.ini"
+# One LINEAGE.conf per certificate mailstack-tls keeps (key, fullchain, names).
+TLS_LINEAGES_DIR = f"{TLS_DIR}/lineages"
+# LINEAGE.status: the last attempt, its result and message.
+TLS_STATE_DIR = "/var/lib/mailstack/tls"
+# certbot's own --config-dir, --work-dir and --logs-dir live under it.
+CERTBOT_DIR = "/var/lib/mailstack/certbot"
+TLS_RENEW_SERVICE = "/etc/systemd/system/mailstack-tls-renew.service"
+TLS_RENEW_TIMER = "/etc/systemd/system/mailstack-tls-renew.timer"
+# The host's own lineage (names: [hostname]; its files: smtpd_tls_key_file, smtpd_tls_cert_file).
+HOST_LINEAGE = "host"
+
+
+def tls_lineage_dir(lineage: str) -> str:
+    """Where mailstack-tls keeps a lineage's own files (a domain's mta-sts.<domain>: key.pem, fullchain.pem)."""
+    return f"{TLS_DIR}/{lineage}"

@@ -41,6 +41,8 @@ class Unit:
 
     command: str
     stdin: str
+    # The stdin is secret (a token): the resource keeps it secret and logs nothing.
+    secret: bool = False
 
 
 def _sudo(ssh_user: str) -> str:
@@ -67,12 +69,19 @@ def _host_owned(cfg: HostConfig, owner: str, script: str) -> Unit:
 
 def packages_unit(cfg: HostConfig, owner: str) -> Unit:
     """The first unit: it claims the host for `owner` (every unit checks the claim)."""
-    script = render_template("units/packages.sh.j2", host_name=cfg.host_name, packages=PACKAGES)
+    script = render_template("units/packages.sh.j2", host_name=cfg.host_name, packages=(*PACKAGES, *tls.packages(cfg)))
     return _host_owned(cfg, owner, script)
 
 
 def tls_unit(cfg: HostConfig, owner: str) -> Unit:
-    """The host's TLS pair (components/services/tls.py)."""
+    """The host's TLS pair (components/services/tls.py).
+
+    With tls: acme its stdin is the Cloudflare API token (secret), so its
+    script is the command itself, as the passwords unit's is.
+    """
+    if cfg.tls == "acme":
+        check = render_template("units/owner.sh.j2", host_name=cfg.host_name, owner=owner, adopt=cfg.adopt)
+        return Unit(_inline(cfg.ssh_user, check + tls.tls_script(cfg)), tls.token_stdin(cfg), secret=True)
     return _host_owned(cfg, owner, tls.tls_script(cfg))
 
 

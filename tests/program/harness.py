@@ -146,6 +146,7 @@ HOST_MAIL_OUTPUTS = {
     "ssh_private_key": "",
     "ssh_host_key": "",
     "postmaster_address": "alice@example.com",
+    "tls": "self-signed",
 }
 HOST_SECRET_OUTPUTS = ["ssh_private_key", "ssh_host_key"]
 

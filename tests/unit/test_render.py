@@ -565,6 +565,8 @@ def test_templates_all_used(monkeypatch):
     for service, files in render_host_files(host).items():
         units.service_unit(host, owner, service, files)
     units.packages_unit(host, owner), units.tls_unit(host, owner), units.tables_unit(host, owner)
+    acme = stack_config("host-mail", tls="acme", acme_cloudflare_token="t" * 40)
+    units.tls_unit(acme, owner)
     facts = HostFacts(host_id=owner, hostname=host.host_name, addresses=host.addresses)
     for stack in DOMAIN_STACKS:
         cfg, domain_owner = stack_config(stack), f"mailstack/{stack}"
