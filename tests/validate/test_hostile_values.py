@@ -105,6 +105,10 @@ HOST_BASE: dict[str, Any] = {
     "smtpd_tls_key_file": "/etc/ssl/private/postfix.privkey.pem",
     "opendkim_nameservers": ["192.0.2.53"],
     "postmaster_address": "carol@example.com",
+    "tls": "acme",
+    "acme_directory": "https://acme.example.net:14000/dir",
+    "acme_email": "certs@example.com",
+    "acme_cloudflare_token": f"tok_{SECRET}_0123456789abcdef",
 }
 
 DOMAIN_BASE: dict[str, Any] = {
@@ -129,7 +133,7 @@ DOMAIN_BASE: dict[str, Any] = {
     "catch_all": "dave",
 }
 
-SECRET_PATHS = {("ssh_private_key",), ("ssh_host_key",), ("users", 0, "password_hash")}
+SECRET_PATHS = {("ssh_private_key",), ("ssh_host_key",), ("acme_cloudflare_token",), ("users", 0, "password_hash")}
 
 
 def _sieve_string(text: str) -> str:
@@ -150,7 +154,7 @@ def _top_level(base: dict[str, Any]) -> list[tuple[tuple[Any, ...], list[tuple[s
 HOST_KEYS = _top_level(HOST_BASE)
 HOST_KEYS += [(("inet_interfaces", 1), _around(HOST_BASE["inet_interfaces"][1]))]
 HOST_KEYS += [((key,), [("inside", lambda h, b=HOST_BASE[key]: b.replace(SECRET, SECRET + h))]) for key in
-              ("ssh_private_key", "ssh_host_key")]
+              ("ssh_private_key", "ssh_host_key", "acme_cloudflare_token")]
 
 DOMAIN_KEYS = _top_level(DOMAIN_BASE)
 DOMAIN_KEYS += [
@@ -383,6 +387,18 @@ def _host_files_inert(cfg: HostConfig, baseline: dict[str, Any]) -> None:
     # The deploy script's here-documents take every file (units.service_unit refuses what they cannot).
     for service, rendered in files.items():
         units.service_unit(cfg, "mailstack/hostile", service, rendered)
+
+    # tls: acme: the TLS unit's ACME settings read back as the model holds them, and
+    # the token travels on that unit's stdin alone, in no script and no command line.
+    from components.services import tls
+
+    assert cfg.tls == "acme" and cfg.acme_cloudflare_token is not None
+    read_back = _run("bash", "-c", tls.acme_conf(cfg) + 'printf "%s\\n" "$ACME_DIRECTORY" "$ACME_EMAIL"')
+    assert read_back == f"{cfg.acme_directory}\n{cfg.acme_account_email}\n"
+    unit = units.tls_unit(cfg, "mailstack/hostile")
+    token = cfg.acme_cloudflare_token.get_secret_value()
+    assert unit.secret and unit.stdin == token + "\n" and token not in unit.command and SECRET not in unit.command
+    assert SECRET not in units.packages_unit(cfg, "mailstack/hostile").stdin
 
 
 def _domain_files_inert(cfg: DomainConfig, path, placement, hostile, directory: Path) -> None:
