@@ -137,6 +137,26 @@ def test_host_stack_outputs(host):
         ("A", "mail.example.net"), ("AAAA", "mail.example.net"), ("TXT", "mail.example.net")}
 
 
+ACME_TOKEN = "cfTokenForProgramTests_0123456789abcdef"
+
+
+def test_an_acme_host_sends_the_token_to_the_tls_unit_as_a_secret_and_exports_its_mode(host):
+    assert host.stack_outputs["tls"] == "self-signed"
+    values = with_secrets(stack_values("host-mail"))
+    values.update({"mailstack:tls": "acme", "mailstack:acme_cloudflare_token": ACME_TOKEN})
+    acme = evaluate_host(values)
+    tls = acme.named("host-tls")
+    assert "stdin" in tls.secret_paths and tls.inputs["logging"] == "none"
+    assert "mailstack-tls" in tls.inputs["create"] and "python3-certbot-dns-cloudflare" in acme.named(
+        "host-packages").inputs["stdin"]
+    for r in acme.registrations:
+        assert ACME_TOKEN not in json.dumps(_without(r.inputs, r.secret_paths)), f"{r.urn} carries the token"
+    assert ACME_TOKEN not in json.dumps(acme.stack_outputs)
+    assert acme.stack_outputs["tls"] == "acme"
+    # The other units are as they were: only the TLS and packages units change.
+    assert _changed(host, acme) == ["host-packages", "host-tls"]
+
+
 def test_a_host_with_a_reverse_zone_publishes_its_ptr_there():
     values = with_secrets(stack_values("host-mail"))
     values["mailstack:reverse_zones"] = ["2.0.192.in-addr.arpa"]
