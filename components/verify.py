@@ -670,11 +670,34 @@ def _self_signed(cert: x509.Certificate) -> bool:
     return True
 
 
+# A trusted certificate with fewer days left than this is a warning: mailstack-tls
+# renews at 30, so one this close to its end has failed to renew for two weeks.
+EXPIRY_WARN_DAYS = 14
+
+
+def _certificate_fix(cfg: HostConfig) -> str:
+    """What to do about the host's certificate, by where it comes from (mailstack:tls)."""
+    host, cert_file, key_file = cfg.host_name, cfg.smtpd_tls_cert_file, cfg.smtpd_tls_key_file
+    if cfg.tls == "acme":
+        return (f"on the host, `mailstack-tls status` shows the certificate and its last renewal, "
+                f"/var/lib/mailstack/tls/host.status why it failed; `mailstack-tls renew --force host` tries "
+                f"again (the Cloudflare token needs Zone:DNS:Edit on {cfg.zone_name})")
+    if cfg.tls == "files":
+        return (f"install a certificate for {host} from a trusted CA at {cert_file} (mailstack:smtpd_tls_cert_file) "
+                f"with its key at {key_file} (mailstack:smtpd_tls_key_file), then `pulumi up`")
+    return (f"install a certificate for {host} at {cert_file} (mailstack:smtpd_tls_cert_file), "
+            f"e.g. from an ACME client, with its key at {key_file}; or set mailstack:tls: acme")
+
+
 def judge_certificate(name: str, cfg: HostConfig, tls: TlsInfo, now: datetime | None = None) -> Result:
-    """The certificate names the host and is in date; self-signed or untrusted is a warning."""
+    """The certificate names the host, is in date and, unless the host is self-signed by choice, trusted.
+
+    With mailstack:tls self-signed an untrusted certificate is a warning (the
+    guide's); with acme or files it fails: a trusted certificate is the point.
+    A trusted one within EXPIRY_WARN_DAYS of its end is a warning.
+    """
     host, now = cfg.host_name, now or datetime.now(timezone.utc)
-    fix = (f"install a certificate for {host} at {cfg.smtpd_tls_cert_file} (mailstack:smtpd_tls_cert_file), "
-           f"e.g. from an ACME client, with its key at {cfg.smtpd_tls_key_file}")
+    fix = _certificate_fix(cfg)
     cert = x509.load_der_x509_certificate(tls.cert_der)
     names = _names(cert)
     until = cert.not_valid_after_utc
@@ -687,11 +710,19 @@ def judge_certificate(name: str, cfg: HostConfig, tls: TlsInfo, now: datetime | 
                       fix)
     if tls.verified:
         issuer = cert.issuer.rfc4514_string()
+        days = (until - now).days
+        if days < EXPIRY_WARN_DAYS:
+            return warned(name, f"names {host}, issued by {issuer}, but expires in {days} days ({until:%Y-%m-%d})",
+                          fix)
         return passed(name, f"names {host}, valid until {until:%Y-%m-%d}, issued by {issuer}")
-    if _self_signed(cert):
-        return warned(name, f"self-signed certificate for {host} (valid until {until:%Y-%m-%d}): sending servers "
-                            "encrypt but cannot authenticate us (no DANE or MTA-STS)", fix)
-    return warned(name, f"the certificate names {host} but does not verify here: {tls.verify_error}", fix)
+    self_signed = _self_signed(cert)
+    if cfg.tls == "self-signed":
+        if self_signed:
+            return warned(name, f"self-signed certificate for {host} (valid until {until:%Y-%m-%d}): sending servers "
+                                "encrypt but cannot authenticate us (no DANE or MTA-STS)", fix)
+        return warned(name, f"the certificate names {host} but does not verify here: {tls.verify_error}", fix)
+    what = "is self-signed" if self_signed else f"does not verify here: {tls.verify_error}"
+    return failed(name, f"the certificate for {host} {what} (mailstack:tls is {cfg.tls}: it must be trusted)", fix)
 
 
 def check_certificate(cfg: HostConfig, probe: SmtpProbe, now: datetime | None = None) -> Result:
@@ -796,6 +827,7 @@ class Options:
     dkim_key: str | None = None  # the host's DKIM public key, for when SSH cannot read it
     ssh: bool = True  # read the DKIM key from the host over SSH (first choice)
     timeout: float = 10.0  # per connection or lookup, seconds
+    ca_file: str | None = None  # trust these CAs instead of the system's (a lab's ACME root)
 
 
 @dataclass(frozen=True)
@@ -851,13 +883,13 @@ def _dkim_checks(target: Target, lookups: Dns, options: Options) -> list[Result]
 
 
 def _smtp_checks(cfg: HostConfig, address: str, options: Options) -> list[Result]:
-    probe = probe_smtp(address, 25, cfg.host_name, options.helo, options.timeout)
+    probe = probe_smtp(address, 25, cfg.host_name, options.helo, options.timeout, options.ca_file)
     return [check_banner(cfg, probe), check_starttls(cfg, probe), check_certificate(cfg, probe),
             check_auth_25(probe)]
 
 
 def _submission_checks(cfg: HostConfig, address: str, options: Options) -> list[Result]:
-    probe = probe_smtp(address, 587, cfg.host_name, options.helo, options.timeout)
+    probe = probe_smtp(address, 587, cfg.host_name, options.helo, options.timeout, options.ca_file)
     return [check_starttls(cfg, probe, "submission"), check_submission_auth(probe)]
 
 
@@ -892,7 +924,7 @@ def _host_tasks(cfg: HostConfig, lookups: Dns, options: Options) -> list[Callabl
             lambda a=a: [check_vrfy(probe_vrfy(a, cfg.host_name, helo, options.timeout))],
             lambda a=a: [check_relay(probe_relay(a, cfg.host_name, helo, relay_to, options.timeout))],
             lambda a=a: _submission_checks(cfg, a, options),
-            lambda a=a: [check_imap(probe_imap(a, cfg.host_name, options.timeout))],
+            lambda a=a: [check_imap(probe_imap(a, cfg.host_name, options.timeout, options.ca_file))],
         ]
     return tasks
 
@@ -914,7 +946,8 @@ def run_checks(target: Target, options: Options, lookups: Dns | None = None) -> 
     lookups = lookups or Dns(options.nameservers or None, timeout=options.timeout)
     helo = options.helo or socket.getfqdn()
     relay_to = options.relay_to or default_relay_to([target.host.host_name, *target.hosted])
-    options = Options(options.nameservers, helo, relay_to, options.dkim_key, options.ssh, options.timeout)
+    options = Options(options.nameservers, helo, relay_to, options.dkim_key, options.ssh, options.timeout,
+                      options.ca_file)
     # checkdmarc caches answers process-wide by name, whatever the resolver: start clean.
     checkdmarc.utils.DNS_CACHE.clear()
     if target.domain is None:

@@ -5,7 +5,8 @@ A host stack is checked on its own; a domain stack with its host stack's file
 the host's name, addresses and SSH connection.
 
     python -m components verify STACK [--nameserver ADDR] [--json] [--helo NAME] [--relay-to ADDRESS]
-                                      [--dkim-key BASE64] [--no-ssh] [--timeout SECONDS] [--project DIR]
+                                      [--dkim-key BASE64] [--no-ssh] [--timeout SECONDS] [--ca-file PEM]
+                                      [--project DIR]
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     verify.add_argument("--no-ssh", action="store_true",
                         help="domain stack: do not read the DKIM key from the host over SSH")
     verify.add_argument("--timeout", type=float, default=10.0, help="seconds per connection or lookup (default 10)")
+    verify.add_argument("--ca-file", type=Path, metavar="PEM",
+                        help="host stack: trust the CA certificates in this file instead of the system's (e.g. a "
+                             "test ACME server's root, as the e2e lab's lab.json names it)")
     verify.set_defaults(run=main)
 
 
@@ -71,7 +75,13 @@ def main(args: argparse.Namespace) -> int:
     except ValueError as err:
         print(f"error: --dkim-key: {err}", file=sys.stderr)
         return 2
-    options = Options(args.nameserver, args.helo, args.relay_to, dkim_key, not args.no_ssh, args.timeout)
+    ca_file = None
+    if args.ca_file is not None:
+        if not args.ca_file.is_file():
+            print(f"error: --ca-file: {args.ca_file} is not a file", file=sys.stderr)
+            return 2
+        ca_file = str(args.ca_file.resolve())
+    options = Options(args.nameserver, args.helo, args.relay_to, dkim_key, not args.no_ssh, args.timeout, ca_file)
     started = time.monotonic()
     results = run_checks(target, options)
     seconds = time.monotonic() - started

@@ -228,8 +228,9 @@ def _auth(smtp: smtplib.SMTP) -> str | None:
 
 # One of each per process: loading the system's CAs takes ~50 ms, and contexts are shared safely.
 @functools.cache
-def _verifying_context() -> ssl.SSLContext:
-    return ssl.create_default_context()  # system CAs, host name checked
+def _verifying_context(ca_file: str | None = None) -> ssl.SSLContext:
+    # The system's CAs, or only those of `ca_file` (verify --ca-file); the host name checked.
+    return ssl.create_default_context(cafile=ca_file)
 
 
 @functools.cache
@@ -295,14 +296,15 @@ def _smtp_session(address: str, port: int, host_name: str, helo: str, timeout: f
         smtp.close()
 
 
-def probe_smtp(address: str, port: int, host_name: str, helo: str, timeout: float = 10.0) -> SmtpProbe:
+def probe_smtp(address: str, port: int, host_name: str, helo: str, timeout: float = 10.0,
+               ca_file: str | None = None) -> SmtpProbe:
     """Banner, EHLO, STARTTLS (the certificate verified if it can be), EHLO again.
 
     When the certificate does not verify, a second session reads it without
     verification, so that the judge can tell a self-signed certificate for
     the right name from a wrong one.
     """
-    probe, verify_error = _smtp_session(address, port, host_name, helo, timeout, _verifying_context())
+    probe, verify_error = _smtp_session(address, port, host_name, helo, timeout, _verifying_context(ca_file))
     if verify_error is None:
         return probe
     probe, _ = _smtp_session(address, port, host_name, helo, timeout, _accepting_context())
@@ -380,10 +382,10 @@ class _IMAP4_SSL(imaplib.IMAP4_SSL):
         return self.ssl_context.wrap_socket(sock, server_hostname=self.host)
 
 
-def _imap_tls(connect) -> TlsInfo:
+def _imap_tls(connect, ca_file: str | None = None) -> TlsInfo:
     """Connect with a verifying context, then (if the certificate does not verify) an accepting one."""
     verify_error = ""
-    for context in (_verifying_context(), _accepting_context()):
+    for context in (_verifying_context(ca_file), _accepting_context()):
         try:
             client = connect(context)
         except ssl.SSLCertVerificationError as err:
@@ -401,10 +403,10 @@ def _imap_tls(connect) -> TlsInfo:
     return TlsInfo(ok=False, error="no TLS handshake")
 
 
-def probe_imap(address: str, host_name: str, timeout: float = 10.0) -> ImapProbe:
+def probe_imap(address: str, host_name: str, timeout: float = 10.0, ca_file: str | None = None) -> ImapProbe:
     """IMAPS on 993, and STARTTLS on 143."""
     probe = ImapProbe(address)
-    probe.imaps = _imap_tls(lambda ctx: _IMAP4_SSL(address, host_name, 993, ctx, timeout))
+    probe.imaps = _imap_tls(lambda ctx: _IMAP4_SSL(address, host_name, 993, ctx, timeout), ca_file)
 
     def starttls(context: ssl.SSLContext):
         client = _IMAP4(address, host_name, 143, timeout)
@@ -419,7 +421,7 @@ def probe_imap(address: str, host_name: str, timeout: float = 10.0) -> ImapProbe
             raise
         return client
 
-    probe.starttls = _imap_tls(starttls)
+    probe.starttls = _imap_tls(starttls, ca_file)
     return probe
 
 

@@ -17,6 +17,7 @@ import base64
 import datetime as dt
 import json
 import socket
+import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -869,3 +870,80 @@ def test_cli_exits_2_for_an_unknown_stack_or_a_bad_key_before_checking_anything(
         "  mailstack:postmaster_address: postmaster@example.com\n")
     assert main(["verify", "lab", "--project", str(tmp_path), "--dkim-key", "v=DKIM1; p="]) == 2
     assert "--dkim-key: p= is empty" in capsys.readouterr().err
+
+
+# --- mailstack:tls acme | files: the certificate must be trusted, and not about to expire ---------
+
+
+@pytest.mark.parametrize(
+    ("mode", "der", "verified", "status", "text"),
+    [
+        ("acme", certificate([HOST], self_signed=False), True, v.PASS, "names mail.example.com, valid until"),
+        ("acme", certificate([HOST], self_signed=False, days=(-80, 20)), True, v.PASS, "issued by CN=Lab CA"),
+        ("acme", certificate([HOST], self_signed=False, days=(-80, 10)), True, v.WARN, "but expires in 9 days"),
+        ("acme", certificate([HOST]), False, v.FAIL, "mail.example.com is self-signed (mailstack:tls is acme"),
+        ("acme", certificate([HOST], self_signed=False), False, v.FAIL, "does not verify here: self-signed"),
+        ("acme", certificate([HOST], self_signed=False, days=(-100, -1)), False, v.FAIL, "expired"),
+        ("acme", certificate(["other.example.com"], self_signed=False), True, v.FAIL, "not mail.example.com"),
+        ("files", certificate([HOST]), False, v.FAIL, "is self-signed (mailstack:tls is files: it must be trusted)"),
+        ("files", certificate([HOST], self_signed=False, days=(-80, 3)), True, v.WARN, "expires in 2 days"),
+        ("self-signed", certificate([HOST], self_signed=False, days=(-80, 3)), True, v.WARN, "expires in 2 days"),
+    ],
+)
+def test_certificate_by_tls_mode(mode, der, verified, status, text):
+    extra = {"acme_cloudflare_token": "t" * 40} if mode == "acme" else {}
+    cfg = config(tls=mode, **extra).host
+    result = v.check_certificate(cfg, smtp_probe(der=der, verified=verified))
+    assert result.status == status and text in result.reason, result.reason
+    if status != v.PASS and mode == "acme":
+        assert "mailstack-tls status" in result.fix and "mailstack-tls renew --force host" in result.fix
+    if status != v.PASS and mode == "files":
+        assert "from a trusted CA at /etc/ssl/private/postfix.cacert.pem" in result.fix
+
+
+def test_ca_file_is_trusted_instead_of_the_system_cas(tmp_path):
+    """`verify --ca-file`: a certificate from that CA verifies (and names the host); without it, it does not."""
+    from components import verify_net
+
+    ca_key, key = new_key(2048), new_key(2048)
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Lab ACME root")])
+    now = dt.datetime.now(dt.timezone.utc)
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(1).not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=9))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    leaf = (x509.CertificateBuilder().subject_name(x509.Name([])).issuer_name(ca_name).public_key(key.public_key())
+            .serial_number(2).not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=9))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(HOST)]), critical=True)
+            .sign(ca_key, hashes.SHA256()))
+    pem = lambda c: c.public_bytes(serialization.Encoding.PEM)  # noqa: E731
+    (tmp_path / "ca.pem").write_bytes(pem(ca))
+    (tmp_path / "chain.pem").write_bytes(pem(leaf) + pem(ca))
+    (tmp_path / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                                          serialization.PrivateFormat.PKCS8,
+                                                          serialization.NoEncryption()))
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(tmp_path / "chain.pem", tmp_path / "key.pem")
+
+    def handshake(context: ssl.SSLContext) -> str:
+        client, server = socket.socketpair()
+        thread = threading.Thread(target=lambda: _serve(server_context, server), daemon=True)
+        thread.start()
+        try:
+            with context.wrap_socket(client, server_hostname=HOST):
+                return "verified"
+        except ssl.SSLCertVerificationError as err:
+            return err.verify_message
+        finally:
+            thread.join(5)
+
+    assert handshake(verify_net._verifying_context(str(tmp_path / "ca.pem"))) == "verified"
+    assert handshake(verify_net._verifying_context()) == "self-signed certificate in certificate chain"
+
+
+def _serve(context, sock) -> None:
+    try:
+        with context.wrap_socket(sock, server_side=True):
+            pass
+    except (ssl.SSLError, OSError):
+        pass
