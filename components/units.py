@@ -5,7 +5,8 @@ Each unit is one SSH command. Most units send their script on stdin, so that
 its config files inside the script, as quoted here-documents), and so that
 nothing of the script shows in the host's process list. The passwords unit
 is the exception: its stdin holds the password hashes, which are secret, so
-its script (which holds none) is the command itself.
+its script (which holds none) is the command itself; so is the TLS unit's
+with tls: acme, whose stdin is the Cloudflare API token.
 
 Every script starts with the owner check: a host stack's units with
 templates/units/owner.sh.j2 (the host is this host stack's, or no stack's
