@@ -67,7 +67,9 @@ MAX_SIEVE_BYTES = 1024 * 1024
 # Let's Encrypt's production ACME directory.
 ACME_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory"
 # An ACME directory: https, a host name or address, an optional port and a plain path.
-_HTTPS_URL = re.compile(r"https://(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~%/+=-]*)?")
+_HTTPS_URL = re.compile(
+    r"https://(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~%/+=-]*)?"
+)
 # A Cloudflare API token: 40 characters of [A-Za-z0-9_-] today; a little room either way.
 _CLOUDFLARE_TOKEN = re.compile(r"[A-Za-z0-9_-]{20,200}")
 
