@@ -35,7 +35,9 @@ DKIM_MIN_BITS = 2048
 
 # The stack config keys that hold secrets, all set with `pulumi config set --secret` (Pulumi.yaml
 # cannot declare them `secret: true`: the CLI then refuses a stack that leaves one unset).
-SECRET_CONFIG_KEYS = ("mailstack:ssh_private_key", "mailstack:ssh_host_key", "cloudflare:apiToken")
+SECRET_CONFIG_KEYS = (
+    "mailstack:ssh_private_key", "mailstack:ssh_host_key", "mailstack:acme_cloudflare_token", "cloudflare:apiToken"
+)
 # Shorter values could match by chance (and no real secret is this short).
 MIN_SECRET_LENGTH = 8
 

@@ -288,6 +288,17 @@ def test_soft_bounce_is_a_host_stack_rule(stack_config):
             command(create="echo " + PRIVATE_KEY.splitlines()[1]),
             ["the secret value of mailstack:ssh_private_key"],
         ),
+        # tls: acme: the token belongs on the TLS unit's stdin, never in its script.
+        (
+            {"mailstack:acme_cloudflare_token": "Xy9-token-acme-0123456789abcdef"},
+            command(create="bash -c 'printf %s Xy9-token-acme-0123456789abcdef > cloudflare.ini'"),
+            ["the secret value of mailstack:acme_cloudflare_token"],
+        ),
+        (
+            {"mailstack:acme_cloudflare_token": "Xy9-token-acme-0123456789abcdef"},
+            command(create="bash -c 'read -r token'", stdin=secret("Xy9-token-acme-0123456789abcdef\n")),
+            [],
+        ),
         # The command's own connection secrets.
         (
             {},
