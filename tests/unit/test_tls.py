@@ -464,3 +464,13 @@ def test_files_mode_checks_the_pair_and_never_makes_one(host, tmp_path):
     mismatched = host_cfg(tls="files", smtpd_tls_cert_file=str(host.cert), smtpd_tls_key_file=str(other))
     bad = subprocess.run(["bash", "-c", tls.tls_script(mismatched)], capture_output=True, text=True)
     assert bad.returncode == 1 and bad.stderr.startswith(f"the key at {other} does not match the certificate at ")
+
+
+def test_a_reload_that_fails_is_reported_and_the_new_certificate_stays(host):
+    assert host.issue().returncode == 0
+    cert = host.cert.read_bytes()
+    (host.root / "shims/postfix").write_text('#!/bin/sh\n[ "$1" = status ]\n')  # runs, but refuses to reload
+    done = host.run("renew", "--force")
+    assert done.returncode == 1
+    assert "mailstack-tls: could not reload postfix: it serves the old certificate until it reloads" in done.stderr
+    assert host.cert.read_bytes() != cert and "doveadm reload" in host.daemons()
