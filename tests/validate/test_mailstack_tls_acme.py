@@ -79,7 +79,10 @@ def acme(tmp_path_factory):
                            "-http01", "", "-https01", "", "-tlsalpn01", ""], "Starting management server")
     pebble = _start(["pebble", "-config", str(work / "pebble.json"), "-dnsserver", f"127.0.0.1:{dns}"],
                     "ACME directory available",
-                    env={**os.environ, "PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0"})
+                    # AUTHZREUSE=0: every order is challenged (Pebble reuses half of valid authorizations
+                    # by default, which would let a renewal with a refused token pass by chance).
+                    env={**os.environ, "PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0",
+                         "PEBBLE_AUTHZREUSE": "0"})
     try:
         context = ssl.create_default_context(cafile=str(work / "cert.pem"))
         roots = urllib.request.urlopen(f"https://127.0.0.1:{management}/roots/0", context=context).read()
@@ -148,12 +151,14 @@ def test_issue_renew_and_a_refused_token(tmp_path, acme):
     assert fake.records == {} and all(authorised for _, _, authorised in fake.calls)
     assert host.run("status").stdout.startswith(f"host not_after=")
 
-    # A forced renewal: a new certificate for the same key.
+    # A forced renewal: a new certificate for the same key, by a new challenge.
+    posts = sum(method == "POST" for method, _, _ in fake.calls)
     key, serial = host.key.read_bytes(), _openssl("x509", "-in", str(host.cert), "-noout", "-serial")
     renewed = host.run("renew", "--force")
     assert renewed.returncode == 0, renewed.stderr
     assert host.key.read_bytes() == key
     assert _openssl("x509", "-in", str(host.cert), "-noout", "-serial") != serial
+    assert sum(method == "POST" for method, _, _ in fake.calls) == posts + 1
 
     # A token Cloudflare refuses: the renewal fails, says so in one line, and the old certificate stays.
     cert = host.cert.read_bytes()
