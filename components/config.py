@@ -442,6 +442,9 @@ class HostConfig(_Stack):
     # -- TLS
     smtpd_tls_cert_file: Line = Field(default="/etc/ssl/private/postfix.cacert.pem", description="TLS certificate")
     smtpd_tls_key_file: Line = Field(default="/etc/ssl/private/postfix.privkey.pem", description="TLS private key")
+    smtp_tls_security_level: Literal["dane", "may"] = Field(
+        default="dane", description="Outgoing TLS: dane (verified where receivers publish TLSA) or may (the guide's)"
+    )
 
     # -- OpenDKIM's resolver (the keys themselves are the domain stacks')
     opendkim_nameservers: list[IPAddress] = Field(
@@ -848,6 +851,7 @@ FORMS: dict[str, tuple[str, str]] = {
     "policyd_spf_time_limit": ("a number of seconds", "3600"),
     "smtpd_tls_cert_file": ("an absolute file path", "/etc/ssl/private/postfix.cacert.pem"),
     "smtpd_tls_key_file": ("an absolute file path", "/etc/ssl/private/postfix.privkey.pem"),
+    "smtp_tls_security_level": ("one of dane, may", "dane"),
     "opendkim_nameservers": ("a list of IP addresses", "[192.0.2.53]"),
     "opendkim_nameservers[]": ("an IP address", "192.0.2.53"),
     "opendkim_dnssec": ("true or false", "true"),
