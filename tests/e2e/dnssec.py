@@ -30,6 +30,10 @@ import dns.rdatatype
 from . import dnsserver, netns
 
 RESOLVER_V4 = "198.51.100.54"
+# unbound answers these documentation ranges' reverse zones itself (RFC 6303: NXDOMAIN);
+# the lab's addresses live there, so it must ask the lab's Knot instead.
+LOCAL_BY_DEFAULT = ("100.51.198.in-addr.arpa", "8.b.d.0.1.0.0.2.ip6.arpa")
+_NODEFAULT = "\n".join(f'    local-zone: "{z}." nodefault' for z in LOCAL_BY_DEFAULT)
 RESOLVER_V6 = "2001:db8:100::54"
 
 
@@ -104,6 +108,7 @@ server:
     cache-max-ttl: 5
     cache-max-negative-ttl: 1
     val-log-level: 2
+{_NODEFAULT}
 {trust}
 {stubs}"""
 
@@ -129,3 +134,34 @@ def start_resolver(lab, anchors: dict[str, list[str]], v4: str = RESOLVER_V4, v6
 def validated_query(lab, name: str, rtype: str, from_host: str = "admin", server: str = RESOLVER_V4) -> dict:
     """Ask a validating resolver of the lab (DO and AD set); the answer says whether it validated ("ad")."""
     return lab._nsclient(from_host, "query", server=server, name=name, rtype=rtype, dnssec=True)
+
+
+# Zones the lab signs when it comes up: the mail host's (DANE for its MX name) and the peer's.
+SIGNED_AT_START = ("example.net",)
+MX_RESOLVER_DROPIN = "etc/unbound/unbound.conf.d/lab.conf"
+
+
+def mx_resolver_dropin(zones: list[str], stub: str, anchors: dict[str, list[str]]) -> str:
+    """The lab's part of mx's unbound (the program installs unbound; this file is the lab's "Internet").
+
+    The lab has no root zone: every lab zone is a stub to the lab's Knot; the
+    signed ones are anchored at their DS, and the others are declared insecure
+    (the root's trust anchor, which Debian's unbound holds, could not prove them so).
+    """
+    lines = ["# The mailstack lab's DNS for mx's unbound (tests/e2e/dnssec.py): test infrastructure.", "server:"]
+    lines += [f'    trust-anchor: "{z}. DS {ds}"' for z, records in anchors.items() for ds in records]
+    lines += [f'    domain-insecure: "{z}."' for z in zones if z not in anchors]
+    lines += [_NODEFAULT, "    do-not-query-localhost: no", ""]
+    lines += [f'stub-zone:\n    name: "{z}."\n    stub-addr: {stub}' for z in zones]
+    return "\n".join(lines) + "\n"
+
+
+def secure_the_lab(lab) -> dict[str, list[str]]:
+    """At lab up: sign SIGNED_AT_START, start the lab's validating resolver, give mx its unbound drop-in."""
+    zones = lab.forward_zones + lab.reverse_zones
+    anchors = sign_zones(lab, [z for z in SIGNED_AT_START if z in zones])
+    start_resolver(lab, anchors)
+    dropin = lab.mx_root / MX_RESOLVER_DROPIN
+    dropin.parent.mkdir(parents=True, exist_ok=True)
+    dropin.write_text(mx_resolver_dropin(zones, lab.dns.ipv4, anchors))
+    return anchors
