@@ -442,6 +442,14 @@ class HostConfig(_Stack):
     # -- TLS
     smtpd_tls_cert_file: Line = Field(default="/etc/ssl/private/postfix.cacert.pem", description="TLS certificate")
     smtpd_tls_key_file: Line = Field(default="/etc/ssl/private/postfix.privkey.pem", description="TLS private key")
+    dnssec: bool = Field(
+        default=False,
+        description="Cloudflare signs the host's zone, and the host publishes TLSA records of its keys (DANE)",
+    )
+    tls_key_roll: Int = Field(
+        default=0, ge=0, le=1_000_000,
+        description="Raise by one to serve the next TLS key, whose TLSA record the last up published",
+    )
     smtp_tls_security_level: Literal["dane", "may"] = Field(
         default="dane", description="Outgoing TLS: dane (verified where receivers publish TLSA) or may (the guide's)"
     )
@@ -852,6 +860,8 @@ FORMS: dict[str, tuple[str, str]] = {
     "smtpd_tls_cert_file": ("an absolute file path", "/etc/ssl/private/postfix.cacert.pem"),
     "smtpd_tls_key_file": ("an absolute file path", "/etc/ssl/private/postfix.privkey.pem"),
     "smtp_tls_security_level": ("one of dane, may", "dane"),
+    "dnssec": ("true or false", "false"),
+    "tls_key_roll": ("a number, raised by one for each key roll", "0"),
     "opendkim_nameservers": ("a list of IP addresses", "[192.0.2.53]"),
     "opendkim_nameservers[]": ("an IP address", "192.0.2.53"),
     "opendkim_dnssec": ("true or false", "true"),
