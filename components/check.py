@@ -67,6 +67,7 @@ PACKAGES = {
     "sievec": "dovecot-sieve",
     "opendkim": "opendkim",
     "named-checkzone": "bind9-utils",
+    "unbound-checkconf": "unbound",
     "unshare": "util-linux",
     "mount": "mount",
     "ip": "iproute2",
@@ -77,6 +78,7 @@ NEEDED = {
     "opendkim": ["opendkim"],
     "policyd-spf": [],  # a Python module, see missing_programs
     "sieve": ["sievec"],
+    "resolver": ["unbound-checkconf"],
 }
 NAMESPACES = ["unshare", "mount", "ip"]
 # A host stack's services, in the order their checks run and are reported.

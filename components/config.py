@@ -468,6 +468,17 @@ class HostConfig(_Stack):
     acme_propagation_seconds: Int = Field(
         default=30, ge=0, le=600, description="Seconds certbot waits for the DNS-01 TXT record to propagate"
     )
+    dnssec: bool = Field(
+        default=False,
+        description="Cloudflare signs the host's zone, and the host publishes TLSA records of its keys (DANE)",
+    )
+    tls_key_roll: Int = Field(
+        default=0, ge=0, le=1_000_000,
+        description="Raise by one to serve the next TLS key, whose TLSA record the last up published",
+    )
+    smtp_tls_security_level: Literal["dane", "may"] = Field(
+        default="dane", description="Outgoing TLS: dane (verified where receivers publish TLSA) or may (the guide's)"
+    )
 
     # -- OpenDKIM's resolver (the keys themselves are the domain stacks')
     opendkim_nameservers: list[IPAddress] = Field(
@@ -907,6 +918,9 @@ FORMS: dict[str, tuple[str, str]] = {
     "policyd_spf_time_limit": ("a number of seconds", "3600"),
     "smtpd_tls_cert_file": ("an absolute file path", "/etc/ssl/private/postfix.cacert.pem"),
     "smtpd_tls_key_file": ("an absolute file path", "/etc/ssl/private/postfix.privkey.pem"),
+    "smtp_tls_security_level": ("one of dane, may", "dane"),
+    "dnssec": ("true or false", "false"),
+    "tls_key_roll": ("a number, raised by one for each key roll", "0"),
     "opendkim_nameservers": ("a list of IP addresses", "[192.0.2.53]"),
     "opendkim_nameservers[]": ("an IP address", "192.0.2.53"),
     "opendkim_dnssec": ("true or false", "true"),

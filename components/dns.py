@@ -56,6 +56,8 @@ class MailDns(pulumi.ComponentResource):
     """Every record: name, type, content (TXT unquoted; an Output where it waits), priority, reason."""
     resources: dict[str, cloudflare.DnsRecord]
     """The DnsRecord resources by record key ("mx", "dkim", "ptr-192-0-2-10", ...)."""
+    zone_ids: dict[str, pulumi.Output[str]]
+    """Each zone's Cloudflare id (configured, or looked up by name)."""
 
     def __init__(self, name: str, args: MailDnsArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("mailstack:index:MailDns", name, None, opts)
@@ -63,12 +65,15 @@ class MailDns(pulumi.ComponentResource):
             zone: pulumi.Output.from_input(given) if given else self._lookup_zone(zone)
             for zone, given in args["zone_ids"].items()
         }
+        self.zone_ids = zone_ids
         self.resources = {}
         self.records = []
         for item in args["records"]:
             r = item.record
             value = pulumi.Output.from_input(item.content if item.content is not None else r.content)
             content = value.apply(rec.txt_content) if r.type == "TXT" else value
+            # Cloudflare takes a TLSA record's fields as `data`, not as content.
+            data = value.apply(lambda v: cloudflare.DnsRecordDataArgs(**rec.tlsa_data(v))) if r.type == "TLSA" else None
             # name: the FQDN without trailing dot (Cloudflare stores it so; no drift).
             # ttl=1: automatic. proxied=False on every type: the provider defaults it to
             # false anyway, the API rejects only `true` on MX/TXT/PTR, and a proxied A/AAAA
@@ -78,12 +83,16 @@ class MailDns(pulumi.ComponentResource):
                 zone_id=zone_ids[item.zone],
                 name=r.name,
                 type=r.type,
-                content=content,
+                content=None if data is not None else content,
+                data=data,
                 ttl=1,
                 proxied=False,
                 priority=r.priority,
                 comment=_comment(r.reason),
-                opts=pulumi.ResourceOptions(parent=self),
+                opts=pulumi.ResourceOptions(
+                    parent=self,
+                    depends_on=[self.resources[k] for k in [rec.PUBLISHED_AFTER.get(r.key)] if k in self.resources],
+                ),
             )
             shown = item.content if item.content is not None else r.content
             self.records.append(

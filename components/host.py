@@ -8,7 +8,8 @@ only turns them into `remote.Command` and DNS resources, in this order
     packages ─┬─ tls ──────────────────────────────┬─ dovecot ─┬─ postfix
               ├─ tables ─┬─ opendkim ──────────────┼───────────┤
               │          └─────────────────────────┘           │
-              └─ policyd-spf ──────────────────────────────────┘
+              ├─ policyd-spf ──────────────────────────────────┤
+              └─ resolver ─────────────────────────────────────┘
 
 The packages unit runs first and claims the host for this stack (project and
 stack name, in /etc/mailstack/host); every unit checks that claim before it
@@ -82,11 +83,12 @@ class MailHost(pulumi.ComponentResource):
         tables = command("tables", units.tables_unit(cfg, self.host_id), [packages])
         opendkim = service("opendkim", [packages, tables])
         policyd_spf = service("policyd-spf", [packages])
+        resolver = service("resolver", [packages])
         dovecot = service("dovecot", [packages, tls, tables])
-        postfix = service("postfix", [packages, tls, tables, opendkim, policyd_spf, dovecot])
+        postfix = service("postfix", [packages, tls, tables, opendkim, policyd_spf, dovecot, resolver])
 
         self.tls_fingerprint = tls.stdout.apply(str.strip)
-        self.units = [packages, tls, tables, opendkim, policyd_spf, dovecot, postfix]
+        self.units = [packages, tls, tables, opendkim, policyd_spf, resolver, dovecot, postfix]
 
         # The host's own records: A/AAAA and the HELO name's SPF in its zone, PTRs
         # where the reverse zone is ours on Cloudflare (the rest are listed in

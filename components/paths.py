@@ -50,6 +50,13 @@ DOVECOT_AUTH_SOCKET = PostfixSocket("private/auth")
 
 OPENDKIM_CONF = "/etc/opendkim.conf"
 
+# The host's validating resolver (unbound on loopback): its own drop-in, and the
+# resolv.conf that points the host, Postfix's chroot copy included, at it.
+UNBOUND_DIR = "/etc/unbound"
+UNBOUND_CONF = f"{UNBOUND_DIR}/unbound.conf.d/mailstack.conf"
+RESOLV_CONF = "/etc/resolv.conf"
+RESOLV_CONF_BEFORE = "/etc/resolv.conf.pre-mailstack"
+
 # Postfix spawns policyd-spf with this file (master.cf); policyd-spf's unit writes it.
 POLICYD_SPF_DIR = "/etc/postfix-policyd-spf-python"
 POLICYD_SPF_CONF = f"{POLICYD_SPF_DIR}/policyd-spf.conf"

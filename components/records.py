@@ -195,6 +195,46 @@ def host_records(cfg: HostConfig) -> list[Record]:
     return records
 
 
+# DANE (RFC 7672): "3 1 1" = the server's own key (DANE-EE), its SubjectPublicKeyInfo, SHA-256.
+TLSA_USAGE_SELECTOR_MATCHING = (3, 1, 1)
+TLSA_REASONS = {
+    "tlsa-current": "DANE: the host's TLS key, which senders that validate DNSSEC check (RFC 7672)",
+    "tlsa-next": "DANE: the host's next TLS key, published before it serves it, so a key roll breaks nothing",
+}
+
+
+def tlsa_name(cfg: HostConfig) -> str:
+    """Where senders look for the MX host's TLSA records: port 25, TCP."""
+    return f"_25._tcp.{cfg.host_name}"
+
+
+def tlsa_value(spki_sha256: str) -> str:
+    """TLSA 3 1 1 of a key, from the hex SHA-256 of its SubjectPublicKeyInfo."""
+    digest = spki_sha256.strip().lower()
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise ValueError(f"{spki_sha256!r} is not a SHA-256 digest in hex (64 hex digits)")
+    return "{} {} {} ".format(*TLSA_USAGE_SELECTOR_MATCHING) + digest
+
+
+def tlsa_records(cfg: HostConfig, current_spki: str, next_spki: str) -> list[Record]:
+    """The MX host's TLSA records: the key it serves and the key it will serve next (the host stack's)."""
+    name = tlsa_name(cfg)
+    return [Record(name, "TLSA", tlsa_value(current_spki), TLSA_REASONS["tlsa-current"], key="tlsa-current"),
+            Record(name, "TLSA", tlsa_value(next_spki), TLSA_REASONS["tlsa-next"], key="tlsa-next")]
+
+
+# A record published only after another (MailDns): the next key's TLSA changes after the
+# current one, so that a key roll never leaves the served key without its record.
+PUBLISHED_AFTER = {"tlsa-next": "tlsa-current"}
+
+
+def tlsa_data(value: str) -> dict[str, int | str]:
+    """A TLSA value ("3 1 1 ab12...") as Cloudflare takes it: the `data` of a TLSA record."""
+    usage, selector, matching, certificate = value.split()
+    return {"usage": int(usage), "selector": int(selector), "matching_type": int(matching),
+            "certificate": certificate}
+
+
 def ptr_records(cfg: HostConfig) -> list[Record]:
     """One PTR per address, pointing at the host name (forward-confirmed reverse DNS)."""
     host = cfg.host_name

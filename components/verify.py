@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import ipaddress
 import re
 import socket
@@ -59,6 +60,7 @@ from components.records import (
     ptr_name,
     ptr_records,
     reverse_zone_for,
+    tlsa_name,
     txt_content,
 )
 from components.verify_net import (
@@ -732,6 +734,63 @@ def check_certificate(cfg: HostConfig, probe: SmtpProbe, now: datetime | None = 
     return judge_certificate(name, cfg, probe.tls, now)
 
 
+# --- DANE (RFC 7672): the host's TLSA records and the DNSSEC under them ---------------------------
+
+
+def spki_sha256(cert_der: bytes) -> str:
+    """Hex SHA-256 of a certificate's SubjectPublicKeyInfo: what a TLSA `3 1 1` record holds."""
+    spki = x509.load_der_x509_certificate(cert_der).public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(spki).hexdigest()
+
+
+def tlsa_digests(records: list) -> list[str]:
+    """The digests of the `3 1 1` records among TLSA rdatas (other kinds are not mailstack's)."""
+    return [r.cert.hex() for r in records if (r.usage, r.selector, r.mtype) == (3, 1, 1)]
+
+
+def check_tlsa(cfg: HostConfig, probe: SmtpProbe, lookups: Dns) -> Result:
+    """dnssec: true: a `3 1 1` TLSA record at _25._tcp.<host> matches the key served on port 25."""
+    name = f"dane.tlsa{_at(probe.address)}"
+    fix = "pulumi up of the host stack (it publishes TLSA records of the key it serves and the next one)"
+    if probe.error or _tls_failure(probe) or probe.tls.cert_der is None:
+        return warned(name, f"not checked: no TLS session (see smtp.starttls{_at(probe.address)})")
+    try:
+        digests = tlsa_digests(lookups.records(tlsa_name(cfg), "TLSA"))
+    except DnsError as err:
+        return warned(name, f"not checked: {err}")
+    served = spki_sha256(probe.tls.cert_der)
+    if not digests:
+        return failed(name, f"no TLSA 3 1 1 record at {tlsa_name(cfg)}", fix)
+    if served not in digests:
+        return failed(name, f"no TLSA record at {tlsa_name(cfg)} matches the key served on port 25 ({served[:16]}...): "
+                      "senders that use DANE keep mail for this host in their queues", fix)
+    others = len(digests) - 1
+    return passed(name, f"TLSA 3 1 1 matches the key served on port 25"
+                  + (f"; {others} more record(s): the next key" if others else ""))
+
+
+def check_dnssec(cfg: HostConfig, lookups: Dns) -> Result:
+    """dnssec: true: the zone is signed, its DS is at the parent, and a validating resolver vouches for the TLSA."""
+    name, zone = "dane.dnssec", cfg.zone_name
+    try:
+        keys = lookups.records(zone, "DNSKEY")
+        ds = lookups.records(zone, "DS")
+        validated = lookups.authenticated(tlsa_name(cfg), "TLSA")
+    except DnsError as err:
+        return warned(name, f"not checked: {err}")
+    if not keys:
+        return failed(name, f"{zone} is not signed (no DNSKEY): TLSA records mean nothing without DNSSEC",
+                      "pulumi up of the host stack (dnssec: true turns Cloudflare's DNSSEC on for the zone)")
+    if not ds:
+        return failed(name, f"{zone} is signed but its parent has no DS record for it: no one can validate it",
+                      "add the host stack's dnssec_ds output at your registrar (DS record of the zone)")
+    if not validated:
+        return warned(name, f"{zone} is signed and has a DS, but the resolver asked did not validate {tlsa_name(cfg)}",
+                      "ask a validating resolver (--nameserver), or check the DS at the registrar matches the zone's key")
+    return passed(name, f"{zone} is signed, its DS is published, and {tlsa_name(cfg)} validates")
+
+
 def check_auth_25(probe: SmtpProbe) -> Result:
     """The guide: AUTH on port 25 is "unnecessary and bad practice"."""
     name = f"smtp.auth{_at(probe.address)}"
@@ -882,10 +941,11 @@ def _dkim_checks(target: Target, lookups: Dns, options: Options) -> list[Result]
     return [record_result, check_dkim_key(cfg, facts, record, host_key, source, unavailable)]
 
 
-def _smtp_checks(cfg: HostConfig, address: str, options: Options) -> list[Result]:
+def _smtp_checks(cfg: HostConfig, address: str, options: Options, lookups: Dns) -> list[Result]:
     probe = probe_smtp(address, 25, cfg.host_name, options.helo, options.timeout, options.ca_file)
+    dane = [check_tlsa(cfg, probe, lookups)] if cfg.dnssec else []
     return [check_banner(cfg, probe), check_starttls(cfg, probe), check_certificate(cfg, probe),
-            check_auth_25(probe)]
+            check_auth_25(probe), *dane]
 
 
 def _submission_checks(cfg: HostConfig, address: str, options: Options) -> list[Result]:
@@ -896,11 +956,11 @@ def _submission_checks(cfg: HostConfig, address: str, options: Options) -> list[
 # The order of the report: by check, then by address (in the stack's order).
 ORDER = ["dns.mx", "dns.mx-cname", "dns.a", "dns.aaaa", "dns.ptr", "spf.record", "spf.lookups", "spf.all",
          "spf.pass", "spf.helo", "dkim.record", "dkim.key", "dmarc.record", "dmarc.policy", "smtp.banner",
-         "smtp.starttls", "smtp.cert", "smtp.auth", "smtp.vrfy", "smtp.relay", "submission.starttls",
+         "smtp.starttls", "smtp.cert", "smtp.auth", "dane.tlsa", "dane.dnssec", "smtp.vrfy", "smtp.relay", "submission.starttls",
          "submission.auth", "imap.tls"]
 # What each kind of stack checks (a check with an address runs once per address of the host).
 HOST_CHECKS = ["dns.a", "dns.aaaa", "dns.ptr", "spf.helo", "smtp.banner", "smtp.starttls", "smtp.cert", "smtp.auth",
-               "smtp.vrfy", "smtp.relay", "submission.starttls", "submission.auth", "imap.tls"]
+               "dane.tlsa", "dane.dnssec", "smtp.vrfy", "smtp.relay", "submission.starttls", "submission.auth", "imap.tls"]
 DOMAIN_CHECKS = ["dns.mx", "dns.mx-cname", "spf.record", "spf.lookups", "spf.all", "spf.pass", "dkim.record",
                  "dkim.key", "dmarc.record", "dmarc.policy"]
 
@@ -916,11 +976,12 @@ def _host_tasks(cfg: HostConfig, lookups: Dns, options: Options) -> list[Callabl
     tasks: list[Callable[[], list[Result]]] = [
         lambda: [check_addresses(cfg, lookups, "A"), check_addresses(cfg, lookups, "AAAA")],
         lambda: [check_spf_helo(cfg, lookups)],
+        *([lambda: [check_dnssec(cfg, lookups)]] if cfg.dnssec else []),
     ]
     for a in cfg.addresses:
         tasks += [
             lambda a=a: [check_ptr(cfg, lookups, a)],
-            lambda a=a: _smtp_checks(cfg, a, options),
+            lambda a=a: _smtp_checks(cfg, a, options, lookups),
             lambda a=a: [check_vrfy(probe_vrfy(a, cfg.host_name, helo, options.timeout))],
             lambda a=a: [check_relay(probe_relay(a, cfg.host_name, helo, relay_to, options.timeout))],
             lambda a=a: _submission_checks(cfg, a, options),

@@ -31,6 +31,9 @@ from pathlib import Path
 
 import dns.exception
 import dns.name
+import dns.flags
+import dns.message
+import dns.query
 import dns.rdata
 import dns.resolver
 import spf
@@ -89,6 +92,20 @@ class Dns:
         if isinstance(result, DnsError):
             raise result
         return result
+
+    def authenticated(self, name: str, rtype: str) -> bool:
+        """Whether the resolver vouches for the answer (AD: it validated DNSSEC). False when it does not say so."""
+        query = dns.message.make_query(name, rtype, want_dnssec=True)
+        query.flags |= dns.flags.AD
+        for server in self.resolver.nameservers:
+            try:
+                reply = dns.query.udp(query, server, port=self.resolver.port, timeout=self.resolver.timeout)
+                if reply.flags & dns.flags.TC:
+                    reply = dns.query.tcp(query, server, port=self.resolver.port, timeout=self.resolver.timeout)
+            except (dns.exception.DNSException, OSError):
+                continue
+            return bool(reply.flags & dns.flags.AD)
+        raise DnsError(f"{rtype} lookup of {name} failed: no resolver answered")
 
     def texts(self, name: str) -> list[str]:
         """Each TXT record at name, its character-strings joined (RFC 7208 3.3, RFC 6376 3.6.2.2)."""

@@ -1,7 +1,7 @@
 """One module per service: everything mailstack does with that daemon, in one place.
 
 Host level (the host stack's, once per host whatever its domains): postfix,
-opendkim, policyd_spf, dovecot, each with
+opendkim, policyd_spf, dovecot, resolver (unbound), each with
 
 - NAME: its unit's name (the host stack's `host-<name>` command);
 - PACKAGES: the Debian packages it needs;
@@ -28,17 +28,18 @@ from __future__ import annotations
 
 from components.config import HostConfig
 from components.render import HostFile
-from components.services import dovecot, opendkim, policyd_spf, postfix, sieve, tables, tls
+from components.services import dovecot, opendkim, policyd_spf, postfix, resolver, sieve, tables, tls
 
 # The host's services whose units stage, check, swap and apply files.
-SERVICES = {service.NAME: service for service in (postfix, opendkim, policyd_spf, dovecot)}
+SERVICES = {service.NAME: service for service in (postfix, opendkim, policyd_spf, dovecot, resolver)}
 
 # Installed by the first unit, in this order (a new order would change that unit's script).
-PACKAGES = (*postfix.PACKAGES, *policyd_spf.PACKAGES, *dovecot.PACKAGES, *opendkim.PACKAGES, *tls.PACKAGES)
+PACKAGES = (*postfix.PACKAGES, *policyd_spf.PACKAGES, *dovecot.PACKAGES, *opendkim.PACKAGES, *tls.PACKAGES,
+            *resolver.PACKAGES)
 
 # Each host service's checks, in the order `python -m components check` runs and reports them.
 NAMED_CHECKS: dict[str, list[tuple[str | None, str]]] = {
-    service.NAME: service.CHECKS for service in (postfix, dovecot, opendkim, policyd_spf)
+    service.NAME: service.CHECKS for service in (postfix, dovecot, opendkim, policyd_spf, resolver)
 }
 
 # What the deploy script runs, service by service (the names are for `check` alone).

@@ -212,6 +212,8 @@ class LabMocks(pulumi_mocks.Mocks):
                 outputs = self._command(args.name, inputs, before)
             elif args.typ == "cloudflare:index/dnsRecord:DnsRecord":
                 outputs = self._record(inputs, before)
+            elif args.typ == "cloudflare:index/zoneDnssec:ZoneDnssec":
+                outputs = {**inputs, **zone_dnssec_outputs(self.lab, inputs)}
             else:
                 outputs = dict(inputs)
         except DeploymentFailed as err:
@@ -281,7 +283,30 @@ class LabMocks(pulumi_mocks.Mocks):
 def _content(record: dict[str, Any]) -> str:
     if record["type"] == "MX":
         return f"{int(record['priority'])} {record['content']}"
+    if record["type"] == "TLSA":
+        return tlsa_content(record["data"])
     return record["content"]
+
+
+def tlsa_content(data: dict[str, Any]) -> str:
+    """A TLSA record's `data` (as Cloudflare takes it) in presentation form."""
+    matching = data.get("matchingType", data.get("matching_type"))
+    return f"{int(data['usage'])} {int(data['selector'])} {int(matching)} {data['certificate']}"
+
+
+def zone_dnssec_outputs(lab: Lab, inputs: dict[str, Any]) -> dict[str, Any]:
+    """Cloudflare's DNSSEC for a lab zone: the lab's Knot signs it (tests/e2e/dnssec.py); its DS, as Cloudflare shows it."""
+    from . import dnssec
+
+    zone = inputs["zoneId"]  # the lab's zone ids are the zones' names
+    if inputs.get("status", "active") != "active":
+        raise DeploymentFailed(f"the lab's DNSSEC stand-in only turns signing on (status {inputs.get('status')!r})")
+    if zone not in lab.dnssec_anchors:
+        lab.dnssec_anchors.update(dnssec.sign_zones(lab, [*lab.dnssec_anchors, zone]))
+    ds = lab.dnssec_anchors[zone][0]
+    key_tag, algorithm, digest_type, digest = ds.split(maxsplit=3)
+    return {"status": "active", "ds": f"{zone}. 3600 IN DS {ds}", "keyTag": int(key_tag),
+            "algorithm": algorithm, "digestType": digest_type, "digest": digest.replace(" ", "")}
 
 
 @dataclass

@@ -48,8 +48,12 @@ def zone_file_text(zone: str, ns_name: str, glue: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def config_text(dns_dir: Path, listen: list[str], zones: list[str], secret: str) -> str:
-    zone_entries = "\n".join(f"  - domain: {z}" for z in zones)
+def config_text(dns_dir: Path, listen: list[str], zones: list[str], secret: str,
+                signed_zones: tuple[str, ...] = ()) -> str:
+    """knot.conf. Zones in signed_zones are signed by Knot itself (tests/e2e/dnssec.py)."""
+    zone_entries = "\n".join(
+        f"  - domain: {z}" + ("\n    dnssec-signing: on\n    dnssec-policy: lab" if z in signed_zones else "")
+        for z in zones)
     listen_list = ", ".join(f"{a}@53" for a in listen)
     return f"""\
 # Knot DNS for the mailstack lab (generated; see tests/e2e/dnsserver.py).
@@ -69,6 +73,14 @@ key:
   - id: {TSIG_KEY_NAME}
     algorithm: {TSIG_ALGORITHM}
     secret: {secret}
+
+# One key per signed zone (ECDSA P-256, a CSK), never rolled: the lab's zones live for one run.
+policy:
+  - id: lab
+    algorithm: ecdsap256sha256
+    single-type-signing: on
+    ksk-lifetime: 0
+    zsk-lifetime: 0
 
 acl:
   - id: tests-may-update

@@ -94,6 +94,7 @@ class Lab:
         self.known_hosts_file = run_dir / "known_hosts"
         self.mx_host_key = ""  # "ssh-ed25519 AAAA...", set by up()
         self.tsig_secret = ""
+        self.dnssec_anchors: dict[str, list[str]] = {}  # signed zone -> its DS records (tests/e2e/dnssec.py)
         self.pids: dict[str, int] = {}  # processes the lab started: relay, forwarder, knotd, sshd
         self.timings: dict[str, float] = {}
 
@@ -130,6 +131,7 @@ class Lab:
             self._stage("network", self._make_network, log)
             self._stage("mx rootfs copy (overlay)", self._make_mx_root, log)
             self._stage("dns start", self._start_dns, log)
+            self._stage("dnssec (example.net signed, validating resolver)", self._secure_dns, log)
             self._stage("apt relay start", self._start_apt_relay, log)
             self._stage("mx start (sshd)", self._start_mx, log)
         except BaseException:
@@ -206,6 +208,11 @@ class Lab:
             {"A": self.dns.ipv4, "AAAA": self.dns.ipv6}, self.tsig_secret)
         self._spawn("knotd", ["ip", "netns", "exec", self.dns.netns, "knotd", "-c", str(conf)])
         self._wait_for("DNS server", lambda: self.dns_query(self.forward_zones[0], "SOA") != [])
+
+    def _secure_dns(self) -> None:
+        from . import dnssec
+
+        self.dnssec_anchors = dnssec.secure_the_lab(self)
 
     def _start_apt_relay(self) -> None:
         sock = self.run_dir / "apt-relay.sock"
@@ -350,6 +357,8 @@ class Lab:
             "dns_server": self.dns.ipv4,
             "tsig": {"name": dnsserver.TSIG_KEY_NAME, "algorithm": dnsserver.TSIG_ALGORITHM,
                      "secret": self.tsig_secret},
+            # Zones the lab signed and their DS records: trust anchors for a validating resolver.
+            "dnssec_anchors": self.dnssec_anchors,
             "pids": self.pids,
             "run_dir": str(self.run_dir),
             "timings": self.timings,
@@ -367,6 +376,7 @@ class Lab:
         lab = cls(state["mx_hostname"], tuple(z for z in state["zones"] if not z.endswith(".arpa")),
                   Path(state["run_dir"]))
         lab.mx_host_key, lab.tsig_secret = state["mx_host_key"], state["tsig"]["secret"]
+        lab.dnssec_anchors = state.get("dnssec_anchors", {})
         lab.pids, lab.timings = state["pids"], state["timings"]
         return lab
 

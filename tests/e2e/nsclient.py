@@ -4,7 +4,7 @@ The test process lives in the machine's own namespace, which has no route to
 the lab. So the lab runs this file with `ip netns exec NS python nsclient.py
 COMMAND JSON` and reads a JSON answer from stdout. Commands:
 
-  query    {"server", "name", "rtype"}                    -> {"rcode", "records": [...]}
+  query    {"server", "name", "rtype", "dnssec"?}         -> {"rcode", "ad", "signed", "records": [...]}
   update   {"server", "zone", "key": {name, algorithm, secret},
             "add": [[name, ttl, rtype, content]], "delete": [[name, rtype|null, content|null]],
             "replace": bool}                              -> {"rcode"}
@@ -12,6 +12,8 @@ COMMAND JSON` and reads a JSON answer from stdout. Commands:
 
 Each record in a query answer is {"text": presentation form, "strings": [..]}
 where "strings" is only set for TXT/SPF (the character-strings, decoded).
+With "dnssec": true the query sets DO and AD; "ad" is the answer's AD flag (a
+validating resolver vouches for it) and "signed" whether an RRSIG came with it.
 """
 
 from __future__ import annotations
@@ -32,8 +34,10 @@ import dns.tsigkeyring
 import dns.update
 
 
-def query(server: str, name: str, rtype: str, timeout: float = 3.0) -> dict:
-    msg = dns.message.make_query(name, rtype)
+def query(server: str, name: str, rtype: str, timeout: float = 3.0, dnssec: bool = False) -> dict:
+    msg = dns.message.make_query(name, rtype, want_dnssec=dnssec)
+    if dnssec:
+        msg.flags |= dns.flags.AD
     reply = dns.query.udp(msg, server, timeout=timeout)
     if reply.flags & dns.flags.TC:
         reply = dns.query.tcp(msg, server, timeout=timeout)
@@ -47,7 +51,9 @@ def query(server: str, name: str, rtype: str, timeout: float = 3.0) -> dict:
             if hasattr(rdata, "strings"):
                 entry["strings"] = [s.decode("utf-8", "replace") for s in rdata.strings]
             records.append(entry)
-    return {"rcode": dns.rcode.to_text(reply.rcode()), "records": records}
+    return {"rcode": dns.rcode.to_text(reply.rcode()), "records": records,
+            "ad": bool(reply.flags & dns.flags.AD),
+            "signed": any(rrset.rdtype == dns.rdatatype.RRSIG for rrset in reply.answer)}
 
 
 def rdata_from_text(rtype: str, content: str) -> dns.rdata.Rdata:

@@ -46,7 +46,7 @@ COMMAND = "command:remote:Command"
 POSTFIX_UNIT = "host-postfix"
 POSTFIX_KEY = f"{COMMAND}::{POSTFIX_UNIT}"
 DEFAULT_SIZE = 25_000_000  # components.config: message_size_limit's default
-HOST_UNITS = {"packages", "tls", "tables", "opendkim", "policyd-spf", "dovecot", "postfix"}
+HOST_UNITS = {"packages", "tls", "tables", "opendkim", "policyd-spf", "resolver", "dovecot", "postfix"}
 DOMAIN_UNITS = {"dkim", "files", "passwords"}
 ALICE_SIEVE = "/var/vmail/example.com/alice/.dovecot.sieve"
 

@@ -34,8 +34,8 @@ from .stack import (DEPLOY_ORDER, HOST_STACK, HOSTNAME, MAILBOXES, domain_config
 pytestmark = pytest.mark.skipif(find_pulumi() is None, reason="no Pulumi CLI built: run scripts/setup "
                                                                 "(scripts/build-pulumi builds it)")
 
-HOST_UNITS = ["host-packages", "host-tls", "host-tables", "host-opendkim", "host-policyd-spf", "host-dovecot",
-              "host-postfix"]
+HOST_UNITS = ["host-packages", "host-tls", "host-tables", "host-opendkim", "host-policyd-spf", "host-resolver",
+              "host-dovecot", "host-postfix"]
 DOMAIN_UNITS = ["domain-dkim", "domain-files", "domain-passwords"]
 POSTFIX_UNIT = "host-postfix"
 FILES_UNIT = "domain-files"

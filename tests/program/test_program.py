@@ -87,6 +87,8 @@ def test_host_units_run_in_the_order_of_the_design(host):
     # The tables (vmail, the assembler, the first tables) exist before a daemon reads them.
     assert urn["tables"] in deps["opendkim"] and urn["tables"] in deps["dovecot"] and urn["tables"] in deps["postfix"]
     assert {urn["tls"], urn["opendkim"], urn["policyd-spf"], urn["dovecot"]} <= deps["postfix"]
+    # Postfix's DANE needs the validating resolver in place before Postfix uses it.
+    assert urn["resolver"] in deps["postfix"]
     assert urn["tls"] in deps["dovecot"]
 
 

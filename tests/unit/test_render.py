@@ -126,7 +126,10 @@ GUIDE_MAIN_CF = {
     "smtpd_sasl_type": "dovecot",
     "smtpd_sasl_path": "private/auth",
     "smtpd_sasl_auth_enable": "no",
-    "smtp_tls_security_level": "may",
+    # The guide's `may`, raised to DANE where the receiver publishes TLSA (README, departures):
+    # answers the host's own validating resolver vouches for.
+    "smtp_tls_security_level": "dane",
+    "smtp_dns_support_level": "dnssec",
     "compatibility_level": "3.6",
 }
 
@@ -452,6 +455,7 @@ EXPECTED_FILES = {
         *(f"{DOVECOT}{name}" for name in ["90-sieve.conf", "10-ssl.conf"]),
         "/etc/dovecot/sieve/default.sieve",
     ],
+    "resolver": ["/etc/unbound/unbound.conf.d/mailstack.conf"],
 }
 
 
@@ -585,3 +589,21 @@ def test_templates_carry_the_guides_reasons():
         i = next(i for i, line in enumerate(lines) if line.startswith(setting + " "))
         assert lines[i - 1].startswith("#"), f"{setting} has no comment above it"
     assert re.search(r"#.*\n.*smtpd_data_restrictions", main_cf)
+
+
+# --- outgoing TLS: DANE, or the guide's opportunistic TLS -----------------------------------
+
+
+def test_outgoing_tls_may_is_the_guides_opportunistic_tls_without_dnssec_lookups():
+    cfg = stack_config("host-mail").model_copy(update={"smtp_tls_security_level": "may"})
+    main_cf = next(f for f in render_host_files(cfg)["postfix"] if f.path == "/etc/postfix/main.cf").content
+    assert "\nsmtp_tls_security_level = may\n" in main_cf
+    assert "smtp_dns_support_level" not in main_cf
+
+
+def test_the_resolver_listens_on_loopback_only():
+    for ipv6 in ([], ["2001:db8::10"]):
+        cfg = stack_config("host-mail").model_copy(update={"ipv6": ipv6})
+        conf = render_host_files(cfg)["resolver"][0].content
+        interfaces = [line.split(":", 1)[1].strip() for line in conf.splitlines() if line.strip().startswith("interface:")]
+        assert interfaces == (["127.0.0.1", "::1"] if ipv6 else ["127.0.0.1"])

@@ -817,7 +817,7 @@ def test_every_check_belongs_to_one_kind_of_stack():
 @pytest.mark.parametrize("kind", ["host", "domain"])
 def test_run_checks_runs_exactly_its_kinds_checks(server, host_key, kind, monkeypatch):
     """The whole run, the network probes answered by no one: every check of the kind, once per address."""
-    cfg = config()
+    cfg = config(dnssec=True)  # with DANE's checks too
     lookups = serve(server, published(cfg, host_key))
     no_session = "ConnectionRefusedError: [Errno 111] Connection refused"
     monkeypatch.setattr(v, "probe_smtp", lambda address, port, *a: SmtpProbe(address, port, error=no_session))
@@ -827,7 +827,8 @@ def test_run_checks_runs_exactly_its_kinds_checks(server, host_key, kind, monkey
     monkeypatch.setattr(v, "probe_imap", lambda address, *a: ImapProbe(address, down, down))
     options = v.Options(helo="client.example.net", ssh=False, dkim_key=host_key, timeout=3)
     results = v.run_checks(cfg.target(kind), options, lookups)
-    per_address = {"dns.ptr", "spf.pass"} | {n for n in v.ORDER if n.split(".")[0] in ("smtp", "submission", "imap")}
+    per_address = {"dns.ptr", "spf.pass", "dane.tlsa"} | {n for n in v.ORDER
+                                                       if n.split(".")[0] in ("smtp", "submission", "imap")}
     own = v.HOST_CHECKS if kind == "host" else v.DOMAIN_CHECKS
     expected = [n if n not in per_address else f"{n}[{a}]" for n in own for a in ([V4, V6] if n in per_address
                                                                                   else [None])]
@@ -947,3 +948,59 @@ def _serve(context, sock) -> None:
             pass
     except (ssl.SSLError, OSError):
         pass
+
+
+# --- DANE: the host's TLSA records and the DNSSEC under them ---------------------------------------
+
+
+class FakeDane:
+    """Lookups for the DANE checks: TLSA/DNSKEY/DS rdatas by type, and whether the resolver vouches (AD)."""
+
+    def __init__(self, tlsa=(), dnskey=True, ds=True, ad=True, error=None):
+        self.answers = {"TLSA": [dns.rdata.from_text("IN", "TLSA", t) for t in tlsa],
+                        "DNSKEY": [object()] if dnskey else [], "DS": [object()] if ds else []}
+        self.ad, self.error = ad, error
+
+    def records(self, name, rtype):
+        if self.error:
+            raise v.DnsError(self.error)
+        return self.answers[rtype]
+
+    def authenticated(self, name, rtype):
+        return self.ad
+
+
+def dane_host():
+    return config(dnssec=True).host
+
+
+def test_tlsa_passes_when_a_record_matches_the_served_key_and_counts_the_next_one():
+    der = certificate([HOST])
+    served = v.spki_sha256(der)
+    probe = smtp_probe(der=der)
+    result = v.check_tlsa(dane_host(), probe, FakeDane([f"3 1 1 {served}", "3 1 1 " + "ab" * 32]))
+    assert (result.status, result.name) == (v.PASS, f"dane.tlsa[{V4}]")
+    assert "1 more record(s): the next key" in result.reason
+
+
+def test_tlsa_fails_when_no_record_matches_the_served_key_and_names_the_fix():
+    result = v.check_tlsa(dane_host(), smtp_probe(), FakeDane(["3 1 1 " + "ab" * 32, "2 0 1 " + "cd" * 32]))
+    assert result.status == v.FAIL and "matches the key served on port 25" in result.reason
+    assert "pulumi up" in result.fix
+    assert v.check_tlsa(dane_host(), smtp_probe(), FakeDane([])).status == v.FAIL
+
+
+def test_tlsa_is_not_judged_without_a_tls_session_or_an_answer():
+    assert v.check_tlsa(dane_host(), smtp_probe(tls_ok=False), FakeDane()).status == v.WARN
+    assert v.check_tlsa(dane_host(), smtp_probe(), FakeDane(error="timeout")).status == v.WARN
+
+
+@pytest.mark.parametrize(("lookups", "status", "words"), [
+    (FakeDane(), v.PASS, "validates"),
+    (FakeDane(dnskey=False), v.FAIL, "not signed"),
+    (FakeDane(ds=False), v.FAIL, "no DS"),
+    (FakeDane(ad=False), v.WARN, "did not validate"),
+])
+def test_dnssec_under_the_tlsa_records(lookups, status, words):
+    result = v.check_dnssec(dane_host(), lookups)
+    assert result.status == status and words in result.reason

@@ -31,6 +31,7 @@ HOST_CHECK_LINES = [
     "ok   dovecot: sievec default.sieve",
     "ok   opendkim: opendkim -n",
     "ok   policyd-spf: policyd-spf.conf read by policyd-spf",
+    "ok   resolver: unbound's drop-in read by unbound-checkconf",
     "ok   dns: named-checkzone example.net",
 ]
 

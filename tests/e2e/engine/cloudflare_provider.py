@@ -31,6 +31,7 @@ from pulumi.runtime.proto import provider_pb2
 
 from .standin import (
     UNKNOWN,
+    type_of,
     StandInProvider,
     check_against,
     function_schema,
@@ -43,6 +44,7 @@ from .standin import (
 )
 
 RECORD = "cloudflare:index/dnsRecord:DnsRecord"
+ZONE_DNSSEC = "cloudflare:index/zoneDnssec:ZoneDnssec"
 GET_ZONE = "cloudflare:index/getZone:getZone"
 AUTO_TTL = 300  # what Cloudflare's ttl=1 ("automatic") stands for in the lab
 TYPES = {"A", "AAAA", "CAA", "CERT", "CNAME", "DNSKEY", "DS", "HTTPS", "LOC", "MX", "NAPTR", "NS",
@@ -59,6 +61,10 @@ def the_lab():
 def content_of(record: dict[str, Any]) -> str:
     if record["type"] == "MX":
         return f"{int(record['priority'])} {record['content']}"
+    if record["type"] == "TLSA":
+        from tests.e2e.deploy import tlsa_content
+
+        return tlsa_content(record["data"])
     return record["content"]
 
 
@@ -67,6 +73,8 @@ class CloudflareProvider(StandInProvider):
     version = "6.23.1"
     resource_type = RECORD
     args_class = cloudflare.DnsRecordArgs
+    # Cloudflare's DNSSEC for a zone: the lab's Knot signs it (tests/e2e/deploy.py zone_dnssec_outputs).
+    other_types = {ZONE_DNSSEC: cloudflare.ZoneDnssecArgs}
     replace_on = ("zoneId", "name", "type")
     computed = COMPUTED
 
@@ -82,6 +90,9 @@ class CloudflareProvider(StandInProvider):
 
     def Create(self, request, context):
         inputs = to_dict(request.properties)
+        if type_of(request) == ZONE_DNSSEC:
+            return provider_pb2.CreateResponse(id=secrets.token_hex(16),
+                                               properties=to_struct(self._dnssec(request, context, inputs)))
         now = _now()
         if request.preview or has_unknown(inputs):
             outputs = {**inputs, **{k: UNKNOWN for k in COMPUTED}}
@@ -93,6 +104,8 @@ class CloudflareProvider(StandInProvider):
 
     def Update(self, request, context):
         news, olds = to_dict(request.news), to_dict(request.olds)
+        if type_of(request) == ZONE_DNSSEC:
+            return provider_pb2.UpdateResponse(properties=to_struct(self._dnssec(request, context, news)))
         if request.preview:
             return provider_pb2.UpdateResponse(properties=to_struct({**news, "modifiedOn": UNKNOWN,
                                                                      "createdOn": olds.get("createdOn", UNKNOWN),
@@ -103,11 +116,15 @@ class CloudflareProvider(StandInProvider):
         return provider_pb2.UpdateResponse(properties=to_struct(keep_secrets(news, outputs)))
 
     def Delete(self, request, context):
+        if type_of(request) == ZONE_DNSSEC:
+            return empty_pb2.Empty()  # the lab's zones stay signed for the lab's life
         self._unpublish(context, plain(to_dict(request.properties)))
         return empty_pb2.Empty()
 
     def Read(self, request, context):
         state = plain(to_dict(request.properties))
+        if type_of(request) == ZONE_DNSSEC:
+            return provider_pb2.ReadResponse(id=request.id, properties=request.properties, inputs=request.inputs)
         if not state:
             return provider_pb2.ReadResponse(id=request.id)
         served = the_lab().dns_query(the_lab()._absolute(state["zoneId"], state["name"]), state["type"])
@@ -133,6 +150,17 @@ class CloudflareProvider(StandInProvider):
         return provider_pb2.InvokeResponse(**{"return": to_struct(result)})
 
     # --- the lab's zones -------------------------------------------------------------------------------
+
+    def _dnssec(self, request, context, inputs: dict[str, Any]) -> dict[str, Any]:
+        if request.preview or has_unknown(inputs):
+            return {**inputs, "status": inputs.get("status", UNKNOWN), "ds": UNKNOWN}
+        from tests.e2e.deploy import DeploymentFailed, zone_dnssec_outputs
+
+        try:
+            outputs = zone_dnssec_outputs(the_lab(), plain(inputs))
+        except DeploymentFailed as err:
+            context.abort(grpc.StatusCode.UNKNOWN, str(err))
+        return {**inputs, **outputs}
 
     def _publish(self, context, record: dict[str, Any]) -> None:
         ttl = AUTO_TTL if int(record["ttl"]) == 1 else int(record["ttl"])

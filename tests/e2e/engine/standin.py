@@ -167,8 +167,9 @@ class StandInProvider(provider_pb2_grpc.ResourceProviderServicer):
 
     name = ""
     version = ""
-    resource_type = ""  # the one resource type the stand-in implements
+    resource_type = ""  # the main resource type the stand-in implements
     args_class: type | None = None  # the installed SDK's *Args: what the real schema takes
+    other_types: dict[str, type] = {}  # further resource types it implements -> their *Args
     replace_on: tuple[str, ...] = ()  # inputs whose change replaces the resource
     computed: tuple[str, ...] = ()  # outputs that are not inputs
 
@@ -193,10 +194,14 @@ class StandInProvider(provider_pb2_grpc.ResourceProviderServicer):
     # Check and Diff, as the real providers decide them
     def Check(self, request, context):
         news = to_dict(request.news)
-        if request.type and request.type != self.resource_type:
+        kind = type_of(request)
+        if kind != self.resource_type and kind not in self.other_types:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                          f"the {self.name} stand-in implements only {self.resource_type}")
-        failures = check_against(news, schema_of(self.args_class)) + self.more_check_failures(plain(news))
+                          f"the {self.name} stand-in implements only {self.resource_type}, {', '.join(self.other_types)}")
+        args_class = self.args_class if kind == self.resource_type else self.other_types[kind]
+        failures = check_against(news, schema_of(args_class))
+        if kind == self.resource_type:
+            failures += self.more_check_failures(plain(news))
         return provider_pb2.CheckResponse(inputs=request.news, failures=failures)
 
     def more_check_failures(self, values: dict[str, Any]) -> list:
@@ -234,6 +239,13 @@ class StandInProvider(provider_pb2_grpc.ResourceProviderServicer):
     def Attach(self, request, context):
         self.engine_address = request.address
         return empty_pb2.Empty()
+
+
+def type_of(request) -> str:
+    """The resource type a request is about (older engines leave `type` empty: the URN has it)."""
+    if getattr(request, "type", ""):
+        return request.type
+    return request.urn.split("::")[2].split("$")[-1] if request.urn.count("::") >= 3 else ""
 
 
 def diff_response(olds: dict[str, Any], news: dict[str, Any], replace_on: tuple[str, ...] = ()):
