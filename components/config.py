@@ -671,6 +671,12 @@ class HostConfig(_Stack):
             problems.append(
                 ("smtpd_hard_error_limit", f"{self.smtpd_hard_error_limit!r} is below smtpd_soft_error_limit ({self.smtpd_soft_error_limit})")
             )
+        if self.tls == "files":
+            # Your own key: mailstack cannot make the next one ahead, so it cannot publish it first.
+            for key, on in (("dnssec", self.dnssec), ("tls_key_roll", self.tls_key_roll)):
+                if on:
+                    problems.append((key, f"{on!r} needs a key mailstack keeps, and mailstack:tls is files "
+                                          "(expected tls: acme or self-signed, or leave DANE to the owner of the files)"))
         if self.postmaster_address.rpartition("@")[2] == host:
             # At the host's own name only root@ and postmaster@ exist (/etc/aliases), and they come here.
             problems.append(

@@ -33,6 +33,7 @@ from __future__ import annotations
 from typing import TypedDict
 
 import pulumi
+import pulumi_cloudflare as cloudflare
 from pulumi_command import remote
 
 from components import records as rec
@@ -40,6 +41,7 @@ from components import units
 from components.config import HostConfig
 from components.dns import MailDns, Published
 from components.services import render_host_files
+from components.services import tls as tls_service
 
 
 class MailHostArgs(TypedDict):
@@ -87,7 +89,8 @@ class MailHost(pulumi.ComponentResource):
         dovecot = service("dovecot", [packages, tls, tables])
         postfix = service("postfix", [packages, tls, tables, opendkim, policyd_spf, dovecot, resolver])
 
-        self.tls_fingerprint = tls.stdout.apply(str.strip)
+        tls_facts = tls.stdout.apply(tls_service.unit_facts)
+        self.tls_fingerprint = tls_facts.apply(lambda facts: facts["fingerprint"])
         self.units = [packages, tls, tables, opendkim, policyd_spf, resolver, dovecot, postfix]
 
         # The host's own records: A/AAAA and the HELO name's SPF in its zone, PTRs
@@ -102,7 +105,21 @@ class MailHost(pulumi.ComponentResource):
             if zone is not None:
                 zone_ids.setdefault(zone, None)
                 published.append(Published(ptr, zone))
+        # DANE: TLSA records of the served and the next key, in a zone Cloudflare signs.
+        if cfg.dnssec:
+            for record in rec.tlsa_records(cfg):
+                fact = rec.TLSA_FACTS[record.key]
+                published.append(Published(record, cfg.zone_name,
+                                           content=tls_facts.apply(lambda facts, f=fact: rec.tlsa_value(facts[f]))))
         self.dns = MailDns(f"{name}-dns", {"zone_ids": zone_ids, "records": published}, pulumi.ResourceOptions(parent=self))
+        self.dnssec_ds: pulumi.Output[str] | None = None
+        if cfg.dnssec:
+            zone_dnssec = cloudflare.ZoneDnssec(
+                f"{name}-dnssec", zone_id=self.dns.zone_ids[cfg.zone_name], status="active",
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+            # What the registrar needs: the zone's DS record.
+            self.dnssec_ds = zone_dnssec.ds
 
         self.register_outputs(
             {"hostname": cfg.host_name, "tlsFingerprint": self.tls_fingerprint, "packages": packages.stdout}
@@ -138,5 +155,7 @@ def export_host(cfg: HostConfig, host: MailHost) -> None:
     pulumi.export("records", host.dns.records)
     pulumi.export("expected_ptrs", host.expected_ptrs)
     pulumi.export("tls_fingerprint", host.tls_fingerprint)
+    if host.dnssec_ds is not None:
+        pulumi.export("dnssec_ds", host.dnssec_ds)
     # Where the certificate comes from: domain stacks publish MTA-STS only over acme.
     pulumi.export("tls", cfg.tls)

@@ -166,6 +166,8 @@ TLS_RENEW_SERVICE = "/etc/systemd/system/mailstack-tls-renew.service"
 TLS_RENEW_TIMER = "/etc/systemd/system/mailstack-tls-renew.timer"
 # The host's own lineage (names: [hostname]; its files: smtpd_tls_key_file, smtpd_tls_cert_file).
 HOST_LINEAGE = "host"
+# The last mailstack:tls_key_roll the host carried out (the TLS unit's).
+TLS_KEY_ROLL = f"{TLS_DIR}/host.key-roll"
 
 
 def tls_lineage_dir(lineage: str) -> str:

@@ -216,11 +216,18 @@ def tlsa_value(spki_sha256: str) -> str:
     return "{} {} {} ".format(*TLSA_USAGE_SELECTOR_MATCHING) + digest
 
 
-def tlsa_records(cfg: HostConfig, current_spki: str, next_spki: str) -> list[Record]:
-    """The MX host's TLSA records: the key it serves and the key it will serve next (the host stack's)."""
+# Each TLSA record, and which of the TLS unit's facts (components/services/tls.py unit_facts) holds its key.
+TLSA_FACTS = {"tlsa-current": "spki", "tlsa-next": "spki_next"}
+
+
+def tlsa_records(cfg: HostConfig) -> list[Record]:
+    """The MX host's TLSA records (dnssec: true): the key it serves and the one it will serve next.
+
+    Their content is the host's: the TLS unit prints each key's digest
+    (TLSA_FACTS); the host stack fills it in with `tlsa_value`.
+    """
     name = tlsa_name(cfg)
-    return [Record(name, "TLSA", tlsa_value(current_spki), TLSA_REASONS["tlsa-current"], key="tlsa-current"),
-            Record(name, "TLSA", tlsa_value(next_spki), TLSA_REASONS["tlsa-next"], key="tlsa-next")]
+    return [Record(name, "TLSA", "", TLSA_REASONS[key], key=key) for key in TLSA_FACTS]
 
 
 # A record published only after another (MailDns): the next key's TLSA changes after the

@@ -56,7 +56,19 @@ def tls_script(cfg: HostConfig) -> str:
             renew_service=render_template("tls/mailstack-tls-renew.service.j2"),
             renew_timer=render_template("tls/mailstack-tls-renew.timer.j2"),
         )
-    return render_template("tls/tls.sh.j2", tls=cfg.tls, **values)
+    return render_template("tls/tls.sh.j2", tls=cfg.tls, dnssec=cfg.dnssec, tls_key_roll=cfg.tls_key_roll, **values)
+
+
+def unit_facts(stdout: str) -> dict[str, str]:
+    """What the TLS unit printed: the certificate's fingerprint, and (acme, self-signed) the SHA-256
+    of the served key's and the next key's SubjectPublicKeyInfo, for the TLSA records."""
+    lines = [line.strip() for line in stdout.strip().splitlines() if line.strip()]
+    facts = {"fingerprint": lines[0] if lines else ""}
+    for line in lines[1:]:
+        name, sep, value = line.partition("=")
+        if sep and name in ("spki", "spki_next"):
+            facts[name] = value
+    return facts
 
 
 def token_stdin(cfg: HostConfig) -> str:

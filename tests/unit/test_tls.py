@@ -9,6 +9,7 @@ are asked to do (a reload, never a restart).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shlex
@@ -21,6 +22,7 @@ from components import paths, units
 from components.config import ConfigError, load_config
 from components.hostfacts import HostFacts
 from components.services import tls
+from components.services.tls import unit_facts
 
 HOST = {
     "mailstack:hostname": "mail.example.com",
@@ -241,6 +243,13 @@ class Host:
         return dict(line.split("=", 1) for line in text.splitlines())
 
 
+def spki_of(key: Path) -> str:
+    """Hex SHA-256 of the key's SubjectPublicKeyInfo (what a TLSA 3 1 1 record holds)."""
+    der = subprocess.run(["openssl", "pkey", "-in", str(key), "-pubout", "-outform", "DER"], capture_output=True,
+                         check=True).stdout
+    return hashlib.sha256(der).hexdigest()
+
+
 def x509(path: Path, *args: str) -> str:
     return subprocess.run(["openssl", "x509", "-in", str(path), "-noout", *args], capture_output=True, text=True,
                           check=True).stdout.strip()
@@ -432,7 +441,11 @@ def test_the_acme_unit_installs_mailstack_tls_and_writes_the_token_from_stdin(ho
     done = subprocess.run(["bash", "-c", script], input=units.tls_unit(h, OWNER).stdin, env=host.env,
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == x509(host.cert, "-fingerprint", "-sha256").split("=", 1)[1]
+    facts = unit_facts(done.stdout)
+    assert facts["fingerprint"] == x509(host.cert, "-fingerprint", "-sha256").split("=", 1)[1]
+    # The served key's and the next key's digests, for the TLSA records (DANE).
+    assert facts["spki"] == spki_of(host.key) and facts["spki_next"] == spki_of(Path(f"{host.key}.next"))
+    assert facts["spki"] != facts["spki_next"]
     ini = host.tls_dir / "cloudflare.ini"
     assert ini.read_text() == f"dns_cloudflare_api_token = {TOKEN}\n" and oct(ini.stat().st_mode & 0o777) == "0o600"
     assert TOKEN not in done.stderr + done.stdout
@@ -460,7 +473,8 @@ def test_files_mode_checks_the_pair_and_never_makes_one(host, tmp_path):
                     "-keyout", str(host.key), "-out", str(host.cert)], check=True, capture_output=True)
     subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-out", str(other)], check=True, capture_output=True)
     good = subprocess.run(["bash", "-c", script], capture_output=True, text=True)
-    assert good.returncode == 0 and good.stdout.strip() == x509(host.cert, "-fingerprint", "-sha256").split("=")[1]
+    assert good.returncode == 0 and unit_facts(good.stdout) == {
+        "fingerprint": x509(host.cert, "-fingerprint", "-sha256").split("=")[1]}
     mismatched = host_cfg(tls="files", smtpd_tls_cert_file=str(host.cert), smtpd_tls_key_file=str(other))
     bad = subprocess.run(["bash", "-c", tls.tls_script(mismatched)], capture_output=True, text=True)
     assert bad.returncode == 1 and bad.stderr.startswith(f"the key at {other} does not match the certificate at ")
