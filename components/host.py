@@ -9,6 +9,7 @@ only turns them into `remote.Command` and DNS resources, in this order
               ├─ tables ─┬─ opendkim ──────────────┼───────────┤
               │          └─────────────────────────┘           │
               └─ policyd-spf ──────────────────────────────────┘
+    packages ── tls ── web     (mailstack:tls acme: nginx for MTA-STS policies)
 
 The packages unit runs first and claims the host for this stack (project and
 stack name, in /etc/mailstack/host); every unit checks that claim before it
@@ -82,6 +83,13 @@ class MailHost(pulumi.ComponentResource):
 
         self.tls_fingerprint = tls.stdout.apply(str.strip)
         self.units = [packages, tls, tables, opendkim, policyd_spf, dovecot, postfix]
+
+        # MTA-STS (mailstack:tls acme only): nginx for the domain stacks' policy hosts,
+        # and its default server (components/services/web.py). Its files are the
+        # domain stacks'; this unit has no delete command, like the others.
+        # (getattr: HostConfig.tls comes with the ACME change; a config without it is self-signed.)
+        if getattr(cfg, "tls", "self-signed") == "acme":
+            self.units.append(command("web", units.web_unit(cfg, self.host_id), [packages, tls]))
 
         # The host's own records: A/AAAA and the HELO name's SPF in its zone, PTRs
         # where the reverse zone is ours on Cloudflare (the rest are listed in

@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 # The host stack's outputs a domain stack reads (components/host.py exports them).
-OUTPUTS = ("host_id", "hostname", "addresses", "ssh_user")
+OUTPUTS = ("host_id", "hostname", "addresses", "ssh_user", "tls")
+# Outputs a host stack of an older mailstack does not export: read with their default.
+OPTIONAL_OUTPUTS = {"tls": "self-signed"}
 
 
 @dataclass(frozen=True)
@@ -22,6 +24,7 @@ class HostFacts:
     hostname: str  # the host's name: MX target, HELO name
     addresses: list[str] = field(default_factory=list)  # public IPv4 and IPv6 addresses
     ssh_user: str = "root"
+    tls: str = "self-signed"  # the host's mailstack:tls: acme, self-signed or files
 
     @property
     def ipv4(self) -> list[str]:
@@ -34,7 +37,7 @@ class HostFacts:
     @classmethod
     def from_outputs(cls, outputs: Mapping[str, Any]) -> HostFacts:
         """From the host stack's outputs; a missing one is a clear error."""
-        missing = [name for name in OUTPUTS if outputs.get(name) in (None, "")]
+        missing = [name for name in OUTPUTS if name not in OPTIONAL_OUTPUTS and outputs.get(name) in (None, "")]
         if missing:
             raise ValueError(
                 f"the host stack exports no {', '.join(missing)} (is mailstack:host_stack a host stack, "
@@ -45,4 +48,10 @@ class HostFacts:
             hostname=str(outputs["hostname"]),
             addresses=[str(a) for a in outputs["addresses"]],
             ssh_user=str(outputs["ssh_user"]),
+            tls=str(outputs.get("tls") or OPTIONAL_OUTPUTS["tls"]),
         )
+
+    @property
+    def trusted_tls(self) -> bool:
+        """The host gets certificates from an ACME CA (mailstack:tls acme): what MTA-STS needs."""
+        return self.tls == "acme"
