@@ -144,10 +144,11 @@ class MailDomain(pulumi.ComponentResource):
             )
             self.units.append(unit)
             records = [Published(r, cfg.zone_name) for r in rec.mta_sts_records(cfg, host)]
+            # The policy is served before senders are told it exists.
             sts_dns = MailDns(
-                f"{name}-mta-sts-dns", {"zone_ids": {cfg.zone_name: cfg.cloudflare_zone_id}, "records": records},
-                # The policy is served before senders are told it exists.
-                pulumi.ResourceOptions(parent=self, depends_on=[unit]),
+                f"{name}-mta-sts-dns",
+                {"zone_ids": {cfg.zone_name: cfg.cloudflare_zone_id}, "records": records, "after": [unit]},
+                child,
             )
             return sts_dns.records
 
