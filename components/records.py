@@ -251,18 +251,6 @@ def ptr_records(cfg: HostConfig) -> list[Record]:
     return [Record(ptr_name(a), "PTR", host, _REASONS["ptr"], key=f"ptr-{_key_part(a)}") for a in cfg.addresses]
 
 
-def static_records(cfg: DomainConfig, host: HostFacts) -> list[Record]:
-    """A domain's records except DKIM: MX to its host, SPF allowing the host, DMARC."""
-    domain = cfg.domain
-    records = [
-        Record(domain, "MX", host.hostname, _REASONS["mx"], priority=MX_PRIORITY, key="mx"),
-        Record(domain, "TXT", spf_value(host.ipv4, host.ipv6), _REASONS["spf"], key="spf"),
-    ]
-    dmarc_reason = _REASONS["dmarc"].format(policy=cfg.dmarc_policy)
-    records.append(Record(f"_dmarc.{domain}", "TXT", dmarc_value(cfg), dmarc_reason, key="dmarc"))
-    return records
-
-
 def tls_rpt_record(cfg: DomainConfig) -> Record:
     """`_smtp._tls.<domain>`: published whatever the host's TLS (reports help most when TLS fails)."""
     return Record(f"_smtp._tls.{cfg.domain}", "TXT", tls_rpt_value(cfg), _REASONS["tls-rpt"], key="tls-rpt")
@@ -287,13 +275,25 @@ def mta_sts_records(cfg: DomainConfig, host: HostFacts) -> list[Record]:
     return records
 
 
+def static_records(cfg: DomainConfig, host: HostFacts) -> list[Record]:
+    """A domain's records except DKIM: MX to its host, SPF allowing the host, DMARC, TLS-RPT, MTA-STS."""
+    domain = cfg.domain
+    records = [
+        Record(domain, "MX", host.hostname, _REASONS["mx"], priority=MX_PRIORITY, key="mx"),
+        Record(domain, "TXT", spf_value(host.ipv4, host.ipv6), _REASONS["spf"], key="spf"),
+    ]
+    dmarc_reason = _REASONS["dmarc"].format(policy=cfg.dmarc_policy)
+    records.append(Record(f"_dmarc.{domain}", "TXT", dmarc_value(cfg), dmarc_reason, key="dmarc"))
+    records.append(tls_rpt_record(cfg))
+    records += mta_sts_records(cfg, host)
+    return records
+
+
 def mail_records(cfg: DomainConfig, host: HostFacts, dkim_public_key: str) -> list[Record]:
     """MX, SPF, DKIM, DMARC, TLS-RPT and (when the host's TLS is trusted) MTA-STS of the domain."""
     records = static_records(cfg, host)
     dmarc_at = next(i for i, r in enumerate(records) if r.key == "dmarc")
     records.insert(dmarc_at, dkim_record(cfg, dkim_public_key))
-    records.append(tls_rpt_record(cfg))
-    records += mta_sts_records(cfg, host)
     return records
 
 

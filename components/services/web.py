@@ -103,16 +103,16 @@ def domain_files(cfg: DomainConfig, host: HostFacts) -> list[HostFile]:
 # --- checks ---------------------------------------------------------------------------------
 
 # nginx names its includes by absolute path (/etc/nginx/conf.d/*.conf,
-# /etc/nginx/mailstack/*.conf), so the staged copy of /etc/nginx is made to
-# name itself: every /etc/nginx/ in its config files points into the stage
-# (links in it, e.g. sites-enabled/default, become files there; the live
-# tree is not touched). Then `nginx -t` reads the staged tree as it will be.
-_RETARGET = (
-    f'find "$STAGE{NGINX_DIR}" \\( -type f -o -type l \\) \\( -name "*.conf" -o -path "*/sites-enabled/*" \\) '
-    f'-print0 | xargs -0 -r sed -i "s#{NGINX_DIR}/#$STAGE{NGINX_DIR}/#g"'
-)
+# /etc/nginx/mailstack/*.conf), so `nginx -t` reads a copy of the staged tree
+# made to name itself: every /etc/nginx/ in its config files points into the
+# copy (links in it, e.g. sites-enabled/default, become files there). The
+# staged files themselves, which are swapped in, and the live tree stay as
+# they are.
 _NGINX_TEST = (
-    f'( {_RETARGET}; if ! out=$(nginx -t -q -c "$STAGE{NGINX_DIR}/nginx.conf" 2>&1); then '
+    f'( t="$STAGE/.nginx-t"; rm -rf "$t"; mkdir -p "$t"; cp -a "$STAGE{NGINX_DIR}" "$t/nginx"; '
+    'find "$t/nginx" \\( -type f -o -type l \\) \\( -name "*.conf" -o -path "*/sites-enabled/*" \\) -print0 '
+    f'| xargs -0 -r sed -i "s#{NGINX_DIR}/#$t/nginx/#g"; '
+    'if ! out=$(nginx -t -q -c "$t/nginx/nginx.conf" 2>&1); then '
     'printf "%s\\n" "${out:-nginx -t: failed without a message}" >&2; exit 1; fi )'
 )
 
