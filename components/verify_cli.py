@@ -5,7 +5,8 @@ A host stack is checked on its own; a domain stack with its host stack's file
 the host's name, addresses and SSH connection.
 
     python -m components verify STACK [--nameserver ADDR] [--json] [--helo NAME] [--relay-to ADDRESS]
-                                      [--dkim-key BASE64] [--no-ssh] [--timeout SECONDS] [--project DIR]
+                                      [--dkim-key BASE64] [--no-ssh] [--timeout SECONDS] [--ca-file PEM]
+                                      [--project DIR]
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from components.stackfile import PROJECT_DIR, host_facts, hosted_domains, load_h
 def add_parser(commands: argparse._SubParsersAction) -> None:
     verify = commands.add_parser(
         "verify", help="check a deployed stack from outside: a host's A/AAAA, PTR, HELO SPF, SMTP, submission, "
-                       "IMAP; a domain's MX, SPF, DKIM, DMARC",
+                       "IMAP; a domain's MX, SPF, DKIM, DMARC, MTA-STS, TLS-RPT",
         description="Check what is live against what the stack says, like a receiving mail server would. "
                     "A host stack: its records and services. A domain stack: its records, against its host "
                     "stack's file. Exit status 1 when a check fails, 2 for a bad stack or option.")
@@ -46,6 +47,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     verify.add_argument("--no-ssh", action="store_true",
                         help="domain stack: do not read the DKIM key from the host over SSH")
     verify.add_argument("--timeout", type=float, default=10.0, help="seconds per connection or lookup (default 10)")
+    verify.add_argument("--ca-file", metavar="PEM",
+                        help="trust the CAs in this file instead of the system's for HTTPS (the MTA-STS policy), "
+                             "e.g. a test CA")
     verify.set_defaults(run=main)
 
 
@@ -71,7 +75,8 @@ def main(args: argparse.Namespace) -> int:
     except ValueError as err:
         print(f"error: --dkim-key: {err}", file=sys.stderr)
         return 2
-    options = Options(args.nameserver, args.helo, args.relay_to, dkim_key, not args.no_ssh, args.timeout)
+    options = Options(args.nameserver, args.helo, args.relay_to, dkim_key, not args.no_ssh, args.timeout,
+                      args.ca_file)
     started = time.monotonic()
     results = run_checks(target, options)
     seconds = time.monotonic() - started

@@ -259,3 +259,19 @@ def test_the_units_scripts_pass_shellcheck(tmp_path, ssh_user):
         path.write_text(script)
         result = subprocess.run(["shellcheck", "-s", "bash", str(path)], capture_output=True, text=True)
         assert result.returncode == 0, f"{name}: {result.stdout}"
+
+
+def test_verify_fetches_the_served_policy_and_judges_it_as_a_sender_would(served):
+    from components import verify
+    from components.verify_net import fetch_policy
+
+    port, ca_file = served
+    cfg = domain("example.com")
+    facts = HostFacts("mailstack/host-mail", "mail.example.net", ["127.0.0.1"], tls="acme")
+    fetch = fetch_policy("mta-sts.example.com", ["127.0.0.1"], timeout=5, ca_file=str(ca_file), port=port)
+    result = verify.check_mta_sts_policy(cfg, facts, fetch)
+    assert result.status == verify.PASS, result
+    # Without the test CA (the system's trust store): the certificate does not verify, senders ignore the policy.
+    untrusted = verify.check_mta_sts_policy(cfg, facts, fetch_policy("mta-sts.example.com", ["127.0.0.1"], 5,
+                                                                     None, port))
+    assert untrusted.status == verify.FAIL and "does not verify" in untrusted.reason
