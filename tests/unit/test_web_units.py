@@ -68,7 +68,9 @@ class Host:
                            'for a; do case "$a" in *nginx.conf) conf="$a";; esac; done\n'
                            f'[ -z "${{conf:-}}" ] || cat "$(dirname "$conf")/mailstack/example.com.conf" >"{root}/checked.conf" 2>/dev/null || true\n'
                            f'if [ -s "{root}/nginx.fail" ]; then cat "{root}/nginx.fail" >&2; exit 1; fi')
-        self.shim("service", f'echo "service $*" >>"{log}"')
+        # A daemon started with the lock's descriptor open would hold the lock for ever (found in the lab).
+        self.shim("service", f'echo "service $*" >>"{log}"\n'
+                             f'if [ -e /proc/$$/fd/9 ]; then echo "service: fd 9 (the lock) is open" >>"{log}"; fi')
         self.shim("apt-get", f'echo "apt-get $*" >>"{log}"')
 
     def shim(self, name: str, body: str) -> None:
@@ -112,6 +114,7 @@ def test_the_unit_gets_the_certificate_checks_the_staged_config_swaps_and_reload
     assert result.returncode == 0, result.stderr
     root = host.root
     calls = host.calls()
+    assert not [c for c in calls if "fd 9" in c], "no daemon inherits the lock"
     assert calls[0] == (f"mailstack-tls issue mta-sts.example.com {root}/etc/mailstack/tls/mta-sts.example.com/key.pem "
                         f"{root}/etc/mailstack/tls/mta-sts.example.com/fullchain.pem mta-sts.example.com")
     assert calls[1].startswith(f"nginx -t -q -c {root}/stage-mta-sts-example.com.")  # the staged tree, not the live one
