@@ -753,6 +753,17 @@ class DomainConfig(_Stack):
         default=None, description="Where aggregate reports go (default: postmaster@<domain>)"
     )
 
+    # -- MTA-STS and TLS-RPT (README, "MTA-STS and TLS-RPT")
+    mta_sts_mode: Literal["none", "testing", "enforce"] = Field(
+        default="testing", description="MTA-STS policy mode (none: no policy published)"
+    )
+    mta_sts_max_age: Int = Field(
+        default=604800, ge=86400, le=31557600, description="MTA-STS policy max_age in seconds (1 day to 1 year)"
+    )
+    tls_rpt_rua: list[RuaAddress] | None = Field(
+        default=None, description="Where TLS-RPT reports go (default: postmaster@<domain>)"
+    )
+
     # -- mailboxes and aliases
     users: list[User] = Field(default_factory=list, description="Mailboxes")
     postmaster: Line | None = Field(
@@ -880,6 +891,11 @@ class DomainConfig(_Stack):
     def rua(self) -> list[str]:
         return self.dmarc_rua if self.dmarc_rua is not None else [f"postmaster@{self.domain}"]
 
+    @property
+    def tls_rpt(self) -> list[str]:
+        """Where TLS-RPT reports go (RFC 8460 3): mailstack:tls_rpt_rua, or postmaster@<domain>."""
+        return self.tls_rpt_rua if self.tls_rpt_rua is not None else [f"postmaster@{self.domain}"]
+
     def mailbox_of(self, user: User) -> str:
         return f"{user.name}@{self.domain}"
 
@@ -949,6 +965,10 @@ FORMS: dict[str, tuple[str, str]] = {
     "dmarc_policy": ("one of none, quarantine, reject", "quarantine"),
     "dmarc_rua": ("a list of e-mail addresses", "[dmarc@example.com]"),
     "dmarc_rua[]": ("an e-mail address", "dmarc@example.com"),
+    "mta_sts_mode": ("one of none, testing, enforce", "testing"),
+    "mta_sts_max_age": ("a number of seconds from 86400 to 31557600", "604800"),
+    "tls_rpt_rua": ("a list of e-mail addresses", "[tls-reports@example.com]"),
+    "tls_rpt_rua[]": ("an e-mail address", "tls-reports@example.com"),
     "users": ("a list of users", "[{name: alice}]"),
     "users[]": ("a user", "{name: alice, addresses: [alice@example.com]}"),
     "users[].name": ("a mailbox name", "alice"),

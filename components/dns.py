@@ -11,7 +11,7 @@ addresses) is an Output, everything else shows its real value in preview.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 import pulumi
 import pulumi_cloudflare as cloudflare
@@ -39,6 +39,9 @@ class MailDnsArgs(TypedDict):
 
     records: list[Published]
     """The records, in order."""
+
+    after: NotRequired[list[pulumi.Resource]]
+    """What every record waits for (e.g. the unit that serves what they announce); default nothing."""
 
 
 def _comment(reason: str) -> str:
@@ -91,7 +94,8 @@ class MailDns(pulumi.ComponentResource):
                 comment=_comment(r.reason),
                 opts=pulumi.ResourceOptions(
                     parent=self,
-                    depends_on=[self.resources[k] for k in [rec.PUBLISHED_AFTER.get(r.key)] if k in self.resources],
+                    depends_on=[*args.get("after", []),
+                                *(self.resources[k] for k in [rec.PUBLISHED_AFTER.get(r.key)] if k in self.resources)],
                 ),
             )
             shown = item.content if item.content is not None else r.content

@@ -3,16 +3,20 @@
 The domain stack reads its host stack's outputs through a StackReference
 (the host's name and addresses, the SSH connection with its keys as secrets)
 and owns what is the domain's: its records (MX to the host, SPF allowing the
-host, DKIM, DMARC), its DKIM key, its mailboxes, aliases, sender logins and
-Sieve scripts. Its units touch only the domain's own folders on the host and,
-through the host's assembler, the tables every domain shares:
+host, DKIM, DMARC, TLS-RPT, MTA-STS), its DKIM key, its mailboxes, aliases,
+sender logins and Sieve scripts, and its MTA-STS policy host. Its units touch
+only the domain's own folders on the host, its own nginx server block and
+certificate lineage, and, through the host's assembler, the tables every
+domain shares:
 
     dkim ─ files ─ passwords
+                └─ mta-sts     (the host's mailstack:tls acme, mta_sts_mode not none)
 
 The DKIM unit prints the public key it generated; that Output becomes the
 content of the DKIM record. The files unit's delete command (run by
 `pulumi destroy`) retires the domain: its mail is refused, its mailboxes and
-key stay on the host.
+key stay on the host. The MTA-STS unit's delete command takes its policy host
+off the host (server block, policy, certificate lineage).
 """
 
 from __future__ import annotations
@@ -117,7 +121,53 @@ class MailDomain(pulumi.ComponentResource):
         self.dns = MailDns(
             f"{name}-dns", {"zone_ids": {cfg.zone_name: cfg.cloudflare_zone_id}, "records": published}, child
         )
-        self.register_outputs({"domain": cfg.domain, "records": self.dns.records})
+
+        # MTA-STS: the policy host and its records, only when the host has trusted
+        # certificates (its mailstack:tls is acme) and the mode is not none. Whether it
+        # has, and its addresses, are the host stack's outputs: known in preview too
+        # (a StackReference is read), so the resources are made once they are.
+        def mta_sts(host: HostFacts) -> list[dict[str, Any]]:
+            if not rec.publishes_mta_sts(cfg, host):
+                pulumi.log.warn(_no_mta_sts(cfg, host), self)
+                return []
+            spec = units.mta_sts_unit(cfg, owner, host)
+            unit = remote.Command(
+                f"{name}-mta-sts",
+                connection=connection,
+                create=spec.command,
+                stdin=spec.stdin,
+                # Gone from the program (destroy, mode none, a host without acme): the
+                # server block, the policy and the certificate lineage go from the host.
+                delete=units.mta_sts_remove_command(cfg, owner, host),
+                add_previous_output_in_env=False,
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[domain_files]),
+            )
+            self.units.append(unit)
+            records = [Published(r, cfg.zone_name) for r in rec.mta_sts_records(cfg, host)]
+            # The policy is served before senders are told it exists.
+            sts_dns = MailDns(
+                f"{name}-mta-sts-dns",
+                {"zone_ids": {cfg.zone_name: cfg.cloudflare_zone_id}, "records": records, "after": [unit]},
+                child,
+            )
+            return sts_dns.records
+
+        sts_records = self.host.apply(mta_sts)
+        self.records = pulumi.Output.all(pulumi.Output.from_input(self.dns.records), sts_records).apply(
+            lambda lists: [*lists[0], *lists[1]]
+        )
+        self.register_outputs({"domain": cfg.domain, "records": self.records})
+
+
+def _no_mta_sts(cfg: DomainConfig, host: HostFacts) -> str:
+    """Why a domain stack publishes no MTA-STS policy, and how to have one."""
+    if cfg.mta_sts_mode == "none":
+        return (f"{cfg.domain}: no MTA-STS policy (mailstack:mta_sts_mode is none); set it to testing or enforce "
+                "to have senders require TLS to the MX")
+    return (f"{cfg.domain}: no MTA-STS policy published: its host {host.hostname} has mailstack:tls {host.tls}, "
+            "and MTA-STS needs certificates senders trust on the MX and on "
+            f"{rec.mta_sts_host(cfg.domain)}. Set mailstack:tls to acme in the host stack and `pulumi up` it, "
+            "then this stack; or set mailstack:mta_sts_mode to none. TLS-RPT is published all the same")
 
 
 def export_domain(cfg: DomainConfig, domain: MailDomain) -> None:
@@ -126,7 +176,7 @@ def export_domain(cfg: DomainConfig, domain: MailDomain) -> None:
     pulumi.export("hostname", domain.host.apply(lambda h: h.hostname))
     pulumi.export("dkim_selector", cfg.dkim_selector)
     pulumi.export("mailboxes", mailboxes.mailboxes(cfg))
-    pulumi.export("records", domain.dns.records)
+    pulumi.export("records", domain.records)
 
 
 def stack_config_values() -> dict[str, Any]:

@@ -10,6 +10,7 @@ only turns them into `remote.Command` and DNS resources, in this order
               │          └─────────────────────────┘           │
               ├─ policyd-spf ──────────────────────────────────┤
               └─ resolver ─────────────────────────────────────┘
+    packages ── tls ── web     (mailstack:tls acme: nginx for MTA-STS policies)
 
 The packages unit runs first and claims the host for this stack (project and
 stack name, in /etc/mailstack/host); every unit checks that claim before it
@@ -92,6 +93,13 @@ class MailHost(pulumi.ComponentResource):
         tls_facts = tls.stdout.apply(tls_service.unit_facts)
         self.tls_fingerprint = tls_facts.apply(lambda facts: facts["fingerprint"])
         self.units = [packages, tls, tables, opendkim, policyd_spf, resolver, dovecot, postfix]
+
+        # MTA-STS (mailstack:tls acme only): nginx for the domain stacks' policy hosts,
+        # and its default server (components/services/web.py). Its files are the
+        # domain stacks'; this unit has no delete command, like the others.
+        # (getattr: HostConfig.tls comes with the ACME change; a config without it is self-signed.)
+        if cfg.tls == "acme":
+            self.units.append(command("web", units.web_unit(cfg, self.host_id), [packages, tls]))
 
         # The host's own records: A/AAAA and the HELO name's SPF in its zone, PTRs
         # where the reverse zone is ours on Cloudflare (the rest are listed in

@@ -50,3 +50,8 @@ class HostFacts:
             ssh_user=str(outputs["ssh_user"]),
             tls=str(outputs.get("tls") or OPTIONAL_OUTPUTS["tls"]),
         )
+
+    @property
+    def trusted_tls(self) -> bool:
+        """The host gets certificates from an ACME CA (mailstack:tls acme): what MTA-STS needs."""
+        return self.tls == "acme"

@@ -7,8 +7,9 @@ requests, and the stage `check` runs the checkers on (components/check.py).
   and the zone file of its host name's zone (A, AAAA, the HELO name's SPF;
   its PTRs, which live in reverse zones, listed as comments);
 - a domain stack: its files in its folder on the host (the assembler's
-  inputs) and its users' Sieve scripts in their mailboxes, and its zone file
-  (MX, SPF, DKIM, DMARC). MX and SPF name its host: offline, the host stack's
+  inputs) and its users' Sieve scripts in their mailboxes, its MTA-STS
+  policy and nginx server block when its host's tls is acme, and its zone
+  file (MX, SPF, DKIM, DMARC, TLS-RPT, MTA-STS). MX and SPF name its host: offline, the host stack's
   file stands in for its outputs (components/stackfile.py, host_facts_for).
 """
 
@@ -17,9 +18,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from components.config import DomainConfig, HostConfig
-from components.records import Record, host_records, mail_records, ptr_records, zone_file
+from components.records import Record, host_records, mail_records, ptr_records, publishes_mta_sts, zone_file
 from components.render import HostFile
-from components.services import render_host_files
+from components.services import render_host_files, web
 from components.stackfile import PROJECT_DIR, host_facts_for
 from components.units import domain_files
 
@@ -76,8 +77,14 @@ def render_stack(
     if isinstance(cfg, HostConfig):
         files = [f for service, fs in render_host_files(cfg).items() if services is None or service in services
                  for f in fs]
+        # (getattr: HostConfig.tls comes with the ACME change.) nginx's host level, for MTA-STS.
+        if cfg.tls == "acme" and (services is None or web.NAME in services):
+            files += web.host_files(cfg)
     else:
         files = domain_files(cfg)
+        host = host_facts_for(cfg, project_dir)
+        if publishes_mta_sts(cfg, host):  # its policy host: the policy and the nginx server block
+            files += web.domain_files(cfg, host)
     written = _write(out, files)
     path = zone_path(out, cfg)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,9 @@
 """The stacks' DNS records as plain data.
 
 A host stack publishes the host's own records (A, AAAA, the HELO name's SPF,
-PTRs); a domain stack its domain's (MX, SPF, DKIM, DMARC), pointing at the
-host it names (a HostFacts: the host stack's outputs).
+PTRs); a domain stack its domain's (MX, SPF, DKIM, DMARC, TLS-RPT, and
+MTA-STS when its host has a trusted certificate), pointing at the host it
+names (a HostFacts: the host stack's outputs).
 
 One list of `Record`s feeds the Cloudflare component (`components/dns.py`), the
 zone-file export and the tests. Each record carries a one-line reason, in the
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -115,6 +117,45 @@ def dmarc_value(cfg: DomainConfig) -> str:
     return f"v=DMARC1; p={cfg.dmarc_policy}; rua={rua}"
 
 
+# RFC 8461 3.2: a policy's id is 1 to 32 letters and digits; ours, 20 hex digits of its text's SHA-256.
+MTA_STS_ID_DIGITS = 20
+
+
+def mta_sts_policy(mode: str, mx: Sequence[str], max_age: int) -> str:
+    """The MTA-STS policy file (RFC 8461 3.2): `key: value` lines, LF line ends.
+
+    `mx`: the host names senders may deliver to (the domain's MX: its host).
+    """
+    lines = ["version: STSv1", f"mode: {mode}", *(f"mx: {name}" for name in mx), f"max_age: {max_age}"]
+    return "\n".join(lines) + "\n"
+
+
+def domain_mta_sts_policy(cfg: DomainConfig, host: HostFacts) -> str:
+    """The domain's policy: its mode and max_age, its host as the one MX."""
+    return mta_sts_policy(cfg.mta_sts_mode, [host.hostname], cfg.mta_sts_max_age)
+
+
+def mta_sts_id(policy: str) -> str:
+    """The policy's id: it changes exactly when the policy text does (senders refetch on a new id)."""
+    return hashlib.sha256(policy.encode("utf-8")).hexdigest()[:MTA_STS_ID_DIGITS]
+
+
+def mta_sts_value(policy: str) -> str:
+    """The `_mta-sts` TXT record (RFC 8461 3.1): there is a policy, and which one."""
+    return f"v=STSv1; id={mta_sts_id(policy)}"
+
+
+def tls_rpt_value(cfg: DomainConfig) -> str:
+    """The `_smtp._tls` TXT record (RFC 8460 3): where senders report TLS failures."""
+    rua = ",".join(f"mailto:{address}" for address in cfg.tls_rpt)
+    return f"v=TLSRPTv1; rua={rua}"
+
+
+def publishes_mta_sts(cfg: DomainConfig, host: HostFacts) -> bool:
+    """MTA-STS needs a trusted certificate on the MX and on mta-sts.<domain>: the host's tls is acme."""
+    return cfg.mta_sts_mode != "none" and host.trusted_tls
+
+
 def _escape(chunk: bytes) -> str:
     # RFC 1035 5.1: inside a quoted string, \" and \\ are literal; any other
     # octet that is not printable ASCII is written \DDD (decimal).
@@ -159,6 +200,11 @@ def dkim_name(cfg: DomainConfig) -> str:
     return f"{cfg.dkim_selector}._domainkey.{cfg.domain}"
 
 
+def mta_sts_host(domain: str) -> str:
+    """The policy host (RFC 8461 3.3): https://mta-sts.<domain>/.well-known/mta-sts.txt."""
+    return f"mta-sts.{domain}"
+
+
 def reverse_zone_for(cfg: HostConfig, address: str) -> str | None:
     """The configured reverse zone holding the address's PTR name (the most specific one), or None."""
     name = dns.reversename.from_address(address)
@@ -182,6 +228,10 @@ _REASONS = {
     "spf-helo": "Recommended: SPF for the HELO name, checked for bounces (empty MAIL FROM)",
     "dmarc": "Recommended: DMARC policy p={policy} for mail failing SPF and DKIM, and where reports go",
     "ptr": "Required: receivers reject clients whose IP has no matching name (reject_unknown_client_hostname)",
+    "mta-sts": "Recommended: MTA-STS (mode {mode}): senders require TLS to our MX; id changes with the policy",
+    "mta-sts-A": "Recommended: the MTA-STS policy host (mta-sts.<domain>) on the mail host, IPv4",
+    "mta-sts-AAAA": "Recommended: the MTA-STS policy host (mta-sts.<domain>) on the mail host, IPv6",
+    "tls-rpt": "Recommended: TLS-RPT, where senders report failed TLS to our MX (RFC 8460)",
 }
 
 
@@ -248,8 +298,32 @@ def ptr_records(cfg: HostConfig) -> list[Record]:
     return [Record(ptr_name(a), "PTR", host, _REASONS["ptr"], key=f"ptr-{_key_part(a)}") for a in cfg.addresses]
 
 
+def tls_rpt_record(cfg: DomainConfig) -> Record:
+    """`_smtp._tls.<domain>`: published whatever the host's TLS (reports help most when TLS fails)."""
+    return Record(f"_smtp._tls.{cfg.domain}", "TXT", tls_rpt_value(cfg), _REASONS["tls-rpt"], key="tls-rpt")
+
+
+def mta_sts_records(cfg: DomainConfig, host: HostFacts) -> list[Record]:
+    """`_mta-sts.<domain>` TXT and `mta-sts.<domain>` A/AAAA (the host's addresses), or none.
+
+    None when the mode is `none` or the host has no trusted certificate
+    (`publishes_mta_sts`): a policy senders cannot fetch, or whose MX fails
+    their certificate check, would only stop mail (in enforce mode).
+    """
+    if not publishes_mta_sts(cfg, host):
+        return []
+    name = mta_sts_host(cfg.domain)
+    policy = domain_mta_sts_policy(cfg, host)
+    reason = _REASONS["mta-sts"].format(mode=cfg.mta_sts_mode)
+    records = [Record(f"_mta-sts.{cfg.domain}", "TXT", mta_sts_value(policy), reason, key="mta-sts")]
+    records += [Record(name, "A", a, _REASONS["mta-sts-A"], key=f"mta-sts-a-{_key_part(a)}") for a in host.ipv4]
+    records += [Record(name, "AAAA", a, _REASONS["mta-sts-AAAA"], key=f"mta-sts-aaaa-{_key_part(a)}")
+                for a in host.ipv6]
+    return records
+
+
 def static_records(cfg: DomainConfig, host: HostFacts) -> list[Record]:
-    """A domain's records except DKIM: MX to its host, SPF allowing the host, DMARC."""
+    """A domain's records except DKIM: MX to its host, SPF allowing the host, DMARC, TLS-RPT, MTA-STS."""
     domain = cfg.domain
     records = [
         Record(domain, "MX", host.hostname, _REASONS["mx"], priority=MX_PRIORITY, key="mx"),
@@ -257,11 +331,13 @@ def static_records(cfg: DomainConfig, host: HostFacts) -> list[Record]:
     ]
     dmarc_reason = _REASONS["dmarc"].format(policy=cfg.dmarc_policy)
     records.append(Record(f"_dmarc.{domain}", "TXT", dmarc_value(cfg), dmarc_reason, key="dmarc"))
+    records.append(tls_rpt_record(cfg))
+    records += mta_sts_records(cfg, host)
     return records
 
 
 def mail_records(cfg: DomainConfig, host: HostFacts, dkim_public_key: str) -> list[Record]:
-    """MX, SPF, DKIM and DMARC of the domain."""
+    """MX, SPF, DKIM, DMARC, TLS-RPT and (when the host's TLS is trusted) MTA-STS of the domain."""
     records = static_records(cfg, host)
     dmarc_at = next(i for i, r in enumerate(records) if r.key == "dmarc")
     records.insert(dmarc_at, dkim_record(cfg, dkim_public_key))

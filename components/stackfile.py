@@ -155,6 +155,7 @@ def load_host_stack(cfg: DomainConfig, project_dir: Path = PROJECT_DIR) -> tuple
 
 def host_facts(name: str, host: HostConfig) -> HostFacts:
     """The outputs the host stack `name` exports for its domain stacks (components/host.py), from its config."""
+    # (getattr: HostConfig.tls comes with the ACME change; a config without it is self-signed.)
     return HostFacts(host_id=f"{PROJECT}/{name}", hostname=host.host_name, addresses=host.addresses,
                      ssh_user=host.ssh_user, tls=host.tls)
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from components.config import DomainConfig, HostConfig
 from components.hostfacts import HostFacts
 from components.render import HostFile, render_template
-from components.services import CHECKS, CONFIG_DIRS, PACKAGES, SERVICES, mailboxes, opendkim, sieve, tables, tls
+from components.services import CHECKS, CONFIG_DIRS, PACKAGES, SERVICES, mailboxes, opendkim, sieve, tables, tls, web
 
 
 @dataclass(frozen=True)
@@ -145,6 +145,19 @@ def service_unit(cfg: HostConfig, owner: str, service: str, files: list[HostFile
     return _host_owned(cfg, owner, service_script(cfg, service, files))
 
 
+def web_script(cfg: HostConfig) -> str:
+    """nginx (mailstack's own, or refused), then conf.d/mailstack.conf staged, checked, swapped, applied."""
+    checks = [command for _, command in web.CHECKS]
+    return web.install_script(cfg) + _stage_check_swap(
+        web.NAME, cfg.host_name, web.host_files(cfg), web.CONFIG_DIRS, checks, "", web.apply_script()
+    )
+
+
+def web_unit(cfg: HostConfig, owner: str) -> Unit:
+    """The host's web server for MTA-STS policies (mailstack:tls acme only; components/services/web.py)."""
+    return _host_owned(cfg, owner, web_script(cfg))
+
+
 # --- a domain stack's units ------------------------------------------------------------------
 
 
@@ -191,3 +204,24 @@ def passwords_command(cfg: DomainConfig, owner: str, host: HostFacts) -> str:
 
 
 passwords_stdin = mailboxes.passwords_stdin
+
+
+# --- a domain's MTA-STS policy host (components/services/web.py) ---------------------------------
+
+
+def mta_sts_script(cfg: DomainConfig, host: HostFacts) -> str:
+    """The certificate of mta-sts.<domain>, then its policy and server block staged, `nginx -t`, swapped, reloaded."""
+    checks = [command for _, command in web.CHECKS]
+    return web.issue_script(cfg) + _stage_check_swap(
+        f"mta-sts-{cfg.domain}", cfg.domain, web.domain_files(cfg, host), web.CONFIG_DIRS, checks, "",
+        web.apply_script(),
+    )
+
+
+def mta_sts_unit(cfg: DomainConfig, owner: str, host: HostFacts) -> Unit:
+    return Unit(_runner(host.ssh_user), _domain_check(cfg, owner, host) + mta_sts_script(cfg, host))
+
+
+def mta_sts_remove_command(cfg: DomainConfig, owner: str, host: HostFacts) -> str:
+    """The MTA-STS unit's delete command: the policy host is gone from the host (the rest of the domain stays)."""
+    return _inline(host.ssh_user, _domain_check(cfg, owner, host) + web.remove_script(cfg))

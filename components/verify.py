@@ -10,7 +10,8 @@ receiving mail server would. Each kind of stack checks what it owns:
   certificate, no AUTH on port 25, no VRFY, no open relay, submission, IMAP);
 - a domain stack: its domain's records (MX at its host, not a CNAME; SPF that
   passes mail from every address of the host; DKIM, the key the host signs
-  with; DMARC). What it knows of its host (name, addresses, SSH) comes from
+  with; DMARC; MTA-STS, and its policy fetched over HTTPS as a sender does;
+  TLS-RPT). What it knows of its host (name, addresses, SSH) comes from
   its host stack's file (components/stackfile.py), as `render` does.
 
 Every check is a `Result`: a name, pass/warn/fail, one line of reason and, when
@@ -55,8 +56,10 @@ from components.config import DomainConfig, HostConfig
 from components.hostfacts import HostFacts
 from components.records import (
     Record,
+    domain_mta_sts_policy,
     host_records,
     mail_records,
+    mta_sts_host,
     ptr_name,
     ptr_records,
     reverse_zone_for,
@@ -68,12 +71,14 @@ from components.verify_net import (
     DnsError,
     HostKeyUnavailable,
     ImapProbe,
+    PolicyFetch,
     SmtpProbe,
     SmtpReply,
     TlsInfo,
     probe_imap,
     probe_relay,
     probe_smtp,
+    fetch_policy,
     probe_vrfy,
     read_host_dkim_key,
     spf_check,
@@ -591,6 +596,191 @@ def check_dmarc(cfg: DomainConfig, host_facts: HostFacts, lookups: Dns) -> list[
     return results
 
 
+# --- MTA-STS and TLS-RPT -------------------------------------------------------------------------
+
+# RFC 8461 3.1: id is 1 to 32 letters and digits.
+_STS_ID = re.compile(r"[A-Za-z0-9]{1,32}")
+# RFC 8461 3.2: max_age is at most 31557600 seconds.
+STS_MAX_AGE = 31557600
+_HOST_TLS_FIX = ("set mailstack:tls to acme in the host stack and `pulumi up` it, then `pulumi up` this stack "
+                 "(README, MTA-STS and TLS-RPT)")
+
+
+def _sts_reason(cfg: DomainConfig, host_facts: HostFacts) -> str:
+    """Why the stack publishes no MTA-STS."""
+    if cfg.mta_sts_mode == "none":
+        return "mailstack:mta_sts_mode is none"
+    return f"the host's mailstack:tls is {host_facts.tls}, not acme"
+
+
+def parse_sts_record(text: str) -> dict[str, str]:
+    """An `_mta-sts` TXT record (RFC 8461 3.1) as fields; ValueError says what is wrong."""
+    fields: dict[str, str] = {}
+    for part in [p.strip() for p in text.split(";")]:
+        if not part:
+            continue
+        key, sep, value = part.partition("=")
+        if not sep:
+            raise ValueError(f"{part!r} is not a field=value pair")
+        fields[key.strip()] = value.strip()
+    if next(iter(fields), None) != "v" or fields["v"] != "STSv1":
+        raise ValueError("does not start with v=STSv1")
+    if "id" not in fields:
+        raise ValueError("has no id=")
+    if not _STS_ID.fullmatch(fields["id"]):
+        raise ValueError(f"id={fields['id']} is not 1 to 32 letters and digits")
+    return fields
+
+
+def parse_sts_policy(text: str) -> dict[str, list[str]]:
+    """A policy file (RFC 8461 3.2): key -> values (mx may repeat); ValueError says what is wrong."""
+    fields: dict[str, list[str]] = {}
+    for number, line in enumerate(text.replace("\r\n", "\n").split("\n"), start=1):
+        if not line.strip():
+            continue
+        key, sep, value = line.partition(":")
+        if not sep:
+            raise ValueError(f"line {number} {line[:40]!r} is not key: value")
+        fields.setdefault(key.strip(), []).append(value.strip())
+    if fields.get("version") != ["STSv1"]:
+        raise ValueError("has no version: STSv1")
+    mode = fields.get("mode", [""])
+    if len(mode) != 1 or mode[0] not in ("enforce", "testing", "none"):
+        raise ValueError(f"mode is {', '.join(mode) or 'missing'} (expected one of enforce, testing, none)")
+    age = fields.get("max_age", [""])
+    if len(age) != 1 or not age[0].isdigit() or int(age[0]) > STS_MAX_AGE:
+        raise ValueError(f"max_age is {', '.join(age) or 'missing'} (expected 0 to {STS_MAX_AGE} seconds)")
+    if mode[0] != "none" and not fields.get("mx"):
+        raise ValueError("has no mx: line (every MX host senders may deliver to)")
+    return fields
+
+
+def _mx_matches(pattern: str, host: str) -> bool:
+    """RFC 8461 4.1: an mx pattern is a name or *.<name> (one leftmost label)."""
+    pattern = pattern.lower().rstrip(".")
+    if pattern.startswith("*."):
+        return host.count(".") == pattern.count(".") and host.split(".", 1)[1] == pattern[2:]
+    return pattern == host
+
+
+def check_mta_sts_record(cfg: DomainConfig, host_facts: HostFacts, lookups: Dns) -> Result:
+    """`_mta-sts.<domain>`: one v=STSv1 record whose id is the stack's policy's (or none, if none is published)."""
+    name, where = "mta-sts.record", f"_mta-sts.{cfg.domain}"
+    expected = published(cfg, host_facts).get("mta-sts")
+    try:
+        found = [t for t in lookups.texts(where) if t.startswith("v=STSv1")]
+    except DnsError as err:
+        return failed(name, str(err), f"make {where} answer")
+    if expected is None:
+        why = _sts_reason(cfg, host_facts)
+        if found:
+            return warned(name, f"{where} publishes MTA-STS, but the stack publishes none ({why}): senders fetch a "
+                                "policy the stack no longer serves",
+                          f"delete {_line(where, 'TXT', txt_content(found[0]))} (or set mailstack:mta_sts_mode)")
+        if cfg.mta_sts_mode == "none":
+            return passed(name, f"no MTA-STS record, as configured ({why})")
+        return warned(name, f"no MTA-STS: {why}, and senders only trust a policy on a host with a certificate they "
+                            "trust; they may deliver in clear if STARTTLS is stripped", _HOST_TLS_FIX)
+    fix = f"publish {_line(where, 'TXT', txt_content(expected.content))} ({REFRESH})"
+    if not found:
+        return failed(name, f"no MTA-STS record at {where}: senders never fetch the policy", fix)
+    if len(found) > 1:
+        return failed(name, f"{len(found)} MTA-STS records at {where}: senders treat that as no policy "
+                            "(RFC 8461 3.1)", fix)
+    try:
+        fields = parse_sts_record(found[0])
+    except ValueError as err:
+        return failed(name, f"{where} TXT \"{found[0]}\" {err}: senders ignore it", fix)
+    want = parse_sts_record(expected.content)["id"]
+    if fields["id"] != want:
+        return failed(name, f"{where} has id={fields['id']}, the stack's policy has id={want}: senders that "
+                            "cached an older policy keep it", fix)
+    return passed(name, f"{where} TXT \"{found[0]}\"")
+
+
+def check_mta_sts_policy(cfg: DomainConfig, host_facts: HostFacts, fetch: PolicyFetch) -> Result:
+    """The policy senders fetch: over HTTPS with a trusted certificate, text/plain, as the stack renders it."""
+    name, policy_host = "mta-sts.policy", mta_sts_host(cfg.domain)
+    expected = domain_mta_sts_policy(cfg, host_facts)
+    unit_fix = (f"`pulumi up` this stack (its mta-sts unit serves the policy); on the host, `mailstack-tls status` "
+                f"shows the certificate of {policy_host}")
+    if fetch.verify_error:
+        return failed(name, f"{fetch.error}: senders ignore the policy", unit_fix)
+    if fetch.error:
+        return failed(name, f"{fetch.url}: {fetch.error}", unit_fix)
+    if fetch.status != 200:
+        moved = f" to {fetch.location}" if fetch.location else ""
+        what = "a redirect senders do not follow" if fetch.status and 300 <= fetch.status < 400 else "no policy"
+        return failed(name, f"{fetch.url} answered {fetch.status}{moved}: {what}", unit_fix)
+    if fetch.content_type != "text/plain":
+        return failed(name, f"{fetch.url} is {fetch.content_type or 'untyped'}, not text/plain (RFC 8461 3.3)",
+                      unit_fix)
+    try:
+        fields = parse_sts_policy(fetch.body)
+    except ValueError as err:
+        return failed(name, f"{fetch.url} {err}", unit_fix)
+    mode, max_age, mx = fields["mode"][0], int(fields["max_age"][0]), fields.get("mx", [])
+    problems = []
+    if mode != cfg.mta_sts_mode:
+        problems.append(f"mode {mode}, the stack says {cfg.mta_sts_mode}")
+    if not any(_mx_matches(p, host_facts.hostname) for p in mx):
+        problems.append(f"mx {', '.join(mx)} does not match the MX host {host_facts.hostname}: "
+                        "senders refuse to deliver to it" + (" (enforce)" if mode == "enforce" else ""))
+    if max_age != cfg.mta_sts_max_age:
+        problems.append(f"max_age {max_age}, the stack says {cfg.mta_sts_max_age}")
+    if not problems and fetch.body != expected:
+        problems.append("the text is not what the stack renders (its id in DNS is that text's)")
+    if problems:
+        return failed(name, f"{fetch.url}: {'; '.join(problems)}", unit_fix)
+    return passed(name, f"mode {mode}, mx {', '.join(mx)}, max_age {max_age}; served from {fetch.address} with a "
+                        "certificate that verifies")
+
+
+def parse_tls_rpt(text: str) -> list[str]:
+    """A TLS-RPT record (RFC 8460 3) as its rua URIs; ValueError says what is wrong."""
+    fields: dict[str, str] = {}
+    for part in [p.strip() for p in text.split(";")]:
+        if not part:
+            continue
+        key, sep, value = part.partition("=")
+        if not sep:
+            raise ValueError(f"{part!r} is not a field=value pair")
+        fields[key.strip()] = value.strip()
+    if next(iter(fields), None) != "v" or fields["v"] != "TLSRPTv1":
+        raise ValueError("does not start with v=TLSRPTv1")
+    uris = [u.strip() for u in fields.get("rua", "").split(",") if u.strip()]
+    if not uris:
+        raise ValueError("has no rua= (where reports go)")
+    for uri in uris:
+        if not uri.startswith(("mailto:", "https://")):
+            raise ValueError(f"rua {uri!r} is neither mailto: nor https:")
+    return uris
+
+
+def check_tls_rpt(cfg: DomainConfig, host_facts: HostFacts, lookups: Dns) -> Result:
+    """`_smtp._tls.<domain>`: one v=TLSRPTv1 record, reports to the stack's addresses."""
+    record = published(cfg, host_facts)["tls-rpt"]
+    name, where = "tls-rpt.record", record.name
+    fix = f"publish {_line(where, 'TXT', txt_content(record.content))} ({REFRESH})"
+    try:
+        found = [t for t in lookups.texts(where) if t.startswith("v=TLSRPTv1")]
+    except DnsError as err:
+        return failed(name, str(err), fix)
+    if not found:
+        return failed(name, f"no TLS-RPT record at {where}: senders cannot report failed TLS to us", fix)
+    if len(found) > 1:
+        return failed(name, f"{len(found)} TLS-RPT records at {where}: senders use none (RFC 8460 3)", fix)
+    try:
+        uris = parse_tls_rpt(found[0])
+    except ValueError as err:
+        return failed(name, f"{where} TXT \"{found[0]}\" {err}", fix)
+    mailto = sorted(u[len("mailto:"):].lower() for u in uris if u.startswith("mailto:"))
+    if mailto != sorted(cfg.tls_rpt) or len(mailto) != len(uris):
+        return failed(name, f"{where} reports to {', '.join(uris)}, the stack says "
+                            f"{', '.join('mailto:' + a for a in cfg.tls_rpt)}", fix)
+    return passed(name, f"{where} TXT \"{found[0]}\"")
+
+
 # --- SMTP, submission, IMAP -----------------------------------------------------------------------
 
 # A version number (3.7.11) or an OS in a banner; the guide: "exclude this information".
@@ -886,7 +1076,7 @@ class Options:
     dkim_key: str | None = None  # the host's DKIM public key, for when SSH cannot read it
     ssh: bool = True  # read the DKIM key from the host over SSH (first choice)
     timeout: float = 10.0  # per connection or lookup, seconds
-    ca_file: str | None = None  # trust these CAs instead of the system's (a lab's ACME root)
+    ca_file: str | None = None  # trust these CAs instead of the system's (a lab's ACME root), for the mail ports and the MTA-STS policy
 
 
 @dataclass(frozen=True)
@@ -955,14 +1145,15 @@ def _submission_checks(cfg: HostConfig, address: str, options: Options) -> list[
 
 # The order of the report: by check, then by address (in the stack's order).
 ORDER = ["dns.mx", "dns.mx-cname", "dns.a", "dns.aaaa", "dns.ptr", "spf.record", "spf.lookups", "spf.all",
-         "spf.pass", "spf.helo", "dkim.record", "dkim.key", "dmarc.record", "dmarc.policy", "smtp.banner",
+         "spf.pass", "spf.helo", "dkim.record", "dkim.key", "dmarc.record", "dmarc.policy", "mta-sts.record",
+         "mta-sts.policy", "tls-rpt.record", "smtp.banner",
          "smtp.starttls", "smtp.cert", "smtp.auth", "dane.tlsa", "dane.dnssec", "smtp.vrfy", "smtp.relay", "submission.starttls",
          "submission.auth", "imap.tls"]
 # What each kind of stack checks (a check with an address runs once per address of the host).
 HOST_CHECKS = ["dns.a", "dns.aaaa", "dns.ptr", "spf.helo", "smtp.banner", "smtp.starttls", "smtp.cert", "smtp.auth",
                "dane.tlsa", "dane.dnssec", "smtp.vrfy", "smtp.relay", "submission.starttls", "submission.auth", "imap.tls"]
 DOMAIN_CHECKS = ["dns.mx", "dns.mx-cname", "spf.record", "spf.lookups", "spf.all", "spf.pass", "dkim.record",
-                 "dkim.key", "dmarc.record", "dmarc.policy"]
+                 "dkim.key", "dmarc.record", "dmarc.policy", "mta-sts.record", "mta-sts.policy", "tls-rpt.record"]
 
 
 def _order(target: Target, result: Result) -> tuple[int, int]:
@@ -999,7 +1190,24 @@ def _domain_tasks(target: Target, lookups: Dns, options: Options) -> list[Callab
         lambda: check_dmarc(cfg, facts, lookups),
     ]
     tasks += [lambda a=a: [check_spf_pass(cfg, facts, lookups, a)] for a in facts.addresses]
+    tasks.append(lambda: _sts_checks(cfg, facts, lookups, options))
     return tasks
+
+
+def _sts_checks(cfg: DomainConfig, facts: HostFacts, lookups: Dns, options: Options) -> list[Result]:
+    """MTA-STS (the policy fetched only when the stack publishes one) and TLS-RPT."""
+    results = [check_mta_sts_record(cfg, facts, lookups)]
+    if "mta-sts" in published(cfg, facts):
+        policy_host = mta_sts_host(cfg.domain)
+        try:
+            addresses = lookups.addresses(policy_host, "A") + lookups.addresses(policy_host, "AAAA")
+        except DnsError as err:
+            fetch = PolicyFetch(f"https://{policy_host}/.well-known/mta-sts.txt", error=str(err))
+        else:
+            fetch = fetch_policy(policy_host, addresses, options.timeout, options.ca_file)
+        results.append(check_mta_sts_policy(cfg, facts, fetch))
+    results.append(check_tls_rpt(cfg, facts, lookups))
+    return results
 
 
 def run_checks(target: Target, options: Options, lookups: Dns | None = None) -> list[Result]:

@@ -24,7 +24,7 @@ from components.stackfile import PROJECT_DIR, host_facts, hosted_domains, load_h
 def add_parser(commands: argparse._SubParsersAction) -> None:
     verify = commands.add_parser(
         "verify", help="check a deployed stack from outside: a host's A/AAAA, PTR, HELO SPF, SMTP, submission, "
-                       "IMAP; a domain's MX, SPF, DKIM, DMARC",
+                       "IMAP; a domain's MX, SPF, DKIM, DMARC, MTA-STS, TLS-RPT",
         description="Check what is live against what the stack says, like a receiving mail server would. "
                     "A host stack: its records and services. A domain stack: its records, against its host "
                     "stack's file. Exit status 1 when a check fails, 2 for a bad stack or option.")
@@ -48,8 +48,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                         help="domain stack: do not read the DKIM key from the host over SSH")
     verify.add_argument("--timeout", type=float, default=10.0, help="seconds per connection or lookup (default 10)")
     verify.add_argument("--ca-file", type=Path, metavar="PEM",
-                        help="host stack: trust the CA certificates in this file instead of the system's (e.g. a "
-                             "test ACME server's root, as the e2e lab's lab.json names it)")
+                        help="trust the CA certificates in this file instead of the system's: the certificate on "
+                             "the mail ports and the MTA-STS policy's (e.g. a test ACME server's root, as the e2e lab's "
+                             "lab.json names it)")
     verify.set_defaults(run=main)
 
 

@@ -12,11 +12,14 @@ judge reports it.
   They connect to an *address* while naming the *host* (SNI and certificate
   checks use the host name, as a sending server does after its MX lookup).
 - `read_host_dkim_key`: the public half of the key OpenDKIM signs with.
+- `fetch_policy`: a domain's MTA-STS policy over HTTPS, the certificate
+  checked against the trust store (or the CA file given with --ca-file).
 """
 
 from __future__ import annotations
 
 import functools
+import http.client
 import imaplib
 import shlex
 import smtplib
@@ -440,6 +443,77 @@ def probe_imap(address: str, host_name: str, timeout: float = 10.0, ca_file: str
 
     probe.starttls = _imap_tls(starttls, ca_file)
     return probe
+
+
+# --- the MTA-STS policy (RFC 8461 3.3) ------------------------------------------------------------
+
+
+@dataclass
+class PolicyFetch:
+    """GET https://mta-sts.<domain>/.well-known/mta-sts.txt, as a sending MTA does it."""
+
+    url: str
+    address: str = ""  # where it was fetched from
+    error: str = ""  # no HTTP reply at all (name, connection, TLS handshake)
+    verified: bool = False  # the certificate verified (trust store or --ca-file) for the policy host
+    verify_error: str = ""  # why not
+    status: int | None = None
+    content_type: str = ""  # e.g. text/plain (parameters left out)
+    location: str = ""  # a redirect's target (senders do not follow it)
+    body: str = ""
+
+
+@functools.cache
+def _policy_context(ca_file: str | None) -> ssl.SSLContext:
+    # Senders validate the policy host's certificate like any HTTPS client (RFC 8461 3.3).
+    return ssl.create_default_context(cafile=ca_file) if ca_file else ssl.create_default_context()
+
+
+# RFC 8461 3.3: senders SHOULD limit the policy they read to 64 KiB.
+POLICY_LIMIT = 64 * 1024
+
+
+def fetch_policy(policy_host: str, addresses: list[str], timeout: float = 10.0, ca_file: str | None = None,
+                 port: int = 443) -> PolicyFetch:
+    """The policy from the first of `addresses` (the policy host's A/AAAA) that answers, certificate checked.
+
+    Nothing is followed: senders must not follow redirects (RFC 8461 3.3).
+    """
+    url = f"https://{policy_host}/.well-known/mta-sts.txt"
+    result = PolicyFetch(url)
+    if not addresses:
+        result.error = f"{policy_host} has no A or AAAA record"
+        return result
+    context = _policy_context(ca_file)
+    for address in addresses:
+        result = PolicyFetch(url, address)
+        try:
+            raw = socket.create_connection((address, port), timeout=timeout)
+        except OSError as err:
+            result.error = f"cannot connect to {address} port {port}: {err}"
+            continue
+        try:
+            with context.wrap_socket(raw, server_hostname=policy_host) as tls:
+                result.verified = True
+                request = (f"GET /.well-known/mta-sts.txt HTTP/1.1\r\nHost: {policy_host}\r\n"
+                           "User-Agent: mailstack-verify\r\nConnection: close\r\n\r\n")
+                tls.sendall(request.encode("ascii"))
+                reply = http.client.HTTPResponse(tls)
+                reply.begin()
+                result.status = reply.status
+                result.content_type = reply.headers.get_content_type() if reply.headers.get("Content-Type") else ""
+                result.location = reply.headers.get("Location", "")
+                result.body = reply.read(POLICY_LIMIT + 1).decode("utf-8", "replace")
+        except ssl.SSLCertVerificationError as err:
+            result.verified = False
+            result.verify_error = err.verify_message or str(err)
+            result.error = f"the certificate of {policy_host} at {address} does not verify: {result.verify_error}"
+        except (OSError, http.client.HTTPException) as err:
+            result.error = f"{type(err).__name__} from {address}: {err}"
+        finally:
+            raw.close()
+        return result
+    return result
 
 
 # --- the DKIM key on the host ----------------------------------------------------------------------

@@ -274,12 +274,17 @@ def record_problems(resources: Iterable[Resource], kind: str) -> list[tuple[str,
     """Each record is in the stack of its kind: (urn, problem) pairs.
 
     A host stack publishes the host's own records (A/AAAA, PTR, the HELO name's
-    SPF); each domain stack its domain's (MX, SPF, DKIM, DMARC). An A/AAAA in a
+    SPF); each domain stack its domain's (MX, SPF, DKIM, DMARC, TLS-RPT, MTA-STS:
+    its policy host mta-sts.<domain> is the one A/AAAA it has). An A/AAAA in a
     domain stack would be published again by the next domain stack on the same
     host (Cloudflare refuses the duplicate), and an MX in the host stack would
     route a domain no domain stack describes. An MX names a host, never an
     address (RFC 5321 5.1: "MX records ... contain a domain name").
     """
+    resources = list(resources)
+    # A domain's own A/AAAA: its MTA-STS policy host, mta-sts.<domain> (RFC 8461 3.3), beside its MX.
+    policy_hosts = {f"mta-sts.{_name(r.props)}" for r in resources
+                    if r.type == DNS_RECORD and r.props.get("type") == "MX"}
     problems = []
     for r in resources:
         if r.type != DNS_RECORD:
@@ -290,7 +295,7 @@ def record_problems(resources: Iterable[Resource], kind: str) -> list[tuple[str,
                 (r.urn, f"MX of {_name(r.props)} in the host stack: MX records are the domain stacks' "
                  "(a host stack publishes the host's A/AAAA, PTR and HELO SPF)")
             )
-        if kind == "domain" and type_ in ("A", "AAAA"):
+        if kind == "domain" and type_ in ("A", "AAAA") and _name(r.props) not in policy_hosts:
             problems.append(
                 (r.urn, f"{type_} of {_name(r.props)} in a domain stack: the host's addresses are its host "
                  "stack's records (each domain stack on the host would publish them again)")

@@ -105,6 +105,11 @@ HOST_SPF = record("TXT", HOST, txt("v=spf1 ip4:192.0.2.10 -all"))
         (DOMAIN_STACK, [record("A", HOST, "192.0.2.10"), record("MX", "example.com", HOST, priority=10.0)],
          "A of mail.example.com in a domain stack: the host's addresses are its host stack's records"),
         (DOMAIN_STACK, [record("AAAA", HOST, "2001:db8::10")], "AAAA of mail.example.com in a domain stack"),
+        # MTA-STS: the domain's policy host, beside its MX, is the domain stack's.
+        (DOMAIN_STACK, [record("MX", "example.com", HOST, priority=10.0), record("A", "mta-sts.example.com", "192.0.2.10"),
+                        record("AAAA", "mta-sts.example.com", "2001:db8::10")], None),
+        (DOMAIN_STACK, [record("MX", "example.com", HOST, priority=10.0), record("A", "mta-sts.example.org", "192.0.2.10")],
+         "A of mta-sts.example.org in a domain stack"),
         (DOMAIN_STACK, [record("MX", "example.com", "192.0.2.10", priority=10.0)],
          "MX of example.com points at '192.0.2.10', not at a host name (RFC 5321 5.1)"),
         # The DKIM key is unknown during preview; the check never needs it.

@@ -24,7 +24,7 @@ import pytest
 from checkdmarc.dmarc import parse_dmarc_record
 from checkdmarc.spf import parse_spf_record
 
-from .stack import DOMAIN_SETTINGS, DOMAINS, HOSTNAME
+from .stack import DOMAIN_SETTINGS, DOMAINS, HOSTNAME, host_config
 from .test_submission import dkim_public_key, selector_of
 
 DNS_RECORD = "cloudflare:index/dnsRecord:DnsRecord"
@@ -150,12 +150,18 @@ def test_host_stack_registers_the_hosts_records_only(lab, records_of):
 @pytest.mark.parametrize("domain", DOMAINS)
 def test_domain_stack_registers_its_mail_records_only(lab, records_of, domain):
     kinds = sorted((r["name"], r["type"]) for r in records_of[domain])
-    assert kinds == sorted([
+    expected = [
         (domain, "MX"),
         (domain, "TXT"),  # SPF
         (f"{selector_of(domain)}._domainkey.{domain}", "TXT"),  # DKIM, the domain's selector
         (f"_dmarc.{domain}", "TXT"),
-    ])
+        (f"_smtp._tls.{domain}", "TXT"),  # TLS-RPT, whatever the host's TLS
+    ]
+    # MTA-STS: only on a host with trusted certificates (mailstack:tls acme), unless its mode is none.
+    if (host_config(lab).get("mailstack:tls") == "acme"
+            and DOMAIN_SETTINGS[domain].get("mta_sts_mode", "testing") != "none"):
+        expected += [(f"_mta-sts.{domain}", "TXT"), (f"mta-sts.{domain}", "A"), (f"mta-sts.{domain}", "AAAA")]
+    assert kinds == sorted(expected)
     assert {r["zoneId"] for r in records_of[domain]} == {domain}
 
 

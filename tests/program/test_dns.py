@@ -124,7 +124,9 @@ def test_example_com_records():
     mocks, outputs = run_dns(lambda: domain_published(cfg, dkim))
     records = records_of(mocks)
 
-    assert sorted(records) == sorted(f"mail-{key}" for key in ["mx", "spf", "dkim", "dmarc"])
+    # The example host is self-signed: TLS-RPT, no MTA-STS.
+    assert sorted(records) == sorted(f"mail-{key}" for key in ["mx", "spf", "dkim", "dmarc", "tls-rpt"])
+    assert records["mail-tls-rpt"].inputs["content"] == '"v=TLSRPTv1; rua=mailto:postmaster@example.com"'
     dkim_inputs = records["mail-dkim"].inputs
     assert dkim_inputs["name"] == "mail._domainkey.example.com"
     assert dkim_inputs["content"] == rec.txt_content(f"v=DKIM1; h=sha256; k=rsa; s=email; p={DKIM_KEY}")

@@ -36,12 +36,12 @@ def _load_rules():
 rules = _load_rules()
 
 
-def violations(stack: str, values: dict, dkim_key: str | None = None) -> list[str]:
+def violations(stack: str, values: dict, dkim_key: str | None = None, mocks=None) -> list[str]:
     """Every problem the pack's checks find in the stack `values` (stack-file style), by resource name."""
     if "mailstack:hostname" in values:
         evaluation = evaluate_host(values, stack=stack)
     else:
-        evaluation = evaluate_domain(values, stack=stack, mocks=host_mocks(dkim_key=dkim_key))
+        evaluation = evaluate_domain(values, stack=stack, mocks=mocks or host_mocks(dkim_key=dkim_key))
     config = config_for_pulumi(with_project_defaults(values))  # what the engine passes the pack
     kind = rules.stack_kind(config)
     secrets = rules.stack_secrets(config)
@@ -85,3 +85,16 @@ def test_a_1024_bit_dkim_key_from_the_host_is_refused():
     der = weak.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     [problem] = violations("example.org", stack_values("example.org"), base64.b64encode(der).decode())
     assert problem.startswith("domain-dns-dkim: DKIM key at s2026._domainkey.example.org is a 1024-bit RSA key")
+
+
+def test_a_domain_on_an_acme_host_passes_with_its_mta_sts_policy_host():
+    from tests.program.harness import HOST_SECRET_OUTPUTS, MailMocks
+    from tests.program.stacks import dkim_public_key
+
+    outputs = {**evaluate_host().stack_outputs, "tls": "acme"}
+    mocks = MailMocks(dkim_public_key(), stacks={"host-mail": outputs}, secret_outputs={"host-mail": HOST_SECRET_OUTPUTS})
+    values = with_secrets(stack_values("example.com"))
+    assert violations("example.com", values, mocks=mocks) == []
+    evaluation = evaluate_domain(values, mocks=mocks)
+    assert [r.inputs["type"] for r in evaluation.registrations if r.type == rules.DNS_RECORD
+            and r.inputs["name"] == "mta-sts.example.com"] == ["A", "AAAA"]  # what the check let through

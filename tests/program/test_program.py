@@ -216,6 +216,7 @@ def test_domain_records_point_at_the_host_of_the_host_stack(example):
         ("TXT", "example.com"),  # SPF
         ("TXT", "mail._domainkey.example.com"),
         ("TXT", "_dmarc.example.com"),
+        ("TXT", "_smtp._tls.example.com"),  # TLS-RPT; no MTA-STS: the example host is self-signed
     }, "the host's A/AAAA and HELO SPF are the host stack's, never a domain stack's"
     by_name = {(r.inputs["type"], r.inputs["name"]): r for r in example.of_type(DNS_RECORD)}
     mx = by_name[("MX", "example.com")]
@@ -380,7 +381,7 @@ def test_domain_stack_outputs(example):
     assert outputs["mailboxes"] == ["alice@example.com"]
     assert {(r["type"], r["name"]) for r in outputs["records"]} == {
         ("MX", "example.com"), ("TXT", "example.com"), ("TXT", "mail._domainkey.example.com"),
-        ("TXT", "_dmarc.example.com")}
+        ("TXT", "_dmarc.example.com"), ("TXT", "_smtp._tls.example.com")}
 
 
 def test_in_preview_only_the_dkim_content_waits():
@@ -392,6 +393,7 @@ def test_in_preview_only_the_dkim_content_waits():
         "domain-dns-mx": "mail.example.net",
         "domain-dns-spf": '"v=spf1 ip4:192.0.2.10 ip6:2001:db8::10 -all"',
         "domain-dns-dmarc": '"v=DMARC1; p=quarantine; rua=mailto:postmaster@example.com"',
+        "domain-dns-tls-rpt": '"v=TLSRPTv1; rua=mailto:postmaster@example.com"',
     }
     # Every unit's script is known in preview (the reviewer reads what will run).
     for unit in ("dkim", "files"):

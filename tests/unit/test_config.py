@@ -274,6 +274,9 @@ def test_domain_defaults_are_the_guides_values():
     assert (cfg.dkim_selector, cfg.dkim_bits) == ("mail", 2048)
     assert (cfg.dmarc_policy, cfg.rua) == ("quarantine", ["postmaster@example.com"])
     assert (cfg.postmaster_user, cfg.catch_all, cfg.aliases) == ("alice", None, [])
+    # MTA-STS starts in testing mode (RFC 8461: senders only report), for a week; TLS-RPT to postmaster@.
+    assert (cfg.mta_sts_mode, cfg.mta_sts_max_age, cfg.tls_rpt) == ("testing", 604800, ["postmaster@example.com"])
+    assert domain(tls_rpt_rua=["TLS@Example.com"]).tls_rpt == ["tls@example.com"]
 
 
 def test_user_addresses_default_to_name_at_domain():
@@ -382,6 +385,12 @@ BAD_DOMAIN = [
     ({"dmarc_policy": "block"}, "mailstack:dmarc_policy: 'block' is not one of none, quarantine, reject (expected e.g. quarantine)"),
     ({"dmarc_rua": ["reports,x@example.com"]}, "mailstack:dmarc_rua[0]: 'reports,x@example.com' has a local part mailstack does not accept (expected letters, digits, '.', '_', '+' and '-', single dots not at either end, e.g. alice.smith@example.com)"),
     ({"cloudflare_zone_name": "example.org"}, "mailstack:cloudflare_zone_name: 'example.org' does not contain example.com (its records go in that zone)"),
+    ({"mta_sts_mode": "strict"}, "mailstack:mta_sts_mode: 'strict' is not one of none, testing, enforce (expected e.g. testing)"),
+    ({"mta_sts_max_age": 3600}, "mailstack:mta_sts_max_age: 3600 is less than 86400 (expected a number of seconds from 86400 to 31557600, e.g. 604800)"),
+    ({"mta_sts_max_age": 31557601}, "mailstack:mta_sts_max_age: 31557601 is more than 31557600 (expected a number of seconds from 86400 to 31557600, e.g. 604800)"),
+    ({"mta_sts_max_age": "1w"}, "mailstack:mta_sts_max_age: '1w' is not a number of seconds from 86400 to 31557600 (expected e.g. 604800)"),
+    ({"tls_rpt_rua": ["tls!x@example.com"]}, "mailstack:tls_rpt_rua[0]: 'tls!x@example.com' has a local part mailstack does not accept (expected letters, digits, '.', '_', '+' and '-', single dots not at either end, e.g. alice.smith@example.com)"),
+    ({"tls_rpt_rua": "tls@example.com"}, "mailstack:tls_rpt_rua: 'tls@example.com' is not a list of e-mail addresses (expected e.g. [tls-reports@example.com])"),
     ({"users": [{"name": "Alice"}]}, "mailstack:users[0].name: 'Alice' is not a mailbox name (expected the local part of its address: lower-case letters, digits, '.', '_' or '-', starting with a letter or digit, single dots not at the end, at most 64 characters, e.g. alice or alice.smith)"),
     ({"users": [{"name": "alice\n"}]}, "mailstack:users[0].name: 'alice\\n' contains the control character U+000A (expected printable ASCII on one line)"),
     ({"users": [{"name": "alice", "password_hash": "hunter2"}]}, "mailstack:users[0].password_hash: is not a crypt(3) password hash (expected e.g. the output of `openssl passwd -6`)"),

@@ -132,3 +132,30 @@ def test_unknown_stack_names_the_stacks_there(tmp_path):
     result = run("render", "example.net", "--out", str(tmp_path), "--project", str(FIXTURES))
     assert result.returncode == 2
     assert "no stack 'example.net'" in result.stderr and "example.com, example.org, host-mail" in result.stderr
+
+
+def test_a_domain_on_an_acme_host_renders_its_policy_host_and_mta_sts_records(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from components import offline
+    from components.stackfile import host_facts_for, load_stack
+
+    # The host stack's tls (a host key of the ACME change) as acme: what its file would say.
+    monkeypatch.setattr(offline, "host_facts_for", lambda cfg, project: replace(host_facts_for(cfg, project), tls="acme"))
+    cfg = load_stack("example.com", FIXTURES)
+    written_files = offline.render_stack(cfg, tmp_path, project_dir=FIXTURES)
+    assert tmp_path / "etc/mailstack/domains/example.com/mta-sts.txt" in written_files
+    assert (tmp_path / "etc/mailstack/domains/example.com/mta-sts.txt").read_text() == (
+        "version: STSv1\nmode: testing\nmx: mail.example.net\nmax_age: 604800\n")
+    assert "server_name mta-sts.example.com;" in (tmp_path / "etc/nginx/mailstack/example.com.conf").read_text()
+    zone = (tmp_path / "dns/example.com.zone").read_text()
+    assert '_mta-sts.example.com. IN TXT "v=STSv1; id=' in zone
+    assert "mta-sts.example.com. IN A 192.0.2.10" in zone and "mta-sts.example.com. IN AAAA 2001:db8::10" in zone
+
+
+def test_a_domain_on_a_self_signed_host_renders_tls_rpt_and_no_policy_host(tmp_path):
+    result = run("render", "example.com", "--out", str(tmp_path), "--project", str(FIXTURES))
+    assert result.returncode == 0, result.stderr
+    zone = (tmp_path / "dns/example.com.zone").read_text()
+    assert '_smtp._tls.example.com. IN TXT "v=TLSRPTv1; rua=mailto:postmaster@example.com"' in zone
+    assert "mta-sts" not in zone and not (tmp_path / "etc/nginx").exists()

@@ -199,14 +199,70 @@ def test_host_records_mail_example_com():
 
 def test_mail_records_example_com(key2048):
     records = by_key(rec.mail_records(config(), facts(), key2048))
-    assert list(records) == ["mx", "spf", "dkim", "dmarc"]
+    assert list(records) == ["mx", "spf", "dkim", "dmarc", "tls-rpt"]  # a self-signed host: no MTA-STS
     table = {k: (r.name, r.type, r.content, r.priority) for k, r in records.items()}
     assert table == {
         "mx": ("example.com", "MX", "mail.example.com", 10),
         "spf": ("example.com", "TXT", "v=spf1 ip4:192.0.2.10 ip6:2001:db8::10 -all", None),
         "dkim": ("mail._domainkey.example.com", "TXT", f"v=DKIM1; h=sha256; k=rsa; s=email; p={key2048}", None),
         "dmarc": ("_dmarc.example.com", "TXT", "v=DMARC1; p=quarantine; rua=mailto:postmaster@example.com", None),
+        "tls-rpt": ("_smtp._tls.example.com", "TXT", "v=TLSRPTv1; rua=mailto:postmaster@example.com", None),
     }
+
+
+# --- MTA-STS and TLS-RPT ------------------------------------------------------------------------
+
+ACME = HostFacts(host_id="mailstack/host-mail", hostname="mail.example.com",
+                 addresses=["192.0.2.10", "2001:db8::10"], tls="acme")
+
+
+def test_the_policy_is_rfc_8461s_key_value_lines_with_lf():
+    assert rec.domain_mta_sts_policy(config(), ACME) == (
+        "version: STSv1\nmode: testing\nmx: mail.example.com\nmax_age: 604800\n")
+    policy = rec.domain_mta_sts_policy(config(mta_sts_mode="enforce", mta_sts_max_age=86400), ACME)
+    assert policy == "version: STSv1\nmode: enforce\nmx: mail.example.com\nmax_age: 86400\n"
+    assert "\r" not in policy
+
+
+def test_the_id_changes_exactly_when_the_policy_does():
+    variants = [config(), config(mta_sts_mode="enforce"), config(mta_sts_max_age=86400)]
+    hosts = [ACME, HostFacts("mailstack/host-mail", "mx.example.com", ACME.addresses, tls="acme")]
+    policies = {rec.domain_mta_sts_policy(c, h) for c in variants for h in hosts}
+    ids = {rec.mta_sts_id(p) for p in policies}
+    assert len(policies) == len(ids) == 6
+    # What does not change the policy does not change the id: other addresses, users, TLS-RPT, DMARC.
+    same = [config(users=[{"name": "bob"}], tls_rpt_rua=["tls@example.com"], dmarc_policy="reject")]
+    other_addresses = HostFacts("mailstack/host-mail", "mail.example.com", ["192.0.2.99"], tls="acme")
+    for c, h in [(same[0], ACME), (config(), other_addresses)]:
+        assert rec.mta_sts_id(rec.domain_mta_sts_policy(c, h)) == rec.mta_sts_id(rec.domain_mta_sts_policy(config(), ACME))
+    for i in ids:  # RFC 8461 3.1: 1 to 32 letters and digits
+        assert len(i) == 20 and i.isalnum()
+
+
+def test_on_an_acme_host_the_domain_publishes_mta_sts():
+    records = by_key(rec.mail_records(config(), ACME, "MA=="))
+    policy = rec.domain_mta_sts_policy(config(), ACME)
+    assert list(records)[-4:] == ["tls-rpt", "mta-sts", "mta-sts-a-192-0-2-10", "mta-sts-aaaa-2001-db8--10"]
+    assert (records["mta-sts"].name, records["mta-sts"].content) == (
+        "_mta-sts.example.com", f"v=STSv1; id={rec.mta_sts_id(policy)}")
+    assert [(r.name, r.type, r.content) for k, r in records.items() if k.startswith("mta-sts-")] == [
+        ("mta-sts.example.com", "A", "192.0.2.10"), ("mta-sts.example.com", "AAAA", "2001:db8::10")]
+    assert all(len(r.reason) <= 100 for r in records.values())
+
+
+@pytest.mark.parametrize(("host", "settings"), [
+    (facts(), {}),  # self-signed (the default): senders could not authenticate the MX
+    (HostFacts("mailstack/host-mail", "mail.example.com", ["192.0.2.10"], tls="files"), {}),
+    (ACME, {"mta_sts_mode": "none"}),
+])
+def test_no_mta_sts_without_acme_or_with_mode_none_but_tls_rpt_always(host, settings):
+    keys = [r.key for r in rec.mail_records(config(**settings), host, "MA==")]
+    assert "tls-rpt" in keys and not [k for k in keys if k.startswith("mta-sts")]
+
+
+def test_tls_rpt_reports_go_to_the_configured_addresses():
+    assert rec.tls_rpt_value(config(tls_rpt_rua=["tls@example.com", "NOC@Example.net"])) == (
+        "v=TLSRPTv1; rua=mailto:tls@example.com,mailto:noc@example.net")
 
 
 def test_a_domain_record_never_names_the_host():
@@ -238,7 +294,7 @@ def test_host_records_keys(values, expected_keys):
 )
 def test_mail_records_keys(host, expected_spf, key2048):
     records = rec.mail_records(config(), host, key2048)
-    assert [r.key for r in records] == ["mx", "spf", "dkim", "dmarc"]
+    assert [r.key for r in records] == ["mx", "spf", "dkim", "dmarc", "tls-rpt"]
     assert by_key(records)["spf"].content == expected_spf
 
 

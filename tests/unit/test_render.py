@@ -577,6 +577,12 @@ def test_templates_all_used(monkeypatch):
         units.dkim_unit(cfg, domain_owner, facts)
         units.files_unit(cfg, domain_owner, facts, domain_files(cfg))
         units.passwords_command(cfg, domain_owner, facts), units.retire_command(cfg, domain_owner, facts)
+    # MTA-STS (a host with tls: acme): the host's web unit, a domain's mta-sts unit and its delete command.
+    units.web_unit(host, owner)
+    acme = HostFacts(host_id=owner, hostname=host.host_name, addresses=host.addresses, tls="acme")
+    cfg = stack_config(DOMAIN_STACKS[0])
+    units.mta_sts_unit(cfg, f"mailstack/{DOMAIN_STACKS[0]}", acme)
+    units.mta_sts_remove_command(cfg, f"mailstack/{DOMAIN_STACKS[0]}", acme)
     on_disk = {str(p.relative_to(render.TEMPLATES)) for p in render.TEMPLATES.rglob("*") if p.is_file()}
     assert used == on_disk
 

@@ -119,6 +119,8 @@ DOMAIN_BASE: dict[str, Any] = {
     "dkim_selector": "mail",
     "dmarc_policy": "quarantine",
     "dmarc_rua": ["dmarc@example.com"],
+    "mta_sts_mode": "testing",
+    "tls_rpt_rua": ["tls@example.com"],
     "users": [
         {
             "name": "carol",
