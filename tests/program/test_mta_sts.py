@@ -134,7 +134,7 @@ def test_tls_rpt_addresses_come_from_the_stack():
 def test_an_acme_host_stack_runs_the_web_unit_after_tls():
     values = with_secrets(stack_values("host-mail"))
     values["mailstack:tls"] = "acme"
-    values["mailstack:acme_cloudflare_token"] = "token-for-tests"
+    values["mailstack:acme_cloudflare_token"] = "t" * 40
     host = evaluate_host(values)
     web = host.named("host-web")
     assert {host.named("host-packages").urn, host.named("host-tls").urn} <= set(web.dependencies)

@@ -155,8 +155,9 @@ def test_an_acme_host_sends_the_token_to_the_tls_unit_as_a_secret_and_exports_it
         assert ACME_TOKEN not in json.dumps(_without(r.inputs, r.secret_paths)), f"{r.urn} carries the token"
     assert ACME_TOKEN not in json.dumps(acme.stack_outputs)
     assert acme.stack_outputs["tls"] == "acme"
-    # The other units are as they were: only the TLS and packages units change.
-    assert _changed(host, acme) == ["host-packages", "host-tls"]
+    # The other units are as they were: only the TLS and packages units change, and the web unit
+    # (nginx for the domains' MTA-STS policies) comes with acme.
+    assert _changed(host, acme, added=["host-web"]) == ["host-packages", "host-tls"]
 
 
 def test_a_host_with_a_reverse_zone_publishes_its_ptr_there():
@@ -449,9 +450,10 @@ def _inputs(evaluation) -> dict[str, str]:
     return {r.urn: json.dumps(r.inputs, sort_keys=True) for r in evaluation.registrations}
 
 
-def _changed(before_eval, after_eval) -> list[str]:
+def _changed(before_eval, after_eval, added: list[str] = ()) -> list[str]:
     before, after = _inputs(before_eval), _inputs(after_eval)
-    assert before.keys() == after.keys()
+    assert sorted(urn.rsplit("::", 1)[1] for urn in after.keys() - before.keys()) == sorted(added)
+    assert before.keys() <= after.keys()
     return sorted(urn.rsplit("::", 1)[1] for urn in before if before[urn] != after[urn])
 
 
