@@ -71,9 +71,10 @@ key:
     secret: {secret}
 
 acl:
+  # transfer: the Cloudflare stand-in (cfapi.py) lists a zone's records by AXFR.
   - id: tests-may-update
     key: {TSIG_KEY_NAME}
-    action: update
+    action: [update, transfer]
 
 template:
   - id: default
