@@ -279,14 +279,19 @@ class Lab:
     def _start_acme(self) -> None:
         """Pebble on acme, the Cloudflare stand-in on cfapi, their names in DNS, mx's trust in the lab CA.
 
-        The two daemons start first and come up while the rest is done; Pebble's
-        root is fetched last (it is also the proof that Pebble answers).
+        The slow steps overlap: mx's update-ca-certificates (about 2s) and the
+        two daemons' start run while the names are published; Pebble's root is
+        fetched last (it is also the proof that Pebble answers).
         """
         from .stack import ACME_CLOUDFLARE_TOKEN  # stack.py imports this module
 
         acmeserver.ensure_pebble()
         ca_dir = self.lab_ca_file.parent
         acmeserver.make_lab_ca(ca_dir, LAB_NAME)
+        mxhost.write_acme_files(self.mx_root, self.lab_ca_file.read_text(), self.cfapi_base_url)
+        trust_argv, trust_env = self._in("mx", ["update-ca-certificates"])
+        trust = subprocess.Popen(trust_argv, env=trust_env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True)
         acme_cert, acme_key = acmeserver.issue_server_cert(ca_dir, self.acme_hostname, [self.acme.ipv4, self.acme.ipv6])
         cfapi_cert, cfapi_key = acmeserver.issue_server_cert(ca_dir, self.cfapi_hostname,
                                                              [self.cfapi.ipv4, self.cfapi.ipv6])
@@ -311,11 +316,12 @@ class Lab:
                                            for h, host in ((self.acme_hostname, self.acme),
                                                            (self.cfapi_hostname, self.cfapi))
                                            for rtype, family in (("A", "ipv4"), ("AAAA", "ipv6"))])
-        mxhost.write_acme_files(self.mx_root, self.lab_ca_file.read_text(), self.cfapi_base_url)
-        self.run_in("mx", ["update-ca-certificates"])
 
         self._wait_for("Pebble's management port", self._fetch_pebble_root)
         self._wait_for("the Cloudflare stand-in", lambda: self.can_connect("admin", self.cfapi.ipv4, 443))
+        output, _ = trust.communicate(timeout=60)
+        if trust.returncode != 0:
+            raise LabError(f"update-ca-certificates on mx failed: {output}")
 
     def _fetch_pebble_root(self) -> bool:
         """Append Pebble's current issuing root to pebble-roots.pem (from the admin host, trusting the lab CA)."""
@@ -368,13 +374,16 @@ class Lab:
     def run_in(self, host: str, argv: list[str], input: str | None = None, check: bool = True,
                timeout: float = 600) -> subprocess.CompletedProcess:
         """Run argv on a lab host, without SSH. On mx it runs inside the chroot."""
+        full_argv, env = self._in(host, argv)
+        return subprocess.run(full_argv, input=input, capture_output=True, text=True, check=check, timeout=timeout,
+                              env=env)
+
+    def _in(self, host: str, argv: list[str]) -> tuple[list[str], dict[str, str] | None]:
+        """(argv, env) that run argv on a lab host (on mx: in its chroot, with a clean environment)."""
         if host == "mx":
-            prefix = mxhost.enter_argv(self.pids["mx_sshd"])
             env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "HOME": "/root"}
-        else:
-            prefix, env = ["ip", "netns", "exec", self._host(host).netns], None
-        return subprocess.run([*prefix, *argv], input=input, capture_output=True, text=True,
-                              check=check, timeout=timeout, env=env)
+            return [*mxhost.enter_argv(self.pids["mx_sshd"]), *argv], env
+        return ["ip", "netns", "exec", self._host(host).netns, *argv], None
 
     def run_python(self, host: str, args: list[str], input: str | None = None, check: bool = True,
                    timeout: float = 120) -> subprocess.CompletedProcess:
