@@ -24,9 +24,11 @@ from pathlib import Path
 ACME_PORT = 14000  # Pebble's ACME endpoint: https://acme.example.net:14000/dir
 MANAGEMENT_PORT = 15000  # Pebble's management interface: /roots/0 and friends
 
-# Pebble's knobs (its README): no random sleeps before validating, and never
-# reject a good nonce (certbot retries a badNonce, but the retries only cost time).
-PEBBLE_ENV = {"PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0"}
+# Pebble's knobs (its README): no random sleeps before validating; never
+# reject a good nonce (certbot retries a badNonce, but the retries only cost time);
+# never reuse a valid authorization (Pebble's default: half the time), so every
+# order is validated afresh through DNS and a test's outcome does not depend on a coin.
+PEBBLE_ENV = {"PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0", "PEBBLE_AUTHZREUSE": "0"}
 
 # A minimal openssl config: only the extensions asked for, nothing from the system's openssl.cnf.
 OPENSSL_CONF = """\

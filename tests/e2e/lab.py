@@ -585,6 +585,7 @@ def _how_to_reach(lab: Lab, summary: dict) -> str:
         imap = json.dumps({"host": lab.mx.ipv4, "user": user["login"], "password": user["password"]})
         lines += [f"  {domain}: send mail from peer:  ip netns exec {lab.hosts['peer'].netns} {py} send '{send}'",
                   f"  {domain}: read it over IMAP:    ip netns exec {lab.hosts['client'].netns} {py} imap '{imap}'"]
+    lines.append(f"  ACME (Pebble):        {lab.acme_directory}; validate mx's certificates with {lab.ca_root_file}")
     if summary.get("engine"):
         lines.append(f"  pulumi by hand:       {summary['engine']['shell']}")
         lines.append("                        pulumi preview --diff --stack example.com    # then: pulumi up, "

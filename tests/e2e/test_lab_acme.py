@@ -92,6 +92,12 @@ def test_mx_points_python_cloudflare_at_the_stand_in(lab):
     assert lab.ssh("cat /root/.cloudflare.cfg").stdout == f"[CloudFlare]\nbase_url = {lab.cfapi_base_url}\n"
 
 
+def test_acme_and_cfapi_have_no_way_out_either(lab):
+    for host in lab.services.values():
+        route = subprocess.run(["ip", "-n", host.netns, "route", "get", "192.0.2.1"], capture_output=True, text=True)
+        assert route.returncode != 0 and "unreachable" in route.stderr, (host.name, route.stdout)
+
+
 # --- the Cloudflare stand-in ---------------------------------------------------------------------------------
 
 
@@ -180,8 +186,9 @@ def make_csr(lab, name: str, tag: str) -> None:
 def run_certbot(lab, tag: str, credentials: str) -> tuple[subprocess.CompletedProcess, float]:
     argv = ["certbot", "certonly", "--non-interactive", "--agree-tos", "--email", "postmaster@example.net",
             "--server", lab.acme_directory,
-            "--config-dir", f"{WORK}/certbot/config", "--work-dir", f"{WORK}/certbot/work",
-            "--logs-dir", f"{WORK}/certbot/logs",
+            # Each run its own ACME account: nothing one run validated helps another.
+            "--config-dir", f"{WORK}/certbot-{tag}/config", "--work-dir", f"{WORK}/certbot-{tag}/work",
+            "--logs-dir", f"{WORK}/certbot-{tag}/logs",
             "--authenticator", "dns-cloudflare", "--dns-cloudflare-credentials", credentials,
             "--dns-cloudflare-propagation-seconds", "0",
             "--csr", f"{WORK}/{tag}.csr", "--cert-path", f"{WORK}/{tag}.cert.pem",
@@ -224,6 +231,18 @@ def test_certbot_gets_a_certificate_for_the_csr_key_through_the_stand_in(lab, ce
     assert [c["method"] for c in calls if c["path"].endswith("/dns_records")].count("POST") == 1
     assert any(c["method"] == "DELETE" and c["status"] == 200 for c in calls)
     assert lab.dns_txt(f"_acme-challenge.{HOSTNAME}") == []
+
+
+def test_a_second_order_is_validated_through_dns_again(lab, certbot):
+    # The same account and name as above: Pebble reuses no authorization (PEBBLE_AUTHZREUSE=0), so
+    # a renewal in the lab always goes through the stand-in and Pebble's DNS check, as a first order does.
+    # certbot --csr never overwrites its output paths (FileExistsError): they must be new (stage) paths.
+    lab.ssh(f"cd {WORK} && rm -f mail.cert.pem mail.fullchain.pem mail.chain.pem")
+    calls_before = len(lab.cfapi_call_log.read_text().splitlines())
+    result, _ = run_certbot(lab, "mail", f"{WORK}/cloudflare.ini")
+    assert result.returncode == 0, result.stdout + result.stderr
+    calls = [json.loads(line) for line in lab.cfapi_call_log.read_text().splitlines()[calls_before:]]
+    assert [c["method"] for c in calls if c["path"].endswith("/dns_records")].count("POST") == 1
 
 
 def test_certbot_with_a_wrong_token_fails_with_cloudflares_error(lab, certbot):
