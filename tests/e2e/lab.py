@@ -107,7 +107,7 @@ class Lab:
         self.known_hosts_file = run_dir / "known_hosts"
         self.mx_host_key = ""  # "ssh-ed25519 AAAA...", set by up()
         self.tsig_secret = ""
-        self.pids: dict[str, int] = {}  # processes the lab started: relay, forwarder, knotd, sshd
+        self.pids: dict[str, int] = {}  # processes the lab started: relay, forwarder, knotd, sshd, pebble, cfapi
         self.timings: dict[str, float] = {}
 
     # --- hosts --------------------------------------------------------------------------
@@ -172,7 +172,8 @@ class Lab:
     # --- up and down --------------------------------------------------------------------
 
     def up(self, log=print) -> "Lab":
-        """Build (or reuse) the rootfs, create the namespaces, start DNS, relay and sshd."""
+        """Build (or reuse) the rootfs, create the namespaces, start DNS, relay and sshd, then Pebble and
+        the Cloudflare stand-in."""
         if os.geteuid() != 0:
             raise LabError("the lab needs root (network namespaces, mounts, chroot)")
         if any(netns.exists(h.netns) for h in self.all_hosts()) or netns.exists(self.lan_netns):

@@ -9,10 +9,11 @@
 - Debian's certbot with its Cloudflare plugin, installed on mx, gets a
   certificate for mail.example.net from Pebble through the stand-in, for the
   key of the CSR it is given (`--csr`: the key never leaves mx's hands),
-  valid for that name under Pebble's root, and cleans its challenge up; with
+  valid for that name under Pebble's root, and cleans its challenge up; a
+  second order goes through DNS again (Pebble reuses no authorization); with
   a wrong token it fails with Cloudflare's error;
 - lab.acme_down() makes Pebble unreachable, lab.acme_up() brings the same
-  Pebble back (same root).
+  Pebble back (same process, same root); acme and cfapi have no way out.
 
 No part of mailstack is deployed here: this checks the lab, with the tools
 the program's ACME unit uses.
