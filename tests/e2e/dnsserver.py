@@ -83,9 +83,10 @@ policy:
     zsk-lifetime: 0
 
 acl:
+  # transfer: the Cloudflare stand-in (cfapi.py) lists a zone's records by AXFR.
   - id: tests-may-update
     key: {TSIG_KEY_NAME}
-    action: update
+    action: [update, transfer]
 
 template:
   - id: default

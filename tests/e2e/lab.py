@@ -7,6 +7,13 @@
       stranger  .30  ::30   an unknown, unauthenticated sender
       client    .40  ::40   a mail user's machine (submission)
       dns       .53  ::53   Knot DNS, authoritative for the lab's zones
+      acme      .60  ::60   Pebble, the lab's ACME CA: https://acme.example.net:14000/dir
+      cfapi     .70  ::70   the Cloudflare API stand-in: https://cfapi.example.net/client/v4
+
+acme and cfapi serve HTTPS with certificates of a lab CA made per run, which
+mx trusts (like its resolv.conf, that is the lab's network, not the program's
+doing); mx's /root/.cloudflare.cfg points python3-cloudflare at the stand-in.
+Pebble's issuing roots are in RUN_DIR/pebble-roots.pem (lab.json: ca_root_file).
 
 Nothing in the lab has a route to the machine's own network or beyond; the
 one way out is the apt relay from mx to Debian's archive (aptrelay.py).
@@ -37,7 +44,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import aptrelay, dnsserver, mxhost, netns, rootfs
+from . import acmeserver, aptrelay, dnsserver, mxhost, netns, rootfs
 
 REPO = Path(__file__).resolve().parents[2]
 E2E_DIR = Path(__file__).resolve().parent
@@ -52,6 +59,11 @@ LAN_V4 = "198.51.100.0/24"
 LAN_V6 = "2001:db8:100::/64"
 NS_PREFIX = f"{LAB_NAME}-"
 HOST_NUMBERS = {"admin": 5, "mx": 10, "peer": 20, "stranger": 30, "client": 40, "dns": 53}
+# The ACME side (acmeserver.py, cfapi.py): kept apart from `hosts` so that the lab state
+# of older checkouts (test_migration.py's old layout) still names exactly its own hosts.
+SERVICE_NUMBERS = {"acme": 60, "cfapi": 70}
+ACME_ZONE = "example.net"  # acme.example.net, cfapi.example.net
+CFAPI_PATH = "/client/v4"
 
 
 @dataclass
@@ -63,7 +75,7 @@ class Host:
 
 
 def lan_host(name: str) -> Host:
-    n = HOST_NUMBERS[name]
+    n = {**HOST_NUMBERS, **SERVICE_NUMBERS}[name]
     return Host(name, NS_PREFIX + name, f"198.51.100.{n}", f"2001:db8:100::{n}")
 
 
@@ -88,6 +100,7 @@ class Lab:
         self.reverse_zones = [dnsserver.reverse_zone_v4(LAN_V4), dnsserver.reverse_zone_v6(LAN_V6)]
         self.run_dir = run_dir
         self.hosts = {name: lan_host(name) for name in HOST_NUMBERS}
+        self.services = {name: lan_host(name) for name in SERVICE_NUMBERS}  # acme, cfapi
         self.lan_netns = NS_PREFIX + "lan"
         self.ns_name = f"ns1.{self.forward_zones[0]}"
         self.mx_ssh_private_key = run_dir / "id_ed25519"
@@ -95,7 +108,7 @@ class Lab:
         self.mx_host_key = ""  # "ssh-ed25519 AAAA...", set by up()
         self.tsig_secret = ""
         self.dnssec_anchors: dict[str, list[str]] = {}  # signed zone -> its DS records (tests/e2e/dnssec.py)
-        self.pids: dict[str, int] = {}  # processes the lab started: relay, forwarder, knotd, sshd
+        self.pids: dict[str, int] = {}  # processes the lab started: relay, forwarder, knotd, sshd, pebble, cfapi, resolver
         self.timings: dict[str, float] = {}
 
     # --- hosts --------------------------------------------------------------------------
@@ -113,6 +126,46 @@ class Lab:
         return self.hosts["admin"]
 
     @property
+    def acme(self) -> Host:
+        return self.services["acme"]
+
+    @property
+    def cfapi(self) -> Host:
+        return self.services["cfapi"]
+
+    @property
+    def acme_hostname(self) -> str:
+        return f"acme.{ACME_ZONE}"
+
+    @property
+    def cfapi_hostname(self) -> str:
+        return f"cfapi.{ACME_ZONE}"
+
+    @property
+    def acme_directory(self) -> str:
+        """Pebble's ACME directory URL, as the host stack's acme_directory names it."""
+        return acmeserver.directory_url(self.acme_hostname)
+
+    @property
+    def cfapi_base_url(self) -> str:
+        return f"https://{self.cfapi_hostname}{CFAPI_PATH}"
+
+    @property
+    def lab_ca_file(self) -> Path:
+        """The lab CA's certificate: it signs acme's and cfapi's HTTPS certificates."""
+        return self.run_dir / "lab-ca" / "ca.pem"
+
+    @property
+    def ca_root_file(self) -> Path:
+        """Pebble's issuing roots (PEM): what a client trusts to validate certificates mx got over ACME."""
+        return self.run_dir / "pebble-roots.pem"
+
+    @property
+    def cfapi_call_log(self) -> Path:
+        """One JSON line per call the Cloudflare stand-in answered (no token in it)."""
+        return self.run_dir / "cfapi-calls.log"
+
+    @property
     def mx_root(self) -> Path:
         """The mx chroot as seen from the machine (its per-run overlay)."""
         return self.run_dir / "rootfs"
@@ -120,10 +173,11 @@ class Lab:
     # --- up and down --------------------------------------------------------------------
 
     def up(self, log=print) -> "Lab":
-        """Build (or reuse) the rootfs, create the namespaces, start DNS, relay and sshd."""
+        """Build (or reuse) the rootfs, create the namespaces, start DNS, relay and sshd, then Pebble and
+        the Cloudflare stand-in."""
         if os.geteuid() != 0:
             raise LabError("the lab needs root (network namespaces, mounts, chroot)")
-        if any(netns.exists(h.netns) for h in self.hosts.values()) or netns.exists(self.lan_netns):
+        if any(netns.exists(h.netns) for h in self.all_hosts()) or netns.exists(self.lan_netns):
             log("a previous lab is still up: taking it down first")
             self.down(log=log)
         try:
@@ -134,6 +188,7 @@ class Lab:
             self._stage("dnssec (example.net signed, validating resolver)", self._secure_dns, log)
             self._stage("apt relay start", self._start_apt_relay, log)
             self._stage("mx start (sshd)", self._start_mx, log)
+            self._stage("acme + cfapi start", self._start_acme, log)
         except BaseException:
             log("lab up failed: tearing down what was made")
             self.down(log=log)
@@ -147,12 +202,12 @@ class Lab:
         Every process still inside a lab network namespace was started by the
         lab (directly or through its sshd), so all of them are stopped.
         """
-        for host in self.hosts.values():
+        for host in self.all_hosts():
             netns.kill_pids(netns.pids(host.netns))
         relay = self.pids.get("apt_relay") or _state_pids().get("apt_relay")
         if relay and _is_our_relay(relay):
             netns.kill_pids([relay])
-        for host in self.hosts.values():
+        for host in self.all_hosts():
             netns.delete(host.netns)
         netns.delete(self.lan_netns)
         if self.run_dir.exists():
@@ -180,9 +235,12 @@ class Lab:
         self.timings[name] = round(time.monotonic() - started, 2)
         log(f"  {name}: {self.timings[name]:.1f}s")
 
+    def all_hosts(self) -> list[Host]:
+        return [*self.hosts.values(), *self.services.values()]
+
     def _make_network(self) -> None:
         netns.create_lan(self.lan_netns)
-        for host in self.hosts.values():
+        for host in self.all_hosts():
             netns.create(host.netns)
             netns.plug_host(self.lan_netns, host.netns, f"p-{host.name}", [f"{host.ipv4}/24", f"{host.ipv6}/64"])
             netns.set_resolver(host.netns, [self.dns.ipv4, self.dns.ipv6])
@@ -226,11 +284,92 @@ class Lab:
         self._spawn("mx-sshd", mxhost.boot_argv(self.mx.netns, self.mx_root, self.mx_hostname))
         self._wait_for("sshd on mx", lambda: self.can_connect("admin", self.mx.ipv4, 22))
 
-    def _spawn(self, name: str, argv: list[str]) -> int:
+    def _start_acme(self) -> None:
+        """Pebble on acme, the Cloudflare stand-in on cfapi, their names in DNS, mx's trust in the lab CA.
+
+        The slow steps overlap: mx's update-ca-certificates (about 2s) and the
+        two daemons' start run while the names are published; Pebble's root is
+        fetched last (it is also the proof that Pebble answers).
+        """
+        from .stack import ACME_CLOUDFLARE_TOKEN  # stack.py imports this module
+
+        acmeserver.ensure_pebble()
+        ca_dir = self.lab_ca_file.parent
+        acmeserver.make_lab_ca(ca_dir, LAB_NAME)
+        mxhost.write_acme_files(self.mx_root, self.lab_ca_file.read_text(), self.cfapi_base_url)
+        trust_argv, trust_env = self._in("mx", ["update-ca-certificates"])
+        trust = subprocess.Popen(trust_argv, env=trust_env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True)
+        acme_cert, acme_key = acmeserver.issue_server_cert(ca_dir, self.acme_hostname, [self.acme.ipv4, self.acme.ipv6])
+        cfapi_cert, cfapi_key = acmeserver.issue_server_cert(ca_dir, self.cfapi_hostname,
+                                                             [self.cfapi.ipv4, self.cfapi.ipv6])
+        pebble_conf = acmeserver.write_pebble_config(self.run_dir / "pebble", acme_cert, acme_key)
+        self._spawn("pebble", acmeserver.pebble_argv(self.acme.netns, pebble_conf, self.dns.ipv4),
+                    env=acmeserver.PEBBLE_ENV)
+
+        # The token and the TSIG key go in a file only root reads, never on a command line.
+        cfapi_conf = self.run_dir / "cfapi.json"
+        cfapi_conf.touch(mode=0o600)
+        cfapi_conf.write_text(json.dumps({
+            "cert": str(cfapi_cert), "key": str(cfapi_key), "port": 443, "token": ACME_CLOUDFLARE_TOKEN,
+            "zones": self.forward_zones + self.reverse_zones, "nameservers": [self.ns_name],
+            "dns_server": self.dns.ipv4, "call_log": str(self.cfapi_call_log),
+            "tsig": {"name": dnsserver.TSIG_KEY_NAME, "algorithm": dnsserver.TSIG_ALGORITHM,
+                     "secret": self.tsig_secret}}))
+        self._spawn("cfapi", ["ip", "netns", "exec", self.cfapi.netns, sys.executable, str(E2E_DIR / "cfapi.py"),
+                              str(cfapi_conf)])
+
+        if ACME_ZONE in self.forward_zones:
+            self._dns_send(ACME_ZONE, add=[[f"{h}.", 300, rtype, getattr(host, family)]
+                                           for h, host in ((self.acme_hostname, self.acme),
+                                                           (self.cfapi_hostname, self.cfapi))
+                                           for rtype, family in (("A", "ipv4"), ("AAAA", "ipv6"))])
+
+        self._wait_for("Pebble's management port", self._fetch_pebble_root)
+        self._wait_for("the Cloudflare stand-in", lambda: self.can_connect("admin", self.cfapi.ipv4, 443))
+        output, _ = trust.communicate(timeout=60)
+        if trust.returncode != 0:
+            raise LabError(f"update-ca-certificates on mx failed: {output}")
+
+    def _fetch_pebble_root(self) -> bool:
+        """Append Pebble's current issuing root to pebble-roots.pem (from the admin host, trusting the lab CA)."""
+        root = self.run_python("admin", ["-c", acmeserver.FETCH_ROOT, str(self.lab_ca_file),
+                                         acmeserver.root_url(self.acme_hostname)], timeout=15).stdout
+        if "BEGIN CERTIFICATE" not in root:
+            return False
+        known = self.ca_root_file.read_text() if self.ca_root_file.exists() else ""
+        if root.strip() not in known:
+            with open(self.ca_root_file, "a") as f:
+                f.write(root if root.endswith("\n") else root + "\n")
+        return True
+
+    def acme_down(self) -> None:
+        """Pebble unreachable from every other lab host, at once: a route `unreachable` to its addresses
+        in each of them, so a client fails straight away ("No route to host") instead of waiting out
+        neighbour discovery on every retry (certbot needed 50s to give up on a link that was down).
+        Pebble keeps running: its roots stay the same."""
+        for host in self._not_acme():
+            netns.ip("route", "replace", "unreachable", f"{self.acme.ipv4}/32", ns=host.netns)
+            netns.ip("-6", "route", "replace", "unreachable", f"{self.acme.ipv6}/128", ns=host.netns)
+        if self.can_connect("admin", self.acme.ipv4, acmeserver.ACME_PORT, timeout=1.0):
+            raise LabError("Pebble is still reachable after acme_down")
+
+    def acme_up(self) -> None:
+        """Pebble reachable again (the same process, the same roots); returns once it answers."""
+        for host in self._not_acme():
+            netns.ip("route", "del", "unreachable", f"{self.acme.ipv4}/32", ns=host.netns, check=False)
+            netns.ip("-6", "route", "del", "unreachable", f"{self.acme.ipv6}/128", ns=host.netns, check=False)
+        self._wait_for("Pebble after acme_up",
+                       lambda: self.can_connect("admin", self.acme.ipv4, acmeserver.ACME_PORT, timeout=1.0))
+
+    def _not_acme(self) -> list[Host]:
+        return [h for h in self.all_hosts() if h.name != self.acme.name]
+
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> int:
         """Start a long-running process, detached from us (own session, output to a log file)."""
         log_file = open(self.run_dir / f"{name}.log", "ab")
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-                                start_new_session=True, cwd="/")
+                                start_new_session=True, cwd="/", env={**os.environ, **(env or {})})
         log_file.close()
         self.pids[name.replace("-", "_")] = proc.pid
         self.write_state()  # so that `down` finds it even if this run is killed
@@ -253,23 +392,29 @@ class Lab:
     def run_in(self, host: str, argv: list[str], input: str | None = None, check: bool = True,
                timeout: float = 600) -> subprocess.CompletedProcess:
         """Run argv on a lab host, without SSH. On mx it runs inside the chroot."""
+        full_argv, env = self._in(host, argv)
+        return subprocess.run(full_argv, input=input, capture_output=True, text=True, check=check, timeout=timeout,
+                              env=env)
+
+    def _in(self, host: str, argv: list[str]) -> tuple[list[str], dict[str, str] | None]:
+        """(argv, env) that run argv on a lab host (on mx: in its chroot, with a clean environment)."""
         if host == "mx":
-            prefix = mxhost.enter_argv(self.pids["mx_sshd"])
             env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "HOME": "/root"}
-        else:
-            prefix, env = ["ip", "netns", "exec", self.hosts[host].netns], None
-        return subprocess.run([*prefix, *argv], input=input, capture_output=True, text=True,
-                              check=check, timeout=timeout, env=env)
+            return [*mxhost.enter_argv(self.pids["mx_sshd"]), *argv], env
+        return ["ip", "netns", "exec", self._host(host).netns, *argv], None
 
     def run_python(self, host: str, args: list[str], input: str | None = None, check: bool = True,
                    timeout: float = 120) -> subprocess.CompletedProcess:
         """Run this venv's python on a host other than mx, with the repo importable (tests.e2e...)."""
         if host == "mx":
             raise LabError("mx is a chroot: use ssh() or run_in('mx', ['python3', ...])")
-        argv = ["ip", "netns", "exec", self.hosts[host].netns, sys.executable, *args]
+        argv = ["ip", "netns", "exec", self._host(host).netns, sys.executable, *args]
         env = dict(os.environ, PYTHONPATH=str(REPO))
         return subprocess.run(argv, input=input, capture_output=True, text=True, check=check,
                               timeout=timeout, env=env, cwd=REPO)
+
+    def _host(self, name: str) -> Host:
+        return self.hosts[name] if name in self.hosts else self.services[name]
 
     def ssh_argv(self, command: str | None = None, address: str | None = None) -> list[str]:
         """The ssh command line (run from the admin namespace) for root on mx, host key pinned."""
@@ -348,6 +493,7 @@ class Lab:
             "mx_hostname": self.mx_hostname,
             "zones": self.forward_zones + self.reverse_zones,
             "hosts": {name: asdict(h) for name, h in self.hosts.items()},
+            "services": {name: asdict(h) for name, h in self.services.items()},
             "lan_netns": self.lan_netns,
             "mx_root": str(self.mx_root),
             "mx_ssh_private_key": str(self.mx_ssh_private_key),
@@ -359,6 +505,13 @@ class Lab:
                      "secret": self.tsig_secret},
             # Zones the lab signed and their DS records: trust anchors for a validating resolver.
             "dnssec_anchors": self.dnssec_anchors,
+            # ACME: Pebble's directory, the issuing roots to validate mx's certificates with,
+            # the Cloudflare stand-in (its token is stack.ACME_CLOUDFLARE_TOKEN) and its call log.
+            "acme_directory": self.acme_directory,
+            "ca_root_file": str(self.ca_root_file),
+            "lab_ca_file": str(self.lab_ca_file),
+            "cloudflare_api": self.cfapi_base_url,
+            "cfapi_call_log": str(self.cfapi_call_log),
             "pids": self.pids,
             "run_dir": str(self.run_dir),
             "timings": self.timings,
@@ -453,6 +606,7 @@ def _how_to_reach(lab: Lab, summary: dict) -> str:
         imap = json.dumps({"host": lab.mx.ipv4, "user": user["login"], "password": user["password"]})
         lines += [f"  {domain}: send mail from peer:  ip netns exec {lab.hosts['peer'].netns} {py} send '{send}'",
                   f"  {domain}: read it over IMAP:    ip netns exec {lab.hosts['client'].netns} {py} imap '{imap}'"]
+    lines.append(f"  ACME (Pebble):        {lab.acme_directory}; validate mx's certificates with {lab.ca_root_file}")
     if summary.get("engine"):
         lines.append(f"  pulumi by hand:       {summary['engine']['shell']}")
         lines.append("                        pulumi preview --diff --stack example.com    # then: pulumi up, "

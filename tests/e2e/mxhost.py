@@ -21,6 +21,10 @@ over SSH. What makes it behave like one:
 * apt goes through the relay on 127.0.0.1:3142 (see aptrelay.py);
 * sshd on port 22, root login with the lab's key only; its host key is made
   per run and pinned by the test.
+* it trusts the lab CA (acmeserver.py), which signs the HTTPS certificates of
+  the lab's ACME server and Cloudflare API stand-in, and root's
+  ~/.cloudflare.cfg points python3-cloudflare (certbot's Cloudflare plugin)
+  at the stand-in: on a real host neither file exists.
 
 The namespaces live as long as the sshd started by `boot_script`; that sshd is
 the process everything else in mx descends from.
@@ -112,6 +116,19 @@ def write_files(root: Path, hostname: str, addresses: dict[str, str], nameserver
     (ssh_dir / "authorized_keys").write_text(authorized_key.strip() + "\n")
     (ssh_dir / "authorized_keys").chmod(0o600)
     (root / "etc/ssh/sshd_config.d/mailstack-lab.conf").write_text(SSHD_CONFIG)
+
+
+LAB_CA_NAME = "mailstack-lab-ca.crt"
+
+
+def write_acme_files(root: Path, lab_ca_pem: str, cloudflare_base_url: str) -> None:
+    """The lab CA among the CAs to trust (update-ca-certificates, run in mx, adds it to
+    /etc/ssl/certs/ca-certificates.crt, which python3-requests uses), and python3-cloudflare's
+    base URL. Test infrastructure: the program itself writes neither."""
+    ca_dir = root / "usr/local/share/ca-certificates"
+    ca_dir.mkdir(parents=True, exist_ok=True)
+    (ca_dir / LAB_CA_NAME).write_text(lab_ca_pem)
+    (root / "root/.cloudflare.cfg").write_text(f"[CloudFlare]\nbase_url = {cloudflare_base_url}\n")
 
 
 def make_host_key(root: Path) -> str:

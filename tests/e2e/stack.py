@@ -90,6 +90,11 @@ DOMAINS = tuple(DOMAIN_SETTINGS)
 DEPLOY_ORDER = ("example.org", "example.com")
 
 HOST_SECRET_KEYS = ["mailstack:ssh_private_key", "mailstack:ssh_host_key"]
+# The Cloudflare API token of the lab: the one the lab's Cloudflare stand-in (cfapi.py) accepts.
+# Not a secret of anyone's (the stand-in exists only in the lab), but handled as one: on stdin.
+ACME_CLOUDFLARE_TOKEN = "mslLab-cfToken-0123456789abcdefghijklmno"
+# With acme_settings merged into the host stack: its token is a secret too.
+ACME_SECRET_KEYS = ["mailstack:acme_cloudflare_token"]
 DOMAIN_SECRET_KEYS = ["mailstack:users"]
 
 
@@ -134,6 +139,21 @@ def host_config(lab: Lab, **overrides: Any) -> dict[str, Any]:
     }
     values.update({f"mailstack:{k}": v for k, v in overrides.items()})
     return values
+
+
+def acme_settings(lab: Lab) -> dict[str, Any]:
+    """The host stack's keys for tls: acme against the lab's Pebble and Cloudflare stand-in
+    (overrides for host_config: host_config(lab, **acme_settings(lab))). Propagation 0: the
+    stand-in writes to the lab's only name server before it answers."""
+    return {
+        "tls": "acme",
+        "acme_directory": lab.acme_directory,
+        "acme_cloudflare_token": ACME_CLOUDFLARE_TOKEN,
+        "acme_propagation_seconds": 0,
+    }
+
+
+ACME_DOMAIN_SETTINGS: dict[str, Any] = {"mta_sts_mode": "testing"}  # each domain stack's, with tls: acme
 
 
 def user_entry(mailbox: Mailbox) -> dict[str, Any]:
