@@ -23,6 +23,12 @@ only (every other program on peer keeps the lab DNS server).
     mta.log()                                                   # the whole log, e.g. its TLS lines
     mta.stop()
 
+or from a shell, on a lab started by `python -m tests.e2e.lab up` (sign example.net and start
+the resolver first, see dnssec.py, or every lookup fails):
+
+    python -m tests.e2e.peermta start | stop | log | queue | flush
+    python -m tests.e2e.peermta send FROM RCPT < message      # prints its delivery lines
+
 `Lab.down` stops it too: every process in a lab namespace is stopped, and the
 master, its queue manager and the rest all live in the peer namespace.
 
@@ -31,8 +37,10 @@ Test infrastructure only (never used by users).
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -246,11 +254,11 @@ class PeerMta:
         subprocess.run([POSTSUPER, "-c", str(self.config_dir), "-d", "ALL"], check=True, capture_output=True,
                        timeout=60)
 
-    def queue(self) -> list[str]:
-        """`postqueue -j`: one JSON line per queued message."""
+    def queue(self) -> list[dict]:
+        """`postqueue -j`: each queued message (queue_name, queue_id, recipients with delay_reason...)."""
         out = subprocess.run([POSTQUEUE, "-c", str(self.config_dir), "-j"], check=True, capture_output=True,
                              text=True, timeout=60).stdout
-        return [line for line in out.splitlines() if line.strip()]
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
 
     # --- its log ------------------------------------------------------------------------------
 
@@ -294,3 +302,36 @@ def process_alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
     except (OSError, IndexError):
         return False
+
+
+def main(argv: list[str]) -> int:
+    """The peer MTA of the lab described by the state file (`python -m tests.e2e.lab up`)."""
+    from .lab import STATE_FILE, Lab
+
+    command = argv[0] if argv else "help"
+    if command not in ("start", "stop", "log", "queue", "flush", "send") or (command == "send" and len(argv) != 3):
+        print("usage: python -m tests.e2e.peermta start|stop|log|queue|flush|send FROM RCPT (message on stdin)")
+        return 2
+    lab = Lab.from_state()
+    mta = PeerMta(lab, lab.run_dir / "peer-mta")
+    if command == "start":
+        state = json.loads(STATE_FILE.read_text())  # `lab up` wrote more than Lab.state(): keep it
+        PeerMta.start(lab)
+        STATE_FILE.write_text(json.dumps({**state, "pids": lab.pids}, indent=2) + "\n")
+        print(f"the peer MTA runs; its log: {mta.log_file}")
+    elif command == "stop":
+        mta.stop()
+    elif command == "log":
+        print(mta.log(), end="")
+    elif command == "queue":
+        print(json.dumps(mta.queue(), indent=2))
+    elif command == "flush":
+        mta.flush()
+    else:
+        mta.send(argv[1], argv[2], sys.stdin.buffer.read())
+        print("\n".join(mta.wait_for(argv[2], timeout=60)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
