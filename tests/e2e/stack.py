@@ -89,12 +89,11 @@ DOMAINS = tuple(DOMAIN_SETTINGS)
 # that no hosted domain has).
 DEPLOY_ORDER = ("example.org", "example.com")
 
-HOST_SECRET_KEYS = ["mailstack:ssh_private_key", "mailstack:ssh_host_key"]
 # The Cloudflare API token of the lab: the one the lab's Cloudflare stand-in (cfapi.py) accepts.
 # Not a secret of anyone's (the stand-in exists only in the lab), but handled as one: on stdin.
 ACME_CLOUDFLARE_TOKEN = "mslLab-cfToken-0123456789abcdefghijklmno"
-# With acme_settings merged into the host stack: its token is a secret too.
 ACME_SECRET_KEYS = ["mailstack:acme_cloudflare_token"]
+HOST_SECRET_KEYS = ["mailstack:ssh_private_key", "mailstack:ssh_host_key", *ACME_SECRET_KEYS]
 DOMAIN_SECRET_KEYS = ["mailstack:users"]
 
 
@@ -136,6 +135,10 @@ def host_config(lab: Lab, **overrides: Any) -> dict[str, Any]:
         "mailstack:opendkim_dnssec": False,
         "mailstack:soft_bounce": False,
         "mailstack:postmaster_address": POSTMASTER_ADDRESS,
+        # As the example stacks: a trusted certificate (the lab's Pebble) and DANE in a
+        # signed zone (the lab signs example.net; Cloudflare's DNSSEC is its stand-in).
+        **{f"mailstack:{k}": v for k, v in acme_settings(lab).items()},
+        "mailstack:dnssec": True,
     }
     values.update({f"mailstack:{k}": v for k, v in overrides.items()})
     return values

@@ -1,7 +1,8 @@
 """tls: acme, seen from outside: what a client on the Internet checks (issue 13).
 
-With the lab's stacks deployed with tls: acme (stack.acme_settings on the host
-stack, stack.ACME_DOMAIN_SETTINGS on each domain stack):
+With the lab's stacks deployed as they always are, with tls: acme
+(stack.acme_settings in the host stack; MTA-STS mode testing, the default, in
+each domain stack):
 
 - mx serves a certificate that Pebble issued for mail.example.net on 25 and
   587 (STARTTLS) and 993, and one for mta-sts.example.com on 443 (SNI); a
@@ -18,9 +19,6 @@ stack, stack.ACME_DOMAIN_SETTINGS on each domain stack):
   `_mta-sts` id changes when the policy does (mode enforce) and only then;
 - `_smtp._tls.<domain>` is a TLS-RPT record reporting to postmaster@<domain>.
 
-DRAFT, written against the interface of the issue's design (common.md): it
-needs the program's ACME unit, and the `deployment` fixture switched to
-tls: acme. The skip below goes at integration.
 """
 
 from __future__ import annotations
@@ -38,8 +36,6 @@ from .conftest import wait_for
 from .lab import REPO
 from .stack import ACME_DOMAIN_SETTINGS, DOMAINS, HOSTNAME
 from .test_deployment import PIDS
-
-pytestmark = pytest.mark.skip(reason="needs the acme unit")
 
 COM = "example.com"
 TLS_TOOL = "/usr/local/sbin/mailstack-tls"
