@@ -92,11 +92,7 @@ class MailDns(pulumi.ComponentResource):
                 proxied=False,
                 priority=r.priority,
                 comment=_comment(r.reason),
-                opts=pulumi.ResourceOptions(
-                    parent=self,
-                    depends_on=[*args.get("after", []),
-                                *(self.resources[k] for k in [rec.PUBLISHED_AFTER.get(r.key)] if k in self.resources)],
-                ),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=args.get("after", [])),
             )
             shown = item.content if item.content is not None else r.content
             self.records.append(

@@ -116,9 +116,8 @@ class MailHost(pulumi.ComponentResource):
         # DANE: TLSA records of the served and the next key, in a zone Cloudflare signs.
         if cfg.dnssec:
             for record in rec.tlsa_records(cfg):
-                fact = rec.TLSA_FACTS[record.key]
-                published.append(Published(record, cfg.zone_name,
-                                           content=tls_facts.apply(lambda facts, f=fact: rec.tlsa_value(facts[f]))))
+                digest = tls_facts.apply(lambda facts, r=record: rec.tlsa_digest(r, facts))
+                published.append(Published(record, cfg.zone_name, content=digest.apply(rec.tlsa_value)))
         self.dns = MailDns(f"{name}-dns", {"zone_ids": zone_ids, "records": published}, pulumi.ResourceOptions(parent=self))
         self.dnssec_ds: pulumi.Output[str] | None = None
         if cfg.dnssec:

@@ -247,10 +247,7 @@ def host_records(cfg: HostConfig) -> list[Record]:
 
 # DANE (RFC 7672): "3 1 1" = the server's own key (DANE-EE), its SubjectPublicKeyInfo, SHA-256.
 TLSA_USAGE_SELECTOR_MATCHING = (3, 1, 1)
-TLSA_REASONS = {
-    "tlsa-current": "DANE: the host's TLS key, which senders that validate DNSSEC check (RFC 7672)",
-    "tlsa-next": "DANE: the host's next TLS key, published before it serves it, so a key roll breaks nothing",
-}
+TLSA_REASON = "DANE: a TLS key of the host (served, or next), checked by senders that validate DNSSEC"
 
 
 def tlsa_name(cfg: HostConfig) -> str:
@@ -266,23 +263,22 @@ def tlsa_value(spki_sha256: str) -> str:
     return "{} {} {} ".format(*TLSA_USAGE_SELECTOR_MATCHING) + digest
 
 
-# Each TLSA record, and which of the TLS unit's facts (components/services/tls.py unit_facts) holds its key.
-TLSA_FACTS = {"tlsa-current": "spki", "tlsa-next": "spki_next"}
-
-
 def tlsa_records(cfg: HostConfig) -> list[Record]:
-    """The MX host's TLSA records (dnssec: true): the key it serves and the one it will serve next.
+    """The MX host's two TLSA records (dnssec: true), one for each of its keys: the served one and the next.
 
-    Their content is the host's: the TLS unit prints each key's digest
-    (TLSA_FACTS); the host stack fills it in with `tlsa_value`.
+    Key number n (the host's count of key rolls) has record tlsa-<n mod 2>. A
+    roll serves key n+1, already published, and makes key n+2, whose record
+    replaces key n's: one record changes, and two records never hold the same
+    key (Cloudflare refuses identical records). Their content is the host's:
+    `tlsa_digest` picks it from what the TLS unit printed.
     """
-    name = tlsa_name(cfg)
-    return [Record(name, "TLSA", "", TLSA_REASONS[key], key=key) for key in TLSA_FACTS]
+    return [Record(tlsa_name(cfg), "TLSA", "", TLSA_REASON, key=f"tlsa-{slot}") for slot in (0, 1)]
 
 
-# A record published only after another (MailDns): the next key's TLSA changes after the
-# current one, so that a key roll never leaves the served key without its record.
-PUBLISHED_AFTER = {"tlsa-next": "tlsa-current"}
+def tlsa_digest(record: Record, facts: dict[str, str]) -> str:
+    """The digest of the key whose record `record` is, from the TLS unit's facts (spki, spki_next, generation)."""
+    slot = int(record.key.rpartition("-")[2])
+    return facts["spki"] if int(facts["generation"]) % 2 == slot else facts["spki_next"]
 
 
 def tlsa_data(value: str) -> dict[str, int | str]:

@@ -61,12 +61,13 @@ def tls_script(cfg: HostConfig) -> str:
 
 def unit_facts(stdout: str) -> dict[str, str]:
     """What the TLS unit printed: the certificate's fingerprint, and (acme, self-signed) the SHA-256
-    of the served key's and the next key's SubjectPublicKeyInfo, for the TLSA records."""
+    of the served key's and the next key's SubjectPublicKeyInfo, for the TLSA records, and the
+    number of the served key (how many key rolls the host has carried out)."""
     lines = [line.strip() for line in stdout.strip().splitlines() if line.strip()]
     facts = {"fingerprint": lines[0] if lines else ""}
     for line in lines[1:]:
         name, sep, value = line.partition("=")
-        if sep and name in ("spki", "spki_next"):
+        if sep and name in ("spki", "spki_next", "generation"):
             facts[name] = value
     return facts
 

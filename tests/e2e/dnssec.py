@@ -136,8 +136,10 @@ def validated_query(lab, name: str, rtype: str, from_host: str = "admin", server
     return lab._nsclient(from_host, "query", server=server, name=name, rtype=rtype, dnssec=True)
 
 
-# Zones the lab signs when it comes up: the mail host's (DANE for its MX name) and the peer's.
-SIGNED_AT_START = ("example.net",)
+# Zones the lab signs when it comes up: the mail host's and the peer's (DANE for their MX
+# names), and example.com, whose MX a sender must find secure before it uses DANE
+# (RFC 7672 2.2); example.org stays unsigned, as many domains are.
+SIGNED_AT_START = ("example.net", "example.com")
 MX_RESOLVER_DROPIN = "etc/unbound/unbound.conf.d/lab.conf"
 
 
@@ -151,7 +153,8 @@ def mx_resolver_dropin(zones: list[str], stub: str, anchors: dict[str, list[str]
     lines = ["# The mailstack lab's DNS for mx's unbound (tests/e2e/dnssec.py): test infrastructure.", "server:"]
     lines += [f'    trust-anchor: "{z}. DS {ds}"' for z, records in anchors.items() for ds in records]
     lines += [f'    domain-insecure: "{z}."' for z in zones if z not in anchors]
-    lines += [_NODEFAULT, "    do-not-query-localhost: no", ""]
+    # The lab's records change within a test: keep answers seconds, not their TTL.
+    lines += [_NODEFAULT, "    do-not-query-localhost: no", "    cache-max-ttl: 5", "    cache-max-negative-ttl: 1", ""]
     lines += [f'stub-zone:\n    name: "{z}."\n    stub-addr: {stub}' for z in zones]
     return "\n".join(lines) + "\n"
 

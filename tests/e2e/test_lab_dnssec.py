@@ -20,9 +20,9 @@ def signed(lab):
 
 def test_a_signed_zone_validates_and_an_unsigned_one_does_not(lab, signed):
     lab.dns_update("example.net", "dnssec-probe", "A", 300, "198.51.100.99", replace=True)
-    lab.dns_update("example.com", "dnssec-probe", "A", 300, "198.51.100.98", replace=True)
+    lab.dns_update("example.org", "dnssec-probe", "A", 300, "198.51.100.98", replace=True)
     secure = dnssec.validated_query(lab, "dnssec-probe.example.net", "A", from_host="peer")
-    insecure = dnssec.validated_query(lab, "dnssec-probe.example.com", "A", from_host="peer")
+    insecure = dnssec.validated_query(lab, "dnssec-probe.example.org", "A", from_host="peer")
     assert signed["example.net"], "no DS for example.net"
     assert (secure["rcode"], [r["text"] for r in secure["records"]], secure["ad"]) == (
         "NOERROR", ["198.51.100.99"], True)

@@ -30,8 +30,8 @@ from .world import PEER_NAME, PEER_TLSA_NAME, peer_tlsa, publish_peer_tlsa
 
 SENDER = f"someone@{PEER_NAME}"
 SIGNED_RCPT = "someone@example.net"  # example.net: signed; MX peer.example.net (the sink), with TLSA
-# An unsigned zone's MX, in the lab's unsigned example.com: no TLSA, no DNSSEC.
-PLAIN_DOMAIN = "plain-peer.example.com"
+# An unsigned zone's MX, in the lab's unsigned example.org: no TLSA, no DNSSEC.
+PLAIN_DOMAIN = "plain-peer.example.org"
 PLAIN_MX = f"mx.{PLAIN_DOMAIN}"
 WRONG_TLSA = "3 1 1 " + "0f" * 32
 
@@ -156,9 +156,9 @@ def test_a_wrong_tlsa_record_stops_delivery_until_the_right_one_is_back(lab, wor
 
 def test_an_unsigned_domain_without_tlsa_gets_opportunistic_tls(lab, world, mta):
     peer = lab.hosts["peer"]
-    lab.dns_update("example.com", PLAIN_DOMAIN, "MX", 300, f"10 {PLAIN_MX}", replace=True)
-    lab.dns_update("example.com", PLAIN_MX, "A", 300, peer.ipv4, replace=True)
-    lab.dns_update("example.com", PLAIN_MX, "AAAA", 300, peer.ipv6, replace=True)
+    lab.dns_update("example.org", PLAIN_DOMAIN, "MX", 300, f"10 {PLAIN_MX}", replace=True)
+    lab.dns_update("example.org", PLAIN_MX, "A", 300, peer.ipv4, replace=True)
+    lab.dns_update("example.org", PLAIN_MX, "AAAA", 300, peer.ipv6, replace=True)
     answer = dnssec.validated_query(lab, PLAIN_DOMAIN, "MX", from_host="peer")
     assert answer["rcode"] == "NOERROR" and not answer["ad"], answer  # insecure: no DANE possible
     rcpt = f"someone@{PLAIN_DOMAIN}"
