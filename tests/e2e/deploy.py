@@ -131,7 +131,7 @@ class Deployment:
             if kind == "command:remote:Command" and inputs.get("delete"):
                 mocks.run_command(key.split("::", 1)[1], inputs["delete"], inputs)
             elif kind == "cloudflare:index/dnsRecord:DnsRecord":
-                self.lab.dns_delete(inputs["zoneId"], inputs["name"], inputs["type"], _content(inputs))
+                self.lab.dns_delete(inputs["zoneId"], inputs["name"], inputs["type"], record_content(inputs))
             del self.state[key]
         self.exports.forget(self.stack)
         self.config, self.secret_keys = {}, []
@@ -274,13 +274,13 @@ class LabMocks(pulumi_mocks.Mocks):
     def _record(self, inputs: dict[str, Any], before: dict | None) -> dict[str, Any]:
         if before is not None:
             old = before["inputs"]
-            self.lab.dns_delete(old["zoneId"], old["name"], old["type"], _content(old))
+            self.lab.dns_delete(old["zoneId"], old["name"], old["type"], record_content(old))
         ttl = AUTO_TTL if int(inputs["ttl"]) == 1 else int(inputs["ttl"])
-        self.lab.dns_update(inputs["zoneId"], inputs["name"], inputs["type"], ttl, _content(inputs))
+        self.lab.dns_update(inputs["zoneId"], inputs["name"], inputs["type"], ttl, record_content(inputs))
         return dict(inputs)
 
 
-def _content(record: dict[str, Any]) -> str:
+def record_content(record: dict[str, Any]) -> str:
     if record["type"] == "MX":
         return f"{int(record['priority'])} {record['content']}"
     if record["type"] == "TLSA":

@@ -34,6 +34,7 @@ from components.config import load_config
 
 from . import dnssec
 from .conftest import PEER_NAME
+from .deploy import record_content
 from .stack import DOMAINS, HOST_STACK, HOSTNAME, banner_rewrite, domain_config, host_config, main_cf_rewritten
 
 VERIFY_FROM = "peer"
@@ -66,7 +67,7 @@ def registered_records(lab, deployment) -> None:
     for key, resource in [item for stack in deployment.all for item in stack.state.items()]:
         if key.startswith("cloudflare:index/dnsRecord:DnsRecord::"):
             r = resource["inputs"]
-            content = f"{int(r['priority'])} {r['content']}" if r["type"] == "MX" else r["content"]
+            content = record_content(r)
             lab.dns_update(r["zoneId"], r["name"], r["type"], TTL, content)
 
 
