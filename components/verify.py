@@ -613,8 +613,8 @@ def _sts_reason(cfg: DomainConfig, host_facts: HostFacts) -> str:
     return f"the host's mailstack:tls is {host_facts.tls}, not acme"
 
 
-def parse_sts_record(text: str) -> dict[str, str]:
-    """An `_mta-sts` TXT record (RFC 8461 3.1) as fields; ValueError says what is wrong."""
+def _tagged_fields(text: str, version: str) -> dict[str, str]:
+    """A `v=<version>; key=value; ...` TXT record (MTA-STS, TLS-RPT) as fields; ValueError says what is wrong."""
     fields: dict[str, str] = {}
     for part in [p.strip() for p in text.split(";")]:
         if not part:
@@ -623,8 +623,14 @@ def parse_sts_record(text: str) -> dict[str, str]:
         if not sep:
             raise ValueError(f"{part!r} is not a field=value pair")
         fields[key.strip()] = value.strip()
-    if next(iter(fields), None) != "v" or fields["v"] != "STSv1":
-        raise ValueError("does not start with v=STSv1")
+    if next(iter(fields), None) != "v" or fields["v"] != version:
+        raise ValueError(f"does not start with v={version}")
+    return fields
+
+
+def parse_sts_record(text: str) -> dict[str, str]:
+    """An `_mta-sts` TXT record (RFC 8461 3.1) as fields; ValueError says what is wrong."""
+    fields = _tagged_fields(text, "STSv1")
     if "id" not in fields:
         raise ValueError("has no id=")
     if not _STS_ID.fullmatch(fields["id"]):
@@ -738,16 +744,7 @@ def check_mta_sts_policy(cfg: DomainConfig, host_facts: HostFacts, fetch: Policy
 
 def parse_tls_rpt(text: str) -> list[str]:
     """A TLS-RPT record (RFC 8460 3) as its rua URIs; ValueError says what is wrong."""
-    fields: dict[str, str] = {}
-    for part in [p.strip() for p in text.split(";")]:
-        if not part:
-            continue
-        key, sep, value = part.partition("=")
-        if not sep:
-            raise ValueError(f"{part!r} is not a field=value pair")
-        fields[key.strip()] = value.strip()
-    if next(iter(fields), None) != "v" or fields["v"] != "TLSRPTv1":
-        raise ValueError("does not start with v=TLSRPTv1")
+    fields = _tagged_fields(text, "TLSRPTv1")
     uris = [u.strip() for u in fields.get("rua", "").split(",") if u.strip()]
     if not uris:
         raise ValueError("has no rua= (where reports go)")

@@ -29,7 +29,7 @@ from .conftest import run_client, wait_for
 from .deploy import DeploymentFailed
 from .peermta import PeerMta
 from .stack import HOSTNAME, password
-from .test_deployment import PIDS
+from .test_deployment import PIDS, pids
 from .test_tls import probe
 from .world import PEER_NAME, peer_tlsa, publish_peer_tlsa
 
@@ -61,9 +61,8 @@ def next_key_spki(lab) -> str:
     return lab.ssh(NEXT_KEY_SPKI).stdout.strip()
 
 
-def masters(lab) -> dict[str, str]:
-    return {daemon: lab.ssh(f"cat {pid_file}").stdout.strip() for daemon, pid_file in PIDS.items()
-            if daemon in ("postfix", "dovecot")}
+def masters(lab) -> dict[str, int]:
+    return pids(lab, {"postfix": PIDS["postfix"], "dovecot": PIDS["dovecot"]})
 
 
 @pytest.fixture(scope="module")

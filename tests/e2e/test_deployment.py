@@ -86,10 +86,10 @@ def mtimes(lab) -> dict[str, str]:
     return dict(line.split("\t") for line in out.splitlines())
 
 
-def pids(lab) -> dict[str, int]:
-    """The daemons' pids, each checked to be a running process."""
+def pids(lab, pid_files: dict[str, str] = PIDS) -> dict[str, int]:
+    """The daemons' pids (from their pid files), each checked to be a running process."""
     found = {}
-    for daemon, pid_file in PIDS.items():
+    for daemon, pid_file in pid_files.items():
         pid = int(lab.ssh(f"cat {pid_file}").stdout.strip())
         assert lab.ssh(f"kill -0 {pid}", check=False).returncode == 0, f"{daemon} (pid {pid}) is not running"
         found[daemon] = pid

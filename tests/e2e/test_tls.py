@@ -35,7 +35,7 @@ import pytest
 from .conftest import wait_for
 from .lab import REPO
 from .stack import ACME_DOMAIN_SETTINGS, DOMAINS, HOSTNAME
-from .test_deployment import PIDS
+from .test_deployment import PIDS, pids
 
 COM = "example.com"
 TLS_TOOL = "/usr/local/sbin/mailstack-tls"
@@ -112,13 +112,7 @@ def served(lab) -> dict[str, dict]:
 
 def masters(lab) -> dict[str, int]:
     """The pids of the Postfix, Dovecot and nginx masters, each a running process."""
-    pid_files = {"postfix": PIDS["postfix"], "dovecot": PIDS["dovecot"], "nginx": NGINX_PID}
-    found = {}
-    for daemon, pid_file in pid_files.items():
-        pid = int(lab.ssh(f"cat {pid_file}").stdout.strip())
-        assert lab.ssh(f"kill -0 {pid}", check=False).returncode == 0, f"{daemon} (pid {pid}) is not running"
-        found[daemon] = pid
-    return found
+    return pids(lab, {"postfix": PIDS["postfix"], "dovecot": PIDS["dovecot"], "nginx": NGINX_PID})
 
 
 def status_lines(lab) -> dict[str, dict[str, str]]:
