@@ -46,8 +46,9 @@ COMMAND = "command:remote:Command"
 POSTFIX_UNIT = "host-postfix"
 POSTFIX_KEY = f"{COMMAND}::{POSTFIX_UNIT}"
 DEFAULT_SIZE = 25_000_000  # components.config: message_size_limit's default
-HOST_UNITS = {"packages", "tls", "tables", "opendkim", "policyd-spf", "resolver", "dovecot", "postfix"}
-DOMAIN_UNITS = {"dkim", "files", "passwords"}
+# web and mta-sts: the lab's host has tls: acme, whose domains serve MTA-STS policies.
+HOST_UNITS = {"packages", "tls", "tables", "opendkim", "policyd-spf", "resolver", "dovecot", "postfix", "web"}
+DOMAIN_UNITS = {"dkim", "files", "passwords", "mta-sts"}
 ALICE_SIEVE = "/var/vmail/example.com/alice/.dovecot.sieve"
 
 # Files the units write (the users' Sieve scripts among the mailboxes' files).

@@ -38,7 +38,7 @@ from .stack import (
     sha512_crypt,
     stack_users,
 )
-from .test_deployment import COMMAND, leftovers, pids, unit_names
+from .test_deployment import COMMAND, HOST_UNITS, leftovers, pids, unit_names
 
 # Everything a unit could change, by content and by date.
 SNAPSHOT = (
@@ -238,8 +238,7 @@ def test_a_second_host_stack_aimed_at_the_host_fails_in_every_unit_and_changes_n
     # Each of its units refuses on its own too, run over SSH exactly as the engine would run it.
     graph = evaluate(host_config(lab), HOST_SECRET_KEYS, MailMocks(dkim_public_key="MIIB"), stack="host-other")
     commands = graph.of_type(COMMAND)
-    assert {unit.name for unit in commands} == {f"host-{u}" for u in (
-        "packages", "tls", "tables", "opendkim", "policyd-spf", "dovecot", "postfix")}
+    assert {unit.name for unit in commands} == {f"host-{u}" for u in HOST_UNITS}
     for unit in commands:
         result = lab.ssh(unit.inputs["create"], stdin=unit.inputs.get("stdin"), check=False)
         assert result.returncode == 1 and result.stderr.strip() == HOST_REFUSAL, f"{unit.name}: {result.stderr}"

@@ -151,6 +151,12 @@ HOST_MAIL_OUTPUTS = {
 HOST_SECRET_OUTPUTS = ["ssh_private_key", "ssh_host_key"]
 
 
+# What a TLS unit prints (templates/tls/tls.sh.j2): the certificate's fingerprint, the served
+# and the next key's SPKI digests (the TLSA records) and the served key's number.
+TLS_UNIT_STDOUT = ("AB:" * 31 + "AB\n" + "spki=" + "11" * 32 + "\n" + "spki_next=" + "22" * 32 + "\n"
+                   + "generation=0\n")
+
+
 class MailMocks(pulumi_mocks.Mocks):
     """Outputs a provider would give: the DKIM unit prints `dkim_public_key`.
 
@@ -179,6 +185,8 @@ class MailMocks(pulumi_mocks.Mocks):
         if args.typ == "command:remote:Command" and self.commands_ran:
             if self.stdout is not None:
                 outputs["stdout"] = self.stdout(args.name)
+            elif args.name.endswith("-tls"):
+                outputs["stdout"] = TLS_UNIT_STDOUT
             else:
                 outputs["stdout"] = self.dkim_public_key if args.name.endswith("-dkim") else ""
             outputs["stderr"] = ""

@@ -465,3 +465,25 @@ def _without(value, secret_paths, path=""):
     if isinstance(value, list):
         return [_without(v, secret_paths, f"{path}[{i}]") for i, v in enumerate(value)]
     return value
+
+
+def test_a_dnssec_host_signs_its_zone_and_publishes_tlsa_records_of_both_keys():
+    values = with_secrets(stack_values("host-mail"))
+    values["mailstack:dnssec"] = True
+    host = evaluate_host(values)
+    tlsa = {r.name: r.inputs for r in host.of_type(DNS_RECORD) if r.inputs["type"] == "TLSA"}
+    # Key number 0 is served: its record is tlsa-0, the next key's tlsa-1 (harness TLS_UNIT_STDOUT).
+    assert {name: (t["name"], t["data"]) for name, t in tlsa.items()} == {
+        "host-dns-tlsa-0": ("_25._tcp.mail.example.net",
+                            {"usage": 3, "selector": 1, "matchingType": 1, "certificate": "11" * 32}),
+        "host-dns-tlsa-1": ("_25._tcp.mail.example.net",
+                            {"usage": 3, "selector": 1, "matchingType": 1, "certificate": "22" * 32}),
+    }
+    assert all("content" not in t for t in tlsa.values()), "Cloudflare takes a TLSA record as data"
+    dnssec = host.of_type("cloudflare:index/zoneDnssec:ZoneDnssec")
+    assert [(r.name, r.inputs) for r in dnssec] == [("host-dnssec", {"zoneId": "zone-example.net", "status": "active"})]
+    assert "dnssec_ds" in host.stack_outputs
+    # Without dnssec: neither.
+    plain = evaluate_host()
+    assert not [r for r in plain.of_type(DNS_RECORD) if r.inputs["type"] == "TLSA"]
+    assert plain.of_type("cloudflare:index/zoneDnssec:ZoneDnssec") == [] and "dnssec_ds" not in plain.stack_outputs
