@@ -411,8 +411,9 @@ def test_destroy_of_a_domain_stack_retires_it_and_up_brings_it_back(lab, engine,
 
     com.take_runs()
     destroyed = com.run(["destroy", "--yes"])
-    # The engine ran the files unit's delete (the only unit with one), from the state alone.
-    assert [run["name"] for run in com.take_runs()] == [FILES_UNIT], destroyed.stdout[-3000:]
+    # The engine ran the two deletes there are, from the state alone: the MTA-STS unit's (its
+    # policy host goes), then the files unit's (the domain is retired).
+    assert [run["name"] for run in com.take_runs()] == ["domain-mta-sts", FILES_UNIT], destroyed.stdout[-3000:]
     assert com.resources() == {} or all(not k.startswith((COMMAND, RECORD)) for k in com.resources())
     assert lab.dns_query(COM, "MX") == []
     assert lab.ssh(f"test -e /etc/mailstack/domains/{COM}/retired", check=False).returncode == 0
