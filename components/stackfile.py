@@ -107,13 +107,29 @@ def read_stack_values(path: Path, name: str) -> dict[str, Any]:
     return config
 
 
+def _offline(values: dict[str, Any], shown: str) -> dict[str, Any]:
+    """A stack's values for the offline commands, which never need a secret.
+
+    A secret that another key requires (tls: acme needs the token) and that is
+    not set yet stands as set: `render` and `check` work on a fresh stack file,
+    and a notice says what `pulumi up` will still need.
+    """
+    key = f"{PROJECT}:acme_cloudflare_token"
+    if values.get(f"{PROJECT}:tls") == "acme" and key not in values:
+        print(f"note: {shown}: {key} is not set yet; `pulumi up` needs it "
+              "(pulumi config set --secret acme_cloudflare_token)", file=sys.stderr)
+        return {**values, key: {"secure": "not-set-yet"}}
+    return values
+
+
 def load_stack(stack: str, project_dir: Path = PROJECT_DIR) -> HostConfig | DomainConfig:
     """The stack's config model; FileNotFoundError or ConfigError (StackFileError) when it can't be had."""
     path = stack_file(stack, project_dir)
     if not path.is_file():
         known = stack_names(project_dir)
         raise FileNotFoundError(f"no stack {stack!r}: {path} does not exist (stacks here: {', '.join(known) or 'none'})")
-    return load_config(read_stack_values(path, _shown_path(path, project_dir)))
+    shown = _shown_path(path, project_dir)
+    return load_config(_offline(read_stack_values(path, shown), shown))
 
 
 def load_stack_or_report(stack: str, project_dir: Path = PROJECT_DIR) -> HostConfig | DomainConfig | None:
@@ -145,7 +161,7 @@ def load_host_stack(cfg: DomainConfig, project_dir: Path = PROJECT_DIR) -> tuple
         known = ", ".join(stack_names(project_dir)) or "none"
         raise StackFileError([f"{where}, which does not exist (stacks here: {known})"])
     try:
-        host = load_config(read_stack_values(path, shown))
+        host = load_config(_offline(read_stack_values(path, shown), shown))
     except ConfigError as err:
         raise StackFileError([f"{where}, which is not usable:", *(f"  {p}" for p in err.problems)]) from None
     if not isinstance(host, HostConfig):

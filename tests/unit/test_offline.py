@@ -159,3 +159,18 @@ def test_a_domain_on_a_self_signed_host_renders_tls_rpt_and_no_policy_host(tmp_p
     zone = (tmp_path / "dns/example.com.zone").read_text()
     assert '_smtp._tls.example.com. IN TXT "v=TLSRPTv1; rua=mailto:postmaster@example.com"' in zone
     assert "mta-sts" not in zone and not (tmp_path / "etc/nginx").exists()
+
+
+def test_an_acme_host_stack_without_its_token_yet_renders_with_a_note(tmp_path):
+    """The offline commands need no secret: the token tls: acme requires may come later, from the CLI."""
+    project = tmp_path / "project"
+    shutil.copytree(FIXTURES, project / "stacks")
+    host_file = project / "stacks" / "Pulumi.host-mail.yaml"
+    values = yaml.safe_load(host_file.read_text())
+    values["config"]["mailstack:tls"] = "acme"
+    host_file.write_text(yaml.safe_dump(values))
+    for stack in ("host-mail", "example.com"):
+        result = run("render", stack, "--out", str(tmp_path / stack), "--project", str(project))
+        assert result.returncode == 0, result.stderr
+        assert "mailstack:acme_cloudflare_token is not set yet; `pulumi up` needs it" in result.stderr
+    assert (tmp_path / "example.com/etc/mailstack/domains/example.com/mta-sts.txt").exists()
