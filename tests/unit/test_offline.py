@@ -164,7 +164,7 @@ def test_a_domain_on_a_self_signed_host_renders_tls_rpt_and_no_policy_host(tmp_p
 def test_an_acme_host_stack_without_its_token_yet_renders_with_a_note(tmp_path):
     """The offline commands need no secret: the token tls: acme requires may come later, from the CLI."""
     project = tmp_path / "project"
-    shutil.copytree(FIXTURES, project / "stacks")
+    shutil.copytree(FIXTURES, project)
     host_file = project / "stacks" / "Pulumi.host-mail.yaml"
     values = yaml.safe_load(host_file.read_text())
     values["config"]["mailstack:tls"] = "acme"
