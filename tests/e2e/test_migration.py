@@ -120,7 +120,7 @@ import pytest  # noqa: E402 (the script above runs without pytest)
 from .conftest import _why_no_lab, run_client, wait_for  # noqa: E402
 from .deploy import Deployment, DeploymentFailed, StackExports  # noqa: E402
 from .lab import LAB_NAME, REPO, Host, Lab  # noqa: E402
-from .stack import HOST_SECRET_KEYS, DOMAIN_SECRET_KEYS, host_config, sha512_crypt  # noqa: E402
+from .stack import HOST_SECRET_KEYS, DOMAIN_SECRET_KEYS, acme_settings, host_config, sha512_crypt  # noqa: E402
 from .world import make_world  # noqa: E402
 
 MIG_LAB = f"{LAB_NAME}-mig"
@@ -217,9 +217,11 @@ def password_hash(name: str) -> str:
 
 def old_config(lab: Lab) -> dict[str, Any]:
     """The single-domain stack as the old layout's README had it (its e2e stack): the host
-    keys of today's host stack, with the domain and its users, and no postmaster_address."""
+    keys of today's host stack that it knew (no postmaster_address, no ACME or DNSSEC: its
+    certificate was self-signed), with the domain and its users."""
     values = host_config(lab, hostname=HOSTNAME)
-    del values["mailstack:postmaster_address"]
+    for key in ("postmaster_address", "dnssec", *acme_settings(lab)):
+        del values[f"mailstack:{key}"]
     return {"mailstack:domain": DOMAIN, **values, "mailstack:users": users()}
 
 
