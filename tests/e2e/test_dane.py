@@ -31,7 +31,7 @@ from .peermta import PeerMta
 from .stack import HOSTNAME, password
 from .test_deployment import PIDS, pids
 from .test_tls import probe
-from .world import PEER_NAME, peer_tlsa, publish_peer_tlsa
+from .world import PEER_NAME, PEER_TLSA_NAME, peer_tlsa, publish_peer_tlsa
 
 TLSA_NAME = f"_25._tcp.{HOSTNAME}"
 NEXT_KEY_SPKI = (
@@ -55,6 +55,12 @@ def published(lab) -> tuple[bool, set[str]]:
         assert (usage, selector, matching) == ("3", "1", "1"), record
         digests.add(digest.replace(" ", "").lower())
     return answer["ad"], digests
+
+
+def seen_by_mx(lab, name: str) -> set[str]:
+    """The TLSA records at `name` as mx's own resolver answers now (its cache included), "3 1 1 <hex>" each."""
+    out = lab.ssh(f"dig +short @127.0.0.1 {name} TLSA").stdout
+    return {" ".join(line.split()[:3] + ["".join(line.split()[3:]).lower()]) for line in out.splitlines() if line}
 
 
 def next_key_spki(lab) -> str:
@@ -120,13 +126,13 @@ def test_a_roll_whose_next_record_is_not_visible_is_refused(lab, deployment):
     current, upcoming = served_spki(lab), next_key_spki(lab)
     lab.dns_delete("example.net", TLSA_NAME, "TLSA", f"3 1 1 {upcoming}")
     try:
-        wait_for(lambda: upcoming not in published(lab)[1], timeout=30)
+        assert wait_for(lambda: f"3 1 1 {upcoming}" not in seen_by_mx(lab, TLSA_NAME), timeout=30), "mx's resolver did not see the change"
         with pytest.raises(DeploymentFailed, match="TLSA"):
             deployment.up_host(tls_key_roll=2)
         assert (served_spki(lab), next_key_spki(lab)) == (current, upcoming), "the refused roll changed a key"
     finally:
         lab.dns_update("example.net", TLSA_NAME, "TLSA", 300, f"3 1 1 {upcoming}")
-    wait_for(lambda: upcoming in published(lab)[1], timeout=30)
+    assert wait_for(lambda: f"3 1 1 {upcoming}" in seen_by_mx(lab, TLSA_NAME), timeout=30), "mx's resolver did not see the change"
     deployment.up_host(tls_key_roll=2)
     assert served_spki(lab) == upcoming
 
@@ -159,7 +165,8 @@ def test_the_mx_sends_only_to_the_peer_whose_key_matches_its_tlsa_record(lab, wo
     arrived = world.received(since=since, timeout=60)
     assert any(sent["token"] in m for m in arrived), "mail to the peer, whose TLSA matches, did not arrive"
 
-    publish_peer_tlsa(lab, "3 1 1 " + "0f" * 32)  # a record that matches no key of the peer's
+    wrong = publish_peer_tlsa(lab, "3 1 1 " + "0f" * 32)  # a record that matches no key of the peer's
+    assert wait_for(lambda: seen_by_mx(lab, PEER_TLSA_NAME) == {wrong}, timeout=30), "mx's resolver did not see the change"
     mx_postfix_forgets_tlsa_answers(lab)
     try:
         since = world.count()
@@ -174,7 +181,8 @@ def test_the_mx_sends_only_to_the_peer_whose_key_matches_its_tlsa_record(lab, wo
         assert not any(held["token"] in m for m in world.received(since=since, timeout=1)), \
             "mail went to a peer whose key matches no TLSA record"
     finally:
-        publish_peer_tlsa(lab, peer_tlsa(lab))
+        right = publish_peer_tlsa(lab, peer_tlsa(lab))
+    assert wait_for(lambda: seen_by_mx(lab, PEER_TLSA_NAME) == {right}, timeout=30), "mx's resolver did not see the change"
     mx_postfix_forgets_tlsa_answers(lab)
     lab.ssh("postqueue -f")
     assert any(held["token"] in m for m in world.received(since=since, timeout=90)), \
