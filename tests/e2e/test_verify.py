@@ -33,7 +33,7 @@ from components.services import postfix
 from components.config import load_config
 
 from . import dnssec
-from .conftest import PEER_NAME
+from .conftest import PEER_NAME, wait_for
 from .deploy import record_content
 from .stack import DOMAINS, HOST_STACK, HOSTNAME, banner_rewrite, domain_config, host_config, main_cf_rewritten
 
@@ -201,12 +201,23 @@ def records_replaced(lab, zone: str, name: str, rtype: str, contents: list[str])
             lab.dns_update(zone, name, rtype, TTL, content)
     else:
         lab.dns_delete(zone, name, rtype)
+    _resolver_caught_up(lab, name, rtype)
     try:
         yield
     finally:
         lab.dns_update(zone, name, rtype, TTL, saved[0], replace=True)
         for content in saved[1:]:
             lab.dns_update(zone, name, rtype, TTL, content)
+        _resolver_caught_up(lab, name, rtype)
+
+
+def _resolver_caught_up(lab, name: str, rtype: str) -> None:
+    """Wait until the resolver verify asks (it caches for seconds) answers as the lab's DNS server does."""
+    def same() -> bool:
+        served = sorted(lab.dns_query(name, rtype))
+        answer = dnssec.validated_query(lab, name, rtype)
+        return answer["rcode"] in ("NOERROR", "NXDOMAIN") and sorted(r["text"] for r in answer["records"]) == served
+    assert wait_for(same, timeout=30), f"the lab's resolver still answers the old {name} {rtype}"
 
 
 def _other_dkim_key() -> str:
