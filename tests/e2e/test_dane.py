@@ -71,6 +71,13 @@ def masters(lab) -> dict[str, int]:
     return pids(lab, {"postfix": PIDS["postfix"], "dovecot": PIDS["dovecot"]})
 
 
+@pytest.fixture(scope="module", autouse=True)
+def stacks_as_configured(deployment):
+    """The key rolls here change the host stack's config: the lab's stacks are deployed as configured after."""
+    yield
+    deployment.restore()
+
+
 @pytest.fixture(scope="module")
 def peer_mta(lab, world, deployment):
     mta = PeerMta.start(lab)
