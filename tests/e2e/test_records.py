@@ -24,6 +24,7 @@ import pytest
 from checkdmarc.dmarc import parse_dmarc_record
 from checkdmarc.spf import parse_spf_record
 
+from .deploy import record_content
 from .stack import DOMAIN_SETTINGS, DOMAINS, HOSTNAME, host_config
 from .test_submission import dkim_public_key, selector_of
 
@@ -64,7 +65,10 @@ def txt_strings(content: str) -> list[str]:
 
 def registered_answer(record: dict):
     """What the lab DNS must answer for a registered record, in the form `served_answer` gives."""
-    kind, content = record["type"], record["content"]
+    kind = record["type"]
+    if kind == "TLSA":  # registered as Cloudflare takes it: its fields as data
+        return (record.get("content") or record_content(record)).lower()
+    content = record["content"]
     if kind in ("A", "AAAA"):
         return str(ipaddress.ip_address(content))
     if kind == "MX":
@@ -143,6 +147,8 @@ def test_host_stack_registers_the_hosts_records_only(lab, records_of):
         (HOSTNAME, "TXT"),  # SPF of the HELO name
         (ipaddress.ip_address(lab.mx.ipv4).reverse_pointer, "PTR"),
         (ipaddress.ip_address(lab.mx.ipv6).reverse_pointer, "PTR"),
+        # DANE (dnssec: true): the served key's and the next key's TLSA records.
+        *([(f"_25._tcp.{HOSTNAME}", "TLSA")] * 2 if host_config(lab).get("mailstack:dnssec") else []),
     ])
     assert {r["zoneId"] for r in records_of["host"] if r["type"] != "PTR"} == {"example.net"}
 
