@@ -1009,6 +1009,8 @@ def check_vrfy(reply: SmtpReply) -> Result:
         return failed(name, f"{reply.command} answered {code} {text}: addresses can be harvested", fix)
     if code in (502, 252):
         return passed(name, f"{reply.command} refused: {code} {text}")
+    if code == 402:  # 502 with soft_bounce on (see postfix.soft_bounce)
+        return passed(name, f"{reply.command} refused: {code} {text} (soft_bounce makes 502 a 402)")
     return warned(name, f"inconclusive: {reply.command} answered {code} {text}", fix)
 
 

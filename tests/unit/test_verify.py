@@ -729,6 +729,7 @@ def test_relay(answer, status):
 @pytest.mark.parametrize(
     ("code", "text", "status"),
     [(502, "5.5.1 VRFY command is disabled", v.PASS), (252, "2.0.0 postmaster", v.PASS),
+     (402, "4.5.1 VRFY command is disabled", v.PASS),  # soft_bounce = yes
      (250, "2.0.0 postmaster", v.FAIL), (450, "4.7.25 Client host rejected", v.WARN)],
 )
 def test_vrfy(code, text, status):
