@@ -447,6 +447,10 @@ class HostConfig(_Stack):
     policyd_spf_time_limit: Int = Field(
         default=3600, ge=1, le=MAX_POSTFIX_INT, description="policyd-spf_time_limit in seconds"
     )
+    unknown_client_reject_code: Literal[450, 550] = Field(
+        default=450,
+        description="Reply to a client whose IP lacks forward-confirmed reverse DNS (450: it may retry, 550: refused)",
+    )
 
     # -- TLS
     smtpd_tls_cert_file: Line = Field(default="/etc/ssl/private/postfix.cacert.pem", description="TLS certificate")
@@ -501,6 +505,12 @@ class HostConfig(_Stack):
     )
 
     # ---- single values
+
+    @field_validator("unknown_client_reject_code", mode="before")
+    @classmethod
+    def _reject_code_from_text(cls, value: Any) -> Any:
+        # Pulumi hands every config value, Pulumi.yaml's defaults included, to the program as text.
+        return int(value) if isinstance(value, str) and value.strip().isdigit() else value
 
     @field_validator("hostname")
     @classmethod
@@ -938,6 +948,7 @@ FORMS: dict[str, tuple[str, str]] = {
     "notify_classes": ("a list of notify classes", "[bounce, 2bounce, delay]"),
     "notify_classes[]": ("a notify class", "bounce"),
     "policyd_spf_time_limit": ("a number of seconds", "3600"),
+    "unknown_client_reject_code": ("one of 450, 550", "450"),
     "smtpd_tls_cert_file": ("an absolute file path", "/etc/ssl/private/postfix.cacert.pem"),
     "smtpd_tls_key_file": ("an absolute file path", "/etc/ssl/private/postfix.privkey.pem"),
     "smtp_tls_security_level": ("one of dane, may", "dane"),

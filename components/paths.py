@@ -22,6 +22,8 @@ from dataclasses import dataclass
 POSTFIX_DIR = "/etc/postfix"
 MAIN_CF = f"{POSTFIX_DIR}/main.cf"
 MASTER_CF = f"{POSTFIX_DIR}/master.cf"
+# header_checks of submission's own cleanup service (master.cf): hides the client's address.
+SUBMISSION_HEADER_CHECKS = f"{POSTFIX_DIR}/submission_header_checks"
 
 # Postfix's queue directory, where its chrooted daemons live (Debian: chroot "y").
 POSTFIX_CHROOT = "/var/spool/postfix"

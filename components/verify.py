@@ -7,7 +7,9 @@ receiving mail server would. Each kind of stack checks what it owns:
 
 - a host stack: the host's records (A, AAAA, forward-confirmed PTRs, the HELO
   name's SPF) and its services at every address (SMTP banner, STARTTLS,
-  certificate, no AUTH on port 25, no VRFY, no open relay, submission, IMAP);
+  certificate, no AUTH on port 25, no VRFY, no ETRN offered, no open relay,
+  submission, IMAP), and the guide's testing-time settings (soft_bounce,
+  notify_classes) as the host's Postfix reads them over SSH;
 - a domain stack: its domain's records (MX at its host, not a CNAME; SPF that
   passes mail from every address of the host; DKIM, the key the host signs
   with; DMARC; MTA-STS, and its policy fetched over HTTPS as a sender does;
@@ -70,6 +72,7 @@ from components.verify_net import (
     Dns,
     DnsError,
     HostKeyUnavailable,
+    HostUnavailable,
     ImapProbe,
     PolicyFetch,
     SmtpProbe,
@@ -81,6 +84,7 @@ from components.verify_net import (
     fetch_policy,
     probe_vrfy,
     read_host_dkim_key,
+    read_postfix_settings,
     spf_check,
 )
 
@@ -1005,6 +1009,8 @@ def check_vrfy(reply: SmtpReply) -> Result:
         return failed(name, f"{reply.command} answered {code} {text}: addresses can be harvested", fix)
     if code in (502, 252):
         return passed(name, f"{reply.command} refused: {code} {text}")
+    if code == 402:  # 502 with soft_bounce on (see postfix.soft_bounce)
+        return passed(name, f"{reply.command} refused: {code} {text} (soft_bounce makes 502 a 402)")
     return warned(name, f"inconclusive: {reply.command} answered {code} {text}", fix)
 
 
@@ -1045,6 +1051,74 @@ def check_submission_auth(probe: SmtpProbe) -> Result:
                       "master.cf submission: -o smtpd_sasl_auth_enable=yes; main.cf: smtpd_sasl_type = dovecot, "
                       f"smtpd_sasl_path = {paths.DOVECOT_AUTH_SOCKET.postfix} (Dovecot's auth listener)")
     return passed(name, f"AUTH {probe.auth_after_tls} only after STARTTLS")
+
+
+def check_etrn(probe: SmtpProbe, service: str = "smtp") -> Result:
+    """EHLO does not offer ETRN: the guide refuses it (smtpd_etrn_restrictions = reject), so offering it misleads."""
+    name = f"{service}.etrn{_at(probe.address)}"
+    if probe.error or probe.banner is None:
+        return warned(name, f"not checked: {_no_session(probe)}")
+    offered = [when for when, features in (("before STARTTLS", probe.features), ("after STARTTLS", probe.features_tls))
+               if "etrn" in features]
+    if offered:
+        return warned(name, f"EHLO on port {probe.port} offers ETRN ({', '.join(offered)}), which the server refuses",
+                      "main.cf: smtpd_discard_ehlo_keywords = silent-discard, etrn (pulumi up renders it)")
+    return passed(name, f"EHLO on port {probe.port} does not offer ETRN")
+
+
+_SOFT_BOUNCE_FIX = ("once testing is done: mailstack:soft_bounce: false and mailstack:testing: false in the host "
+                    "stack, and pulumi up (README, Testing-time settings)")
+
+
+def check_soft_bounce_live(reply: SmtpReply) -> Result:
+    """The relay attempt's refusal: 5xx as it should be, or 4xx because soft_bounce is on."""
+    name = f"smtp.soft_bounce{_at(reply.address)}"
+    if reply.reply is None or not _RELAY_DENIED.search(reply.reply[1]) or reply.reply[0] < 400:
+        return warned(name, f"not checked: no relay refusal to judge (see smtp.relay{_at(reply.address)})")
+    code, text = reply.reply
+    if code < 500:
+        return warned(name, f"{reply.command} refused with {code} {text}: soft_bounce is on, so every refusal is "
+                            "temporary and senders retry for days instead of hearing no", _SOFT_BOUNCE_FIX)
+    return passed(name, f"{reply.command} refused with {code}: permanent refusals are permanent (soft_bounce off)")
+
+
+# notify_classes' default in Postfix: only the classes that report the server's own trouble.
+DEFAULT_NOTIFY_CLASSES = ("resource", "software")
+
+
+def check_soft_bounce_setting(value: str, source: str) -> Result:
+    name = "postfix.soft_bounce"
+    if value.strip().lower() in ("yes", "true"):
+        return warned(name, f"soft_bounce = {value} ({source}): the guide's testing-time setting is still on; "
+                            "mail that should bounce waits in queues instead", _SOFT_BOUNCE_FIX)
+    return passed(name, f"soft_bounce = {value or 'no'} ({source})")
+
+
+def check_notify_classes(value: str, source: str) -> Result:
+    name = "postfix.notify_classes"
+    classes = [c for c in re.split(r"[\s,]+", value.strip().lower()) if c]
+    extra = [c for c in classes if c not in DEFAULT_NOTIFY_CLASSES]
+    if extra:
+        return warned(name, f"notify_classes = {value} ({source}): postmaster gets {', '.join(extra)} reports, "
+                            "which carry other people's message headers and SMTP transcripts (the guide: it can "
+                            "divulge confidential information)",
+                      f"once testing is done: mailstack:notify_classes: [{', '.join(DEFAULT_NOTIFY_CLASSES)}] "
+                      "(Postfix's default) in the host stack, and pulumi up")
+    return passed(name, f"notify_classes = {value or '(none)'} ({source}): only the server's own trouble")
+
+
+def _postfix_settings(cfg: HostConfig, options: Options) -> list[Result]:
+    """The testing-time settings as the host's Postfix reads them (over SSH), else as the stack sets them."""
+    try:
+        if not options.ssh:
+            raise HostUnavailable("SSH is off (--no-ssh)")
+        live = read_postfix_settings(cfg, ["soft_bounce", "notify_classes"], options.timeout)
+        source = "the host's postconf, over SSH"
+    except HostUnavailable as err:
+        live = {"soft_bounce": "yes" if cfg.soft_bounce else "no", "notify_classes": ", ".join(cfg.notify_classes)}
+        source = f"the stack's config; the host not asked: {err}"
+    return [check_soft_bounce_setting(live["soft_bounce"], source),
+            check_notify_classes(live["notify_classes"], source)]
 
 
 def check_imap(probe: ImapProbe) -> Result:
@@ -1133,23 +1207,31 @@ def _smtp_checks(cfg: HostConfig, address: str, options: Options, lookups: Dns) 
     probe = probe_smtp(address, 25, cfg.host_name, options.helo, options.timeout, options.ca_file)
     dane = [check_tlsa(cfg, probe, lookups)] if cfg.dnssec else []
     return [check_banner(cfg, probe), check_starttls(cfg, probe), check_certificate(cfg, probe),
-            check_auth_25(probe), *dane]
+            check_auth_25(probe), *dane, check_etrn(probe)]
 
 
 def _submission_checks(cfg: HostConfig, address: str, options: Options) -> list[Result]:
     probe = probe_smtp(address, 587, cfg.host_name, options.helo, options.timeout, options.ca_file)
-    return [check_starttls(cfg, probe, "submission"), check_submission_auth(probe)]
+    return [check_starttls(cfg, probe, "submission"), check_submission_auth(probe), check_etrn(probe, "submission")]
+
+
+def _relay_checks(cfg: HostConfig, address: str, options: Options) -> list[Result]:
+    reply = probe_relay(address, cfg.host_name, options.helo, options.relay_to, options.timeout)
+    return [check_relay(reply), check_soft_bounce_live(reply)]
 
 
 # The order of the report: by check, then by address (in the stack's order).
 ORDER = ["dns.mx", "dns.mx-cname", "dns.a", "dns.aaaa", "dns.ptr", "spf.record", "spf.lookups", "spf.all",
          "spf.pass", "spf.helo", "dkim.record", "dkim.key", "dmarc.record", "dmarc.policy", "mta-sts.record",
          "mta-sts.policy", "tls-rpt.record", "smtp.banner",
-         "smtp.starttls", "smtp.cert", "smtp.auth", "dane.tlsa", "dane.dnssec", "smtp.vrfy", "smtp.relay", "submission.starttls",
-         "submission.auth", "imap.tls"]
+         "smtp.starttls", "smtp.cert", "smtp.auth", "dane.tlsa", "dane.dnssec", "smtp.vrfy", "smtp.etrn", "smtp.relay",
+         "smtp.soft_bounce", "submission.starttls", "submission.auth", "submission.etrn", "imap.tls",
+         "postfix.soft_bounce", "postfix.notify_classes"]
 # What each kind of stack checks (a check with an address runs once per address of the host).
 HOST_CHECKS = ["dns.a", "dns.aaaa", "dns.ptr", "spf.helo", "smtp.banner", "smtp.starttls", "smtp.cert", "smtp.auth",
-               "dane.tlsa", "dane.dnssec", "smtp.vrfy", "smtp.relay", "submission.starttls", "submission.auth", "imap.tls"]
+               "dane.tlsa", "dane.dnssec", "smtp.vrfy", "smtp.etrn", "smtp.relay", "smtp.soft_bounce",
+               "submission.starttls", "submission.auth", "submission.etrn", "imap.tls", "postfix.soft_bounce",
+               "postfix.notify_classes"]
 DOMAIN_CHECKS = ["dns.mx", "dns.mx-cname", "spf.record", "spf.lookups", "spf.all", "spf.pass", "dkim.record",
                  "dkim.key", "dmarc.record", "dmarc.policy", "mta-sts.record", "mta-sts.policy", "tls-rpt.record"]
 
@@ -1161,18 +1243,19 @@ def _order(target: Target, result: Result) -> tuple[int, int]:
 
 
 def _host_tasks(cfg: HostConfig, lookups: Dns, options: Options) -> list[Callable[[], list[Result]]]:
-    helo, relay_to = options.helo, options.relay_to
+    helo = options.helo
     tasks: list[Callable[[], list[Result]]] = [
         lambda: [check_addresses(cfg, lookups, "A"), check_addresses(cfg, lookups, "AAAA")],
         lambda: [check_spf_helo(cfg, lookups)],
         *([lambda: [check_dnssec(cfg, lookups)]] if cfg.dnssec else []),
+        lambda: _postfix_settings(cfg, options),
     ]
     for a in cfg.addresses:
         tasks += [
             lambda a=a: [check_ptr(cfg, lookups, a)],
             lambda a=a: _smtp_checks(cfg, a, options, lookups),
             lambda a=a: [check_vrfy(probe_vrfy(a, cfg.host_name, helo, options.timeout))],
-            lambda a=a: [check_relay(probe_relay(a, cfg.host_name, helo, relay_to, options.timeout))],
+            lambda a=a: _relay_checks(cfg, a, options),
             lambda a=a: _submission_checks(cfg, a, options),
             lambda a=a: [check_imap(probe_imap(a, cfg.host_name, options.timeout, options.ca_file))],
         ]

@@ -516,10 +516,14 @@ def fetch_policy(policy_host: str, addresses: list[str], timeout: float = 10.0, 
     return result
 
 
-# --- the DKIM key on the host ----------------------------------------------------------------------
+# --- asking the host over SSH ------------------------------------------------------------------------
 
 
-class HostKeyUnavailable(Exception):
+class HostUnavailable(Exception):
+    """The host could not be asked over SSH; the message says why."""
+
+
+class HostKeyUnavailable(HostUnavailable):
     """The host's DKIM key could not be read; the message says why."""
 
 
@@ -530,9 +534,9 @@ def dkim_key_command(cfg: HostConfig, key_path: str) -> str:
     return f"{sudo}openssl rsa -in {key} -pubout -outform DER 2>/dev/null | base64 -w0"
 
 
-def ssh_argv(cfg: HostConfig, key_path: str, key_file: Path | None, known_hosts: Path | None, timeout: float
-             ) -> list[str]:
-    """ssh to the host (the host stack's connection) with its key and its pinned host key.
+def ssh_command_argv(cfg: HostConfig, command: str, key_file: Path | None, known_hosts: Path | None,
+                     timeout: float) -> list[str]:
+    """ssh to the host (the host stack's connection) with its key and its pinned host key, to run `command`.
 
     Without a key in the stack, ssh's own identities (agent) are used; without
     a pinned host key, the user's known_hosts, and an unknown host is refused.
@@ -544,12 +548,18 @@ def ssh_argv(cfg: HostConfig, key_path: str, key_file: Path | None, known_hosts:
         argv += ["-i", str(key_file), "-o", "IdentitiesOnly=yes"]
     argv += ["-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={max(1, int(timeout))}",
              "-o", "LogLevel=ERROR", "-p", str(cfg.ssh_port), f"{cfg.ssh_user}@{cfg.connect_host}",
-             "--", dkim_key_command(cfg, key_path)]
+             "--", command]
     return argv
 
 
-def read_host_dkim_key(cfg: HostConfig, key_path: str, timeout: float = 10.0) -> str:
-    """The base64 DER public key of the private key at `key_path` on the host, read over SSH.
+def ssh_argv(cfg: HostConfig, key_path: str, key_file: Path | None, known_hosts: Path | None, timeout: float
+             ) -> list[str]:
+    """The ssh command line that reads the DKIM key at `key_path` (see ssh_command_argv)."""
+    return ssh_command_argv(cfg, dkim_key_command(cfg, key_path), key_file, known_hosts, timeout)
+
+
+def run_on_host(cfg: HostConfig, command: str, timeout: float = 10.0) -> subprocess.CompletedProcess:
+    """`command` run on the host over SSH; HostUnavailable when ssh itself failed (exit 255, timeout).
 
     `cfg`: the host stack's config (its SSH connection; `secure:` values count
     as unset offline, so ssh's own identities and known_hosts are used then).
@@ -565,19 +575,50 @@ def read_host_dkim_key(cfg: HostConfig, key_path: str, timeout: float = 10.0) ->
             known_hosts = Path(tmp) / "known_hosts"
             host_id = cfg.connect_host if cfg.ssh_port == 22 else f"[{cfg.connect_host}]:{cfg.ssh_port}"
             known_hosts.write_text(f"{host_id} {cfg.ssh_host_key.get_secret_value().strip()}\n")
-        argv = ssh_argv(cfg, key_path, key_file, known_hosts, timeout)
+        argv = ssh_command_argv(cfg, command, key_file, known_hosts, timeout)
         try:
             result = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
                                     timeout=timeout * 3)
         except FileNotFoundError:
-            raise HostKeyUnavailable("no ssh client installed") from None
+            raise HostUnavailable("no ssh client installed") from None
         except subprocess.TimeoutExpired:
-            raise HostKeyUnavailable(f"ssh to {cfg.ssh_user}@{cfg.connect_host} timed out") from None
-    where = f"{cfg.ssh_user}@{cfg.connect_host}"
+            raise HostUnavailable(f"ssh to {cfg.ssh_user}@{cfg.connect_host} timed out") from None
     if result.returncode == 255:
-        raise HostKeyUnavailable(f"ssh to {where} failed: {result.stderr.strip() or 'exit 255'}")
+        where = f"{cfg.ssh_user}@{cfg.connect_host}"
+        raise HostUnavailable(f"ssh to {where} failed: {result.stderr.strip() or 'exit 255'}")
+    return result
+
+
+def read_host_dkim_key(cfg: HostConfig, key_path: str, timeout: float = 10.0) -> str:
+    """The base64 DER public key of the private key at `key_path` on the host, read over SSH."""
+    try:
+        result = run_on_host(cfg, dkim_key_command(cfg, key_path), timeout)
+    except HostUnavailable as err:
+        raise HostKeyUnavailable(str(err)) from None
+    where = f"{cfg.ssh_user}@{cfg.connect_host}"
     key = "".join(result.stdout.split())
     if result.returncode != 0 or not key:
         raise HostKeyUnavailable(f"could not read {key_path} on {where} "
                                  f"(exit {result.returncode}): {result.stderr.strip() or 'no output'}")
     return key
+
+
+# --- Postfix's live settings on the host -----------------------------------------------------------
+
+
+def read_postfix_settings(cfg: HostConfig, names: list[str], timeout: float = 10.0) -> dict[str, str]:
+    """`postconf NAME...` on the host, over SSH: each setting's value as Postfix reads it (main.cf or default)."""
+    command = "postconf " + " ".join(shlex.quote(name) for name in names)
+    result = run_on_host(cfg, command, timeout)
+    where = f"{cfg.ssh_user}@{cfg.connect_host}"
+    values = {}
+    for line in result.stdout.splitlines():
+        name, sep, value = line.partition(" = ")
+        if not sep and line.rstrip().endswith(" ="):
+            name, value = line.rstrip()[:-2], ""
+        values[name.strip()] = value.strip()
+    missing = [name for name in names if name not in values]
+    if result.returncode != 0 or missing:
+        raise HostUnavailable(f"postconf on {where} exited {result.returncode}: "
+                              f"{result.stderr.strip() or 'no ' + ', '.join(missing)}")
+    return values

@@ -1,6 +1,7 @@
 """Postfix: the MTA. Its packages, files, checks and how it takes a change.
 
-Host level only: main.cf, master.cf and /etc/aliases (templates/postfix/).
+Host level only: main.cf, master.cf, submission's header_checks and
+/etc/aliases (templates/postfix/).
 The mail domains reach Postfix through lookup tables that every domain stack
 shares, assembled on the host from the domains' own files
 (components/services/tables.py), which reloads Postfix when one of them
@@ -46,6 +47,7 @@ def files(cfg: HostConfig) -> list[HostFile]:
         host_file(
             paths.ALIASES, "postfix/aliases.j2", host_name=cfg.host_name, postmaster_address=cfg.postmaster_address
         ),
+        host_file(paths.SUBMISSION_HEADER_CHECKS, "postfix/submission_header_checks.j2", host_name=cfg.host_name),
     ]
 
 
@@ -73,6 +75,30 @@ _POSTFIX_CHECK = (
 # the first check does not wait (-c: never create a file the stage lacks).
 _SETTLED = f"touch -c -d '2 seconds ago' {staged(paths.MAIN_CF)} {staged(paths.MASTER_CF)}"
 
+# The Received header smtpd writes for mail a user submits, and what submission's
+# cleanup must make of it: a regexp that does not compile only warns (and then
+# matches nothing), so the check asks the staged file itself.
+SUBMITTED_RECEIVED = ("Received: from laptop.home.example (unknown [192.0.2.7])\n"
+                      "\t(using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits))\n"
+                      "\tby mail.example.net (Postfix) with ESMTPSA id 4ABCD123\n"
+                      "\tfor <bob@example.org>; Thu,  3 Dec 2026 06:00:00 +0000 (UTC)")
+HIDDEN_RECEIVED = "REPLACE Received: from authenticated-user\n\t(using TLSv1.3"
+
+
+def _ansi_c(text: str) -> str:
+    """`text` as a bash $'...' string (its newlines and tabs escaped: the script stays one line)."""
+    escaped = text.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n").replace("\t", "\\t")
+    return f"$'{escaped}'"
+
+
+_HEADER_CHECKS = (
+    f"( out=$(postmap -c {_STAGED_DIR} -q {_ansi_c(SUBMITTED_RECEIVED)} "
+    f"regexp:{staged(paths.SUBMISSION_HEADER_CHECKS)} 2>&1) || true; "
+    f"case \"$out\" in {_ansi_c(HIDDEN_RECEIVED)}*) ;; *) printf '%s\\n' "
+    f"\"{paths.SUBMISSION_HEADER_CHECKS} does not hide the client of a submitted mail's Received header: "
+    f"${{out:-no match}}\" >&2; exit 1 ;; esac )"
+)
+
 # Each check with the name `python -m components check` reports it under
 # (None: a preparation, not a check of its own). The shared tables are checked
 # by the assembler that builds them.
@@ -81,5 +107,6 @@ CHECKS: list[tuple[str | None, str]] = [
     ("postconf -n", silent(f"postconf -c {_STAGED_DIR} -n")),
     ("postconf -M", silent(f"postconf -c {_STAGED_DIR} -M")),
     ("postalias aliases", silent(f"postalias -c {_STAGED_DIR} hash:{staged(paths.ALIASES)}")),
+    ("postmap submission_header_checks", _HEADER_CHECKS),
     ("postfix check", _POSTFIX_CHECK),
 ]

@@ -129,6 +129,12 @@ def test_client_without_reverse_dns_is_refused_on_25_but_submits_on_587_with_aut
                      "4.7.25 Client host rejected: cannot find your hostname, [198.51.100.30]")
     # peer, with forward-confirmed reverse DNS, passes.
     assert_reply(rcpt_reply(lab, "peer"), 250, "2.1.5 Ok")
+    # The host key unknown_client_reject_code makes it a permanent refusal; peer still passes.
+    with redeployed(lab, deployment, unknown_client_reject_code=550):
+        assert_reply(rcpt_reply(lab, "stranger", helo="stranger.example.org"), 550,
+                     "5.7.25 Client host rejected: cannot find your hostname, [198.51.100.30]")
+        assert_reply(rcpt_reply(lab, "peer"), 250, "2.1.5 Ok")
+    assert_reply(rcpt_reply(lab, "stranger", helo="stranger.example.org"), 450, "4.7.25 Client host rejected")
 
     # On submission the client restriction is removed: STARTTLS + AUTH as alice, to a local user and abroad.
     subject = f"stranger submits {uuid.uuid4()}"
@@ -146,8 +152,9 @@ def test_non_fqdn_or_unresolvable_sender_and_recipient_domains_are_rejected(lab,
     # Port 25 (peer): reject_non_fqdn_sender, reject_unknown_sender_domain, reject_non_fqdn_recipient.
     assert_reply(rcpt_reply(lab, "peer", sender="someone@nowhere"), 504,
                  "5.5.2 <someone@nowhere>: Sender address rejected: need fully-qualified address")
-    assert_reply(rcpt_reply(lab, "peer", sender=f"someone@{NXDOMAIN}"), 450,
-                 f"4.1.8 <someone@{NXDOMAIN}>: Sender address rejected: Domain not found")
+    # A domain that does not exist (NXDOMAIN) will not exist on a retry: 550 (unknown_address_reject_code).
+    assert_reply(rcpt_reply(lab, "peer", sender=f"someone@{NXDOMAIN}"), 550,
+                 f"5.1.8 <someone@{NXDOMAIN}>: Sender address rejected: Domain not found")
     assert_reply(rcpt_reply(lab, "peer", recipient="alice"), 504,
                  "5.5.2 <alice>: Recipient address rejected: need fully-qualified address")
     # An unresolvable recipient domain on 25 is someone else's domain: relaying is refused first.
@@ -156,8 +163,8 @@ def test_non_fqdn_or_unresolvable_sender_and_recipient_domains_are_rejected(lab,
     # Port 587 (client, authenticated, so relaying is allowed): the recipient domain checks decide.
     assert_reply(submission_rcpt_reply(lab, "client", LOCAL_USER, "someone@nowhere"), 504,
                  "5.5.2 <someone@nowhere>: Recipient address rejected: need fully-qualified address")
-    assert_reply(submission_rcpt_reply(lab, "client", LOCAL_USER, f"someone@{NXDOMAIN}"), 450,
-                 f"4.1.2 <someone@{NXDOMAIN}>: Recipient address rejected: Domain not found")
+    assert_reply(submission_rcpt_reply(lab, "client", LOCAL_USER, f"someone@{NXDOMAIN}"), 550,
+                 f"5.1.2 <someone@{NXDOMAIN}>: Recipient address rejected: Domain not found")
     assert_reply(submission_rcpt_reply(lab, "client", LOCAL_USER, FOREIGN), 250, "2.1.5 Ok")
 
 
@@ -176,7 +183,7 @@ def test_relaying_without_auth_is_refused(lab, deployment):
     assert_reply(answer["replies"][2], 554, f"5.7.1 <{FOREIGN}>: Recipient address rejected: Access denied")
 
 
-# --- 7. VRFY, ETRN, banner ----------------------------------------------------------------------
+# --- 7. VRFY, ETRN (refused, and not offered), banner ----------------------------------------------------------------------
 
 
 def test_vrfy_and_etrn_are_refused_and_the_banner_hides_version_and_os(lab, deployment):
@@ -187,6 +194,15 @@ def test_vrfy_and_etrn_are_refused_and_the_banner_hides_version_and_os(lab, depl
     for domain in ("example.com", "example.org"):
         assert_reply(dialog(lab, "peer", [f"EHLO {PEER_HELO}", f"ETRN {domain}"])["replies"][1], 554,
                      f"5.7.1 <{domain}>: Etrn command rejected: Access denied")
+    # ... and, refused, it is not offered: not in EHLO on 25 or 587, before or after STARTTLS
+    # (smtpd_discard_ehlo_keywords). What else EHLO says is as before.
+    for on, port, helo in (("peer", 25, PEER_HELO), ("client", 587, LAPTOP_HELO)):
+        before = dialog(lab, on, [f"EHLO {helo}"], port=port)["replies"][0][1].splitlines()[1:]
+        after = dialog(lab, on, [], port=port, starttls=True, tls_first_ehlo=helo)["ehlo_after_tls"][1].splitlines()[1:]
+        for keywords in (before, after):
+            assert not [k for k in keywords if k.upper().startswith("ETRN")], f"{on} → {port}: {keywords}"
+            assert "PIPELINING" in keywords and "8BITMIME" in keywords, f"{on} → {port}: {keywords}"
+        assert "STARTTLS" in before, f"{on} → {port}: {before}"
 
     for on, port in (("peer", 25), ("stranger", 25), ("client", 587)):
         banner = dialog(lab, on, [], port=port)["banner"]

@@ -245,6 +245,25 @@ def test_alice_sends_as_her_addresses_and_mail_is_relayed_out(lab, submitted, ad
     assert email.message_from_bytes(relayed_message)["Subject"] == f"submission {entry['token']}"
 
 
+@pytest.mark.parametrize("address", ALICES)
+def test_submitted_mail_does_not_tell_where_the_user_sent_it_from(lab, submitted, address):
+    """Submission's cleanup (master.cf) rewrites the client part of the Received header smtpd adds."""
+    raw = submitted[address]["raw"]
+    assert raw is not None, f"the message from {address} never reached the peer's sink"
+    _, relayed_message = split_sink(raw)
+    headers = email.message_from_bytes(relayed_message)
+    client = lab.hosts["client"]
+    for name, value in headers.items():
+        text = " ".join(str(value).split())
+        assert client.ipv4 not in text and client.ipv6 not in text, f"{name}: {text}"
+        if name.lower() != "message-id":  # the user's own mail program wrote that one
+            assert LAPTOP not in text, f"{name}: {text}"
+    # The trace stays: mx's one Received header, from the authenticated user, by mx, with its queue id and date.
+    (received,) = [" ".join(r.split()) for r in headers.get_all("Received")]
+    assert received.startswith(f"from authenticated-user by {HOSTNAME} (Postfix) with ESMTPSA id "), received
+    assert f"for <{OUTSIDE}>; " in received, received
+
+
 # --- 25: SPF on incoming mail (policyd-spf) -------------------------------------------------------
 
 
@@ -271,6 +290,11 @@ def test_sender_passing_spf_is_accepted_and_marked_pass(lab, deployment, family,
     received_spf = email.message_from_string(delivered[0]).get_all("Received-SPF") or []
     assert len(received_spf) == 1 and received_spf[0].startswith("Pass"), received_spf
     assert f"client-ip={getattr(lab.hosts['peer'], family)};" in " ".join(received_spf[0].split())
+    # Mail from another MTA on 25 keeps its Received header whole: the peer's HELO, name and address.
+    peer_address = getattr(lab.hosts["peer"], family)
+    received = [" ".join(r.split()) for r in email.message_from_string(delivered[0]).get_all("Received") or []]
+    assert [r for r in received if r.startswith(f"from {PEER_NAME} ({PEER_NAME} [")
+            and peer_address in r and "with ESMTP" in r], received
 
 
 # --- DKIM: OpenDKIM signs what leaves ----------------------------------------------------------

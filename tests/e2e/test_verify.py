@@ -102,9 +102,10 @@ def with_status(report: dict, *statuses: str) -> dict[str, dict]:
 
 
 # The checks of each kind of stack: (once, once per address of the host).
-HOST_CHECKS = (["dns.a", "dns.aaaa", "spf.helo"],
-               ["dns.ptr", "smtp.banner", "smtp.starttls", "smtp.cert", "smtp.auth", "smtp.vrfy", "smtp.relay",
-                "submission.starttls", "submission.auth", "imap.tls"])
+HOST_CHECKS = (["dns.a", "dns.aaaa", "spf.helo", "postfix.soft_bounce", "postfix.notify_classes"],
+               ["dns.ptr", "smtp.banner", "smtp.starttls", "smtp.cert", "smtp.auth", "smtp.vrfy", "smtp.etrn",
+                "smtp.relay", "smtp.soft_bounce", "submission.starttls", "submission.auth", "submission.etrn",
+                "imap.tls"])
 DOMAIN_CHECKS = (["dns.mx", "dns.mx-cname", "spf.record", "spf.lookups", "spf.all", "dkim.record", "dkim.key",
                   "dmarc.record", "dmarc.policy", "mta-sts.record", "tls-rpt.record"],
                  ["spf.pass"])
@@ -162,6 +163,9 @@ def test_healthy_host_passes_every_check(lab, deployment, project, cfg):
     # What was actually seen, from peer over both address families.
     assert "Relay access denied" in checks[f"smtp.relay[{lab.mx.ipv6}]"]["reason"]
     assert "VRFY command is disabled" in checks[f"smtp.vrfy[{lab.mx.ipv4}]"]["reason"]
+    # The testing-time settings as mx's Postfix reads them (the lab's host stack is past testing).
+    assert "soft_bounce = no (the host's postconf, over SSH)" in checks["postfix.soft_bounce"]["reason"]
+    assert "notify_classes = resource, software (the host's postconf" in checks["postfix.notify_classes"]["reason"]
     # The whole run, a fresh Python process in the lab included.
     assert time.monotonic() - started < 30
 
@@ -293,6 +297,28 @@ def test_open_relay_fails_the_relay_check(lab, deployment, project, cfg, monkeyp
         deployment.up_host()  # render is itself again: the real mynetworks
     assert_fails_exactly(code, report, {f"smtp.relay[{a}]" for a in cfg.addresses}, "smtpd_relay_restrictions")
     assert all("open relay" in c["reason"] and "mynetworks" in c["fix"] for c in with_status(report, "fail").values())
+
+
+# --- the guide's testing-time settings, still on ------------------------------------------------------------
+
+
+def test_testing_time_settings_left_on_are_warned_about(lab, deployment, project, cfg):
+    """soft_bounce and the guide's notify_classes, deployed: verify warns (mail still flows: exit 0)."""
+    guide = ["bounce", "2bounce", "data", "delay", "policy", "protocol", "resource", "software"]
+    deployment.up_host(soft_bounce=True, testing=True, notify_classes=guide)
+    try:
+        code, report = verify(lab, project, HOST_STACK)  # the stack file still says off: the host's word counts
+    finally:
+        deployment.up_host()
+    warned = with_status(report, "warn")
+    expected = {"postfix.soft_bounce", "postfix.notify_classes", *(f"smtp.soft_bounce[{a}]" for a in cfg.addresses)}
+    assert expected <= set(warned), warned
+    assert set(warned) - expected <= {f"smtp.cert[{a}]" for a in cfg.addresses}, warned
+    assert code == 0 and report["ok"] is True
+    assert "soft_bounce = yes (the host's postconf, over SSH)" in warned["postfix.soft_bounce"]["reason"]
+    assert "mailstack:soft_bounce: false" in warned["postfix.soft_bounce"]["fix"]
+    assert "confidential" in warned["postfix.notify_classes"]["reason"]
+    assert all("454" in warned[f"smtp.soft_bounce[{a}]"]["reason"] for a in cfg.addresses), warned
 
 
 # --- and back ---------------------------------------------------------------------------------------------

@@ -131,12 +131,14 @@ def test_values_as_pulumi_hands_them_over():
             "mailstack:message_size_limit": "30000000",
             "mailstack:soft_bounce": "false",
             "mailstack:vmail_uid": "6000",
+            "mailstack:unknown_client_reject_code": "550",
             "mailstack:postmaster_address": "Alice@Example.com",
             "cloudflare:apiToken": "ignored: another namespace",
         }
     )
     assert (cfg.host_name, cfg.ipv6, cfg.postmaster_address) == ("mail.example.net", ["2001:db8::10"], "alice@example.com")
     assert (cfg.message_size_limit, cfg.soft_bounce, cfg.vmail_uid) == (30000000, False, 6000)
+    assert cfg.unknown_client_reject_code == 550
     assert cfg.inet_protocols == "all"
     cfg = load_config(
         {
@@ -163,6 +165,7 @@ def test_host_defaults_are_the_guides_values():
     assert cfg.testing is False  # the policy pack then refuses soft_bounce: a stack must choose
     assert cfg.notify_classes == ["bounce", "2bounce", "data", "delay", "policy", "protocol", "resource", "software"]
     assert cfg.policyd_spf_time_limit == 3600
+    assert cfg.unknown_client_reject_code == 450
     assert cfg.smtpd_tls_cert_file == "/etc/ssl/private/postfix.cacert.pem"
     assert cfg.smtpd_tls_key_file == "/etc/ssl/private/postfix.privkey.pem"
     assert cfg.listen_addresses == ["192.0.2.10", "127.0.0.1"]
@@ -240,6 +243,8 @@ BAD_HOST = [
     ({"ssh_port": "ssh"}, "mailstack:ssh_port: 'ssh' is not a TCP port (expected e.g. 22)"),
     ({"ssh_user": "root\n"}, "mailstack:ssh_user: 'root\\n' contains the control character U+000A (expected printable ASCII on one line)"),
     ({"soft_bounce": "maybe"}, "mailstack:soft_bounce: 'maybe' is not true or false (expected e.g. true)"),
+    ({"unknown_client_reject_code": 554}, "mailstack:unknown_client_reject_code: 554 is not one of 450, 550 (expected e.g. 450)"),
+    ({"unknown_client_reject_code": "5xx"}, "mailstack:unknown_client_reject_code: '5xx' is not one of 450, 550 (expected e.g. 450)"),
     ({"reverse_zones": ["example.com"]}, "mailstack:reverse_zones[0]: 'example.com' is not a reverse zone (expected e.g. 2.0.192.in-addr.arpa)"),
     ({"cloudflare_zone_id": "my-zone"}, "mailstack:cloudflare_zone_id: 'my-zone' is not a Cloudflare zone id (expected 32 hex digits, from the zone's overview page)"),
     ({"reverse_zones": ["100.51.198.in-addr.arpa"]}, "mailstack:reverse_zones[0]: '100.51.198.in-addr.arpa' holds none of the host's addresses (expected the zone of 192.0.2.10)"),

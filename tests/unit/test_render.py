@@ -91,6 +91,10 @@ GUIDE_MAIN_CF = {
     "smtpd_tls_auth_only": "yes",
     "smtpd_delay_reject": "yes",
     "smtpd_etrn_restrictions": "reject",
+    # Refused, so not offered (README, Where mailstack departs from the guide).
+    "smtpd_discard_ehlo_keywords": "silent-discard, etrn",
+    # A domain that does not exist does not appear by retrying (README, What Postfix tells others).
+    "unknown_address_reject_code": "550",
     "fast_flush_domains": "",
     "disable_vrfy_command": "yes",
     "strict_rfc821_envelopes": "yes",
@@ -148,6 +152,7 @@ STACK_MAIN_CF = {
         "soft_bounce": "yes",
         "notify_classes": "bounce, 2bounce, data, delay, policy, protocol, resource, software",
         "policyd-spf_time_limit": "3600",
+        "unknown_client_reject_code": "450",
         "myhostname": "mail.example.net",
         "mynetworks": "127.0.0.0/8 [::ffff:127.0.0.0]/104 [::1]/128",
     },
@@ -185,6 +190,8 @@ GUIDE_SUBMISSION_OPTIONS = [
     # A retired domain's mail is refused first on submission too.
     "smtpd_recipient_restrictions=check_recipient_access,hash:/etc/postfix/mailstack/retired_domains,"
     "reject_non_fqdn_recipient,reject_unknown_recipient_domain",
+    # Not the guide's: the user's own address stays out of the Received header (README).
+    "cleanup_service_name=submission-cleanup",
 ]
 
 
@@ -216,7 +223,19 @@ def test_master_cf_keeps_every_stock_service(stack):
     stock = parse_master_cf(STOCK_MASTER_CF.read_text())
     rendered = parse_master_cf(content(stack_config(stack), "/etc/postfix/master.cf"))
     assert {k: v for k, v in rendered.items() if k in stock} == stock
-    assert set(rendered) - set(stock) == {("submission", "inet"), ("policyd-spf", "unix")}
+    assert set(rendered) - set(stock) == {("submission", "inet"), ("policyd-spf", "unix"),
+                                          ("submission-cleanup", "unix")}
+
+
+@pytest.mark.parametrize("stack", HOST_STACKS)
+def test_master_cf_submission_cleanup_hides_the_client_on_submission_only(stack):
+    master = parse_master_cf(content(stack_config(stack), "/etc/postfix/master.cf"))
+    assert master[("submission-cleanup", "unix")] == [
+        "submission-cleanup", "unix", "n", "-", "y", "-", "0", "cleanup",
+        "-o", "header_checks=regexp:/etc/postfix/submission_header_checks", "-o", "nested_header_checks=",
+    ]
+    # Port 25's smtpd hands its mail to the stock cleanup: MTAs' Received headers stay whole.
+    assert not any(word.startswith("cleanup_service_name") for word in master[("smtp", "inet")])
 
 
 # --- Postfix tables -------------------------------------------------------------------------
@@ -397,6 +416,7 @@ def test_tls_paths_flow_into_postfix_and_dovecot():
         ({"smtpd_error_sleep_time": "2s"}, "/etc/postfix/main.cf", "smtpd_error_sleep_time", "2s"),
         ({"smtpd_hard_error_limit": 9}, "/etc/postfix/main.cf", "smtpd_hard_error_limit", "9"),
         ({"policyd_spf_time_limit": 60}, "/etc/postfix/main.cf", "policyd-spf_time_limit", "60"),
+        ({"unknown_client_reject_code": 550}, "/etc/postfix/main.cf", "unknown_client_reject_code", "550"),
         ({"smtpd_banner": "$myhostname ESMTP"}, "/etc/postfix/main.cf", "smtpd_banner", "$myhostname ESMTP"),
         ({"hostname": "smtp.example.com"}, "/etc/postfix/main.cf", "myhostname", "smtp.example.com"),
         ({"vmail_uid": 6000}, f"{DOVECOT}10-mail.conf", "first_valid_uid", "6000"),
@@ -447,7 +467,8 @@ def test_users_flow_through():
 # --- files: paths, modes, owners ------------------------------------------------------------
 
 EXPECTED_FILES = {
-    "postfix": ["/etc/postfix/main.cf", "/etc/postfix/master.cf", "/etc/aliases"],
+    "postfix": ["/etc/postfix/main.cf", "/etc/postfix/master.cf", "/etc/aliases",
+                "/etc/postfix/submission_header_checks"],
     "opendkim": ["/etc/opendkim.conf"],
     "policyd-spf": ["/etc/postfix-policyd-spf-python/policyd-spf.conf"],
     "dovecot": [

@@ -46,7 +46,7 @@ from components import verify as v
 from components.config import DomainConfig, HostConfig, load_config
 from components.hostfacts import HostFacts
 from components.stackfile import host_facts
-from components.verify_net import Dns, ImapProbe, SmtpProbe, SmtpReply, TlsInfo, ssh_argv
+from components.verify_net import Dns, HostUnavailable, ImapProbe, SmtpProbe, SmtpReply, TlsInfo, ssh_argv
 
 V4, V6 = "198.51.100.10", "2001:db8:100::10"
 HOST = "mail.example.com"
@@ -729,6 +729,7 @@ def test_relay(answer, status):
 @pytest.mark.parametrize(
     ("code", "text", "status"),
     [(502, "5.5.1 VRFY command is disabled", v.PASS), (252, "2.0.0 postmaster", v.PASS),
+     (402, "4.5.1 VRFY command is disabled", v.PASS),  # soft_bounce = yes
      (250, "2.0.0 postmaster", v.FAIL), (450, "4.7.25 Client host rejected", v.WARN)],
 )
 def test_vrfy(code, text, status):
@@ -736,6 +737,125 @@ def test_vrfy(code, text, status):
     assert result.status == status
     if status == v.FAIL:
         assert "disable_vrfy_command = yes" in result.fix
+
+
+@pytest.mark.parametrize(
+    ("port", "before", "after", "status", "text"),
+    [
+        (25, ("starttls", "size", "pipelining"), ("size", "pipelining"), v.PASS, "does not offer ETRN"),
+        (25, ("starttls", "etrn", "size"), ("etrn", "size"), v.WARN, "offers ETRN (before STARTTLS, after STARTTLS)"),
+        (587, ("starttls", "size"), ("auth", "etrn"), v.WARN, "port 587 offers ETRN (after STARTTLS)"),
+    ],
+)
+def test_etrn_is_not_offered_in_ehlo(port, before, after, status, text):
+    probe = replace(smtp_probe(port=port, features=before), features_tls=sorted(after))
+    result = v.check_etrn(probe, "smtp" if port == 25 else "submission")
+    assert (result.name, result.status) == (f"{'smtp' if port == 25 else 'submission'}.etrn[{V4}]", status)
+    assert text in result.reason
+    if status == v.WARN:
+        assert "smtpd_discard_ehlo_keywords = silent-discard, etrn" in result.fix
+
+
+def test_etrn_not_checked_without_a_session():
+    result = v.check_etrn(SmtpProbe(V4, 25, error="ConnectionRefusedError: refused"))
+    assert result.status == v.WARN and result.reason.startswith("not checked")
+
+
+@pytest.mark.parametrize(
+    ("answer", "status", "text"),
+    [
+        (reply(554, "5.7.1 <postmaster@example.net>: Relay access denied"), v.PASS, "refused with 554"),
+        (reply(454, "4.7.1 <postmaster@example.net>: Relay access denied"), v.WARN, "soft_bounce is on"),
+        # Refused before the relay rules (reverse DNS): nothing to tell soft_bounce by.
+        (reply(450, "4.7.25 Client host rejected: cannot find your hostname, [198.51.100.5]"), v.WARN, "not checked"),
+        (reply(250, "2.1.5 Ok"), v.WARN, "not checked"),
+        (reply(None, error="ConnectionRefusedError"), v.WARN, "not checked"),
+    ],
+)
+def test_soft_bounce_seen_in_the_relay_refusal(answer, status, text):
+    result = v.check_soft_bounce_live(answer)
+    assert (result.name, result.status) == (f"smtp.soft_bounce[{V4}]", status)
+    assert text in result.reason
+    if "soft_bounce is on" in text:
+        assert "mailstack:soft_bounce: false" in result.fix
+
+
+@pytest.mark.parametrize(
+    ("value", "status"),
+    [("yes", v.WARN), ("no", v.PASS), ("true", v.WARN), ("", v.PASS)],
+)
+def test_soft_bounce_setting(value, status):
+    result = v.check_soft_bounce_setting(value, "the host's postconf, over SSH")
+    assert (result.name, result.status) == ("postfix.soft_bounce", status)
+    assert "the host's postconf, over SSH" in result.reason
+    if status == v.WARN:
+        assert "mailstack:soft_bounce: false" in result.fix
+
+
+@pytest.mark.parametrize(
+    ("value", "status", "named"),
+    [
+        ("resource, software", v.PASS, ""),
+        ("software", v.PASS, ""),
+        ("bounce, 2bounce, data, delay, policy, protocol, resource, software", v.WARN,
+         "bounce, 2bounce, data, delay, policy, protocol reports"),
+        ("resource,software policy", v.WARN, "policy reports"),
+    ],
+)
+def test_notify_classes_setting(value, status, named):
+    result = v.check_notify_classes(value, "the stack's config")
+    assert (result.name, result.status) == ("postfix.notify_classes", status)
+    if status == v.WARN:
+        assert named in result.reason and "confidential" in result.reason
+        assert "mailstack:notify_classes: [resource, software]" in result.fix
+
+
+def test_testing_time_settings_come_from_the_stack_when_the_host_is_not_asked(monkeypatch):
+    asked = []
+    monkeypatch.setattr(v, "read_postfix_settings", lambda *a: asked.append(a) or {})
+    cfg = config(soft_bounce=True, notify_classes=["resource", "software"])
+    results = {r.name: r for r in v._postfix_settings(cfg.host, v.Options(ssh=False))}
+    assert asked == []
+    assert results["postfix.soft_bounce"].status == v.WARN
+    assert "the stack's config; the host not asked: SSH is off (--no-ssh)" in results["postfix.soft_bounce"].reason
+    assert results["postfix.notify_classes"].status == v.PASS
+
+
+def test_testing_time_settings_are_read_from_the_host_first(monkeypatch):
+    """The stack says off, the host says on (a hand edit, an older deploy): the host's word counts."""
+    monkeypatch.setattr(v, "read_postfix_settings",
+                        lambda cfg, names, timeout: {"soft_bounce": "yes", "notify_classes": "resource, software"})
+    results = {r.name: r for r in v._postfix_settings(config(soft_bounce=False).host, v.Options())}
+    assert results["postfix.soft_bounce"].status == v.WARN
+    assert "the host's postconf, over SSH" in results["postfix.soft_bounce"].reason
+
+
+def test_testing_time_settings_fall_back_on_the_stack_when_ssh_fails(monkeypatch):
+    def unreachable(*a):
+        raise HostUnavailable("ssh to root@198.51.100.10 failed: Connection refused")
+    monkeypatch.setattr(v, "read_postfix_settings", unreachable)
+    results = {r.name: r for r in v._postfix_settings(config(soft_bounce=False).host, v.Options())}
+    assert results["postfix.soft_bounce"].status == v.PASS
+    assert "the host not asked: ssh to root@198.51.100.10 failed" in results["postfix.soft_bounce"].reason
+    assert results["postfix.notify_classes"].status == v.WARN  # the guide's list, mailstack's default
+
+
+def test_postconf_over_ssh_reads_each_setting(monkeypatch):
+    import subprocess
+    from components import verify_net
+    seen = {}
+
+    def run(cfg, command, timeout):
+        seen["command"] = command
+        return subprocess.CompletedProcess([], 0, "soft_bounce = no\nnotify_classes =\n", "")
+    monkeypatch.setattr(verify_net, "run_on_host", run)
+    assert verify_net.read_postfix_settings(config().host, ["soft_bounce", "notify_classes"]) == {
+        "soft_bounce": "no", "notify_classes": ""}
+    assert seen["command"] == "postconf soft_bounce notify_classes"
+    monkeypatch.setattr(verify_net, "run_on_host",
+                        lambda *a: subprocess.CompletedProcess([], 1, "", "postconf: command not found"))
+    with pytest.raises(HostUnavailable, match="postconf: command not found"):
+        verify_net.read_postfix_settings(config().host, ["soft_bounce"])
 
 
 def test_imap():

@@ -26,6 +26,7 @@ HOST_CHECK_LINES = [
     "ok   postfix: postconf -n",
     "ok   postfix: postconf -M",
     "ok   postfix: postalias aliases",
+    "ok   postfix: postmap submission_header_checks",
     "ok   postfix: postfix check",
     "ok   dovecot: doveconf -n",
     "ok   dovecot: sievec default.sieve",

@@ -101,6 +101,8 @@ HOST_BASE: dict[str, Any] = {
     "smtpd_banner": "$myhostname ESMTP $mail_name",
     "smtpd_error_sleep_time": "8s",
     "notify_classes": ["bounce", "delay"],
+    # A number, as Pulumi hands every config value over: text.
+    "unknown_client_reject_code": "450",
     "smtpd_tls_cert_file": "/etc/ssl/private/postfix.cacert.pem",
     "smtpd_tls_key_file": "/etc/ssl/private/postfix.privkey.pem",
     "opendkim_nameservers": ["192.0.2.53"],
@@ -230,6 +232,8 @@ def _refused_cleanly(err: ConfigError, path: tuple[Any, ...]) -> None:
 
 def _held_as_given(cfg: Any, path: tuple[Any, ...], value: str) -> None:
     held = _get(cfg, path)
+    if isinstance(held, int) and not isinstance(held, bool):
+        held = str(held)  # a number key given as text (unknown_client_reject_code)
     # What the model holds is the value itself, or at most trimmed and lower-cased
     # (None for a derived key such as ssh_host given as "").
     assert held in (value, value.strip(), value.strip().lower()) or (value == "" and held is None), f"{value!r} became {held!r}"
@@ -370,6 +374,7 @@ def _host_files_inert(cfg: HostConfig, baseline: dict[str, Any]) -> None:
         "smtpd_tls_cert_file": cfg.smtpd_tls_cert_file,
         "smtpd_tls_key_file": cfg.smtpd_tls_key_file,
         "notify_classes": ", ".join(cfg.notify_classes),
+        "unknown_client_reject_code": str(cfg.unknown_client_reject_code),
     }
     for name, value in expected.items():
         assert main_cf[name] == value, f"{name}: {main_cf[name]!r} != {value!r}"
