@@ -5,8 +5,8 @@ the host (paths.domain_dir), and the host's assembler builds the tables that
 Postfix, Dovecot and OpenDKIM read from every domain's folder
 (components/services/tables.py, docs/tables.md). Two units:
 
-- files: mailboxes, aliases, sender_logins, catch_all, dkim_selector and the
-  users' Sieve scripts (components/services/sieve.py), staged, checked and
+- files: mailboxes, aliases, sender_logins, catch_all and the users' Sieve
+  scripts (dkim_selector is the DKIM signing unit's, components/services/opendkim.py) (components/services/sieve.py), staged, checked and
   swapped like a service's files (templates/mailboxes/before.sh.j2,
   apply.sh.j2); its delete command retires the domain (retire.sh.j2);
 - passwords: the password hashes, a secret, on the unit's stdin
@@ -63,9 +63,9 @@ def files(cfg: DomainConfig) -> list[HostFile]:
         "aliases": aliases(cfg),
         "sender_logins": sender_logins(cfg),
         "catch_all": catch_all(cfg),
-        "selector": cfg.dkim_selector,
     }
-    return [host_file(f"{folder}/{name}", f"mailboxes/{name}.j2", **values) for name in paths.DOMAIN_TABLE_FILES]
+    names = [name for name in paths.DOMAIN_TABLE_FILES if name != paths.DOMAIN_SELECTOR_FILE]
+    return [host_file(f"{folder}/{name}", f"mailboxes/{name}.j2", **values) for name in names]
 
 
 def tables_check(cfg: DomainConfig) -> str:

@@ -117,6 +117,8 @@ DOMAIN_BASE: dict[str, Any] = {
     "cloudflare_zone_id": "0123456789abcdef0123456789abcdef",
     "cloudflare_zone_name": "example.com",
     "dkim_selector": "mail",
+    "dkim_retention": "7d",
+    "dkim_publish_timeout": "5m",
     "dmarc_policy": "quarantine",
     "dmarc_rua": ["dmarc@example.com"],
     "mta_sts_mode": "testing",
