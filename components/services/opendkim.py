@@ -53,12 +53,20 @@ def dkim_remove_script(cfg: DomainConfig, selector: str) -> str:
     )
 
 
+def selector_file(cfg: DomainConfig) -> HostFile:
+    """The domain's dkim_selector (the assembler's SigningTable input), as the signing unit writes it."""
+    return host_file(
+        f"{paths.domain_dir(cfg.domain)}/{paths.DOMAIN_SELECTOR_FILE}", "mailboxes/dkim_selector.j2",
+        domain=cfg.domain, selector=cfg.dkim_selector,
+    )
+
+
 def dkim_signing_script(cfg: DomainConfig) -> str:
     """The signing unit: mailstack:dkim_selector signs, once its record is visible (a rotation)."""
-    content = render_template("mailboxes/dkim_selector.j2", domain=cfg.domain, selector=cfg.dkim_selector)
     return render_template(
         "opendkim/domain/dkim-signing.sh.j2", domain=cfg.domain, selector=cfg.dkim_selector,
-        selector_file=paths.DOMAIN_SELECTOR_FILE, content=content, timeout=cfg.dkim_publish_timeout_seconds,
+        selector_file=paths.DOMAIN_SELECTOR_FILE, content=selector_file(cfg).content,
+        timeout=cfg.dkim_publish_timeout_seconds,
     )
 
 
