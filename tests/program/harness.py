@@ -47,6 +47,7 @@ class Registration:
     custom: bool
     inputs: dict[str, Any]  # plain values, secrets unwrapped
     secret_paths: set[str] = field(default_factory=set)  # e.g. {"stdin", "connection.privateKey"}
+    aliases: list[str] = field(default_factory=list)  # the URNs the resource was known by before
 
 
 def _unwrap(value: Any, path: str, secrets: set[str]) -> Any:
@@ -60,11 +61,25 @@ def _unwrap(value: Any, path: str, secrets: set[str]) -> Any:
     return value
 
 
+def alias_urns(urn: str, request: Any) -> list[str]:
+    """The URNs of a registration's aliases (`pulumi.Alias(name=...)`: the parent's type chain unchanged)."""
+    urns = []
+    for alias in getattr(request, "aliases", []) or []:
+        if isinstance(alias, str):
+            urns.append(alias)
+        elif alias.urn:
+            urns.append(alias.urn)
+        elif alias.spec.name:
+            urns.append(urn.rsplit("::", 1)[0] + "::" + alias.spec.name)
+    return urns
+
+
 def _registration(urn: str, request: Any, properties: Any, custom: bool) -> Registration:
     """What the engine is told of a resource (registered or read), secrets unwrapped and noted."""
     secrets: set[str] = set()
     inputs = _unwrap(json_format.MessageToDict(properties), "", secrets)
     return Registration(
+        aliases=alias_urns(urn, request),
         urn=urn,
         type=request.type,
         name=request.name,
