@@ -41,6 +41,7 @@ import dns.rdata
 import dns.resolver
 import spf
 
+from components import paths
 from components.config import HostConfig
 
 # --- DNS ----------------------------------------------------------------------------------------
@@ -530,12 +531,13 @@ def dkim_key_command(cfg: HostConfig, key_path: str) -> str:
     return f"{sudo}openssl rsa -in {key} -pubout -outform DER 2>/dev/null | base64 -w0"
 
 
-def ssh_argv(cfg: HostConfig, key_path: str, key_file: Path | None, known_hosts: Path | None, timeout: float
-             ) -> list[str]:
+def ssh_argv(cfg: HostConfig, key_path: str, key_file: Path | None, known_hosts: Path | None, timeout: float,
+             command: str | None = None) -> list[str]:
     """ssh to the host (the host stack's connection) with its key and its pinned host key.
 
     Without a key in the stack, ssh's own identities (agent) are used; without
     a pinned host key, the user's known_hosts, and an unknown host is refused.
+    It runs `command`, by default the one that prints the key at `key_path`.
     """
     argv = ["ssh"]
     if known_hosts is not None:
@@ -544,16 +546,12 @@ def ssh_argv(cfg: HostConfig, key_path: str, key_file: Path | None, known_hosts:
         argv += ["-i", str(key_file), "-o", "IdentitiesOnly=yes"]
     argv += ["-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={max(1, int(timeout))}",
              "-o", "LogLevel=ERROR", "-p", str(cfg.ssh_port), f"{cfg.ssh_user}@{cfg.connect_host}",
-             "--", dkim_key_command(cfg, key_path)]
+             "--", command if command is not None else dkim_key_command(cfg, key_path)]
     return argv
 
 
-def read_host_dkim_key(cfg: HostConfig, key_path: str, timeout: float = 10.0) -> str:
-    """The base64 DER public key of the private key at `key_path` on the host, read over SSH.
-
-    `cfg`: the host stack's config (its SSH connection; `secure:` values count
-    as unset offline, so ssh's own identities and known_hosts are used then).
-    """
+def _over_ssh(cfg: HostConfig, command: str, what: str, timeout: float) -> str:
+    """`command`'s stdout on the host; HostKeyUnavailable says why not (`what`: what it reads)."""
     with tempfile.TemporaryDirectory(prefix="mailstack-verify-") as tmp:
         key_file = known_hosts = None
         if cfg.ssh_private_key is not None:
@@ -565,7 +563,7 @@ def read_host_dkim_key(cfg: HostConfig, key_path: str, timeout: float = 10.0) ->
             known_hosts = Path(tmp) / "known_hosts"
             host_id = cfg.connect_host if cfg.ssh_port == 22 else f"[{cfg.connect_host}]:{cfg.ssh_port}"
             known_hosts.write_text(f"{host_id} {cfg.ssh_host_key.get_secret_value().strip()}\n")
-        argv = ssh_argv(cfg, key_path, key_file, known_hosts, timeout)
+        argv = ssh_argv(cfg, "", key_file, known_hosts, timeout, command)
         try:
             result = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
                                     timeout=timeout * 3)
@@ -576,8 +574,40 @@ def read_host_dkim_key(cfg: HostConfig, key_path: str, timeout: float = 10.0) ->
     where = f"{cfg.ssh_user}@{cfg.connect_host}"
     if result.returncode == 255:
         raise HostKeyUnavailable(f"ssh to {where} failed: {result.stderr.strip() or 'exit 255'}")
-    key = "".join(result.stdout.split())
-    if result.returncode != 0 or not key:
-        raise HostKeyUnavailable(f"could not read {key_path} on {where} "
+    if result.returncode != 0 or not result.stdout.strip():
+        raise HostKeyUnavailable(f"could not read {what} on {where} "
                                  f"(exit {result.returncode}): {result.stderr.strip() or 'no output'}")
-    return key
+    return result.stdout
+
+
+def read_host_dkim_key(cfg: HostConfig, key_path: str, timeout: float = 10.0) -> str:
+    """The base64 DER public key of the private key at `key_path` on the host, read over SSH.
+
+    `cfg`: the host stack's config (its SSH connection; `secure:` values count
+    as unset offline, so ssh's own identities and known_hosts are used then).
+    """
+    return "".join(_over_ssh(cfg, dkim_key_command(cfg, key_path), key_path, timeout).split())
+
+
+def dkim_signing_command(cfg: HostConfig, domain: str) -> str:
+    """Prints `signing <name>` (the domain's line of OpenDKIM's SigningTable) and `key <selector>` per key file."""
+    sudo = "" if cfg.ssh_user == "root" else "sudo -n "
+    table, keys = shlex.quote(paths.DKIM_SIGNING_TABLE), shlex.quote(paths.domain_dir(domain) + "/dkim")
+    script = (
+        f"awk -v d={shlex.quote(domain)} '$1 == d {{ print \"signing\", $2 }}' {table}; "
+        f'for f in {keys}/*.private; do [ -e "$f" ] && echo "key $(basename "$f" .private)"; done; echo end'
+    )
+    return f"{sudo}sh -c {shlex.quote(script)}"
+
+
+def read_host_dkim_signing(cfg: HostConfig, domain: str, timeout: float = 10.0) -> tuple[str | None, list[str]]:
+    """The selector the host signs `domain`'s mail with (None: none) and the selectors it has keys of."""
+    text = _over_ssh(cfg, dkim_signing_command(cfg, domain), paths.DKIM_SIGNING_TABLE, timeout)
+    signing, keys = None, []
+    for line in text.splitlines():
+        word, _, value = line.partition(" ")
+        if word == "signing" and value:
+            signing = value.split("._domainkey.", 1)[0]
+        elif word == "key" and value:
+            keys.append(value)
+    return signing, sorted(keys)
