@@ -28,15 +28,22 @@ import yaml
 
 from .conftest import run_client, wait_for
 from .engine.deployer import REPO, Engine, find_pulumi
-from .stack import (DEPLOY_ORDER, HOST_STACK, HOSTNAME, MAILBOXES, domain_config, host_config, password_hash,
-                    stack_users)
+from .stack import (DEPLOY_ORDER, DOMAIN_SETTINGS, HOST_STACK, HOSTNAME, MAILBOXES, domain_config, host_config,
+                    password_hash, stack_users)
 
 pytestmark = pytest.mark.skipif(find_pulumi() is None, reason="no Pulumi CLI built: run scripts/setup "
                                                                 "(scripts/build-pulumi builds it)")
 
 HOST_UNITS = ["host-packages", "host-tls", "host-tables", "host-opendkim", "host-policyd-spf", "host-resolver",
               "host-dovecot", "host-postfix", "host-web"]  # host-web: tls acme (nginx for MTA-STS)
-DOMAIN_UNITS = ["domain-dkim", "domain-files", "domain-passwords", "domain-mta-sts"]  # mta-sts: on an acme host
+# mta-sts: on an acme host. The DKIM key unit is named by its selector (example.org: s2026).
+DOMAIN_UNITS = ["domain-dkim-signing", "domain-files", "domain-passwords", "domain-mta-sts"]
+
+
+def domain_units(domain: str) -> list[str]:
+    """The units of `domain`'s stack: its DKIM key unit (one selector), then DOMAIN_UNITS."""
+    selector = DOMAIN_SETTINGS[domain].get("dkim_selector", "mail")
+    return [f"domain-dkim-key-{selector}", *DOMAIN_UNITS]
 POSTFIX_UNIT = "host-postfix"
 FILES_UNIT = "domain-files"
 COMMAND = "command:remote:Command"
@@ -215,7 +222,7 @@ def test_host_up_deploys_mx_and_the_state_keeps_secrets_encrypted(lab, engine, s
 def test_domain_preview_shows_mx_and_spf_from_the_host_stacks_outputs(lab, domains, secrets):
     org = domains[ORG]
     plan = steps(org)
-    assert set(DOMAIN_UNITS) <= set(names(plan, "create")), names(plan, "create")
+    assert set(domain_units(ORG)) <= set(names(plan, "create")), names(plan, "create")
     # The StackReference is read by the engine at preview: the host's name and addresses are known,
     # so the MX and SPF records' contents are in the plan (the DKIM key is not: the host makes it).
     planned = {}
@@ -236,7 +243,7 @@ def test_domain_up_deploys_each_domain_with_the_host_stacks_secret_connection(la
         stack.take_runs()
         result = stack.run(["up", "--yes"])
         assert not leaked(result.stdout + result.stderr, secrets), f"a secret is in {domain}'s `pulumi up`"
-        assert sorted(run["name"] for run in stack.take_runs()) == sorted(DOMAIN_UNITS), domain
+        assert sorted(run["name"] for run in stack.take_runs()) == sorted(domain_units(domain)), domain
     assert not leaked(state_text(engine), secrets), "a secret is in a state file in clear"
     # The connection each domain unit was given (the host stack's private key) is secret in the
     # domain stack's own state: encrypted on disk, as the real pulumi-command keeps it.
@@ -250,7 +257,7 @@ def test_domain_up_deploys_each_domain_with_the_host_stacks_secret_connection(la
         subject = f"engine {uuid.uuid4()}"
         send(lab, address, subject)
         assert delivered(lab, address, subject), address
-    dkim = domains[ORG].resources()[f"{COMMAND}::domain-dkim"]["outputs"]["stdout"]
+    dkim = domains[ORG].resources()[f"{COMMAND}::domain-dkim-key-s2026"]["outputs"]["stdout"]
     published = "".join("".join(s) for s in lab.dns_txt(f"s2026._domainkey.{ORG}"))
     assert "".join(dkim.split()) in published
 
@@ -432,7 +439,7 @@ def test_destroy_of_a_domain_stack_retires_it_and_up_brings_it_back(lab, engine,
     com.write_config(domain_config(lab, COM))
     com.take_runs()
     com.run(["up", "--yes"])
-    assert sorted(run["name"] for run in com.take_runs()) == sorted(DOMAIN_UNITS)
+    assert sorted(run["name"] for run in com.take_runs()) == sorted(domain_units(COM))
     assert lab.ssh(f"test -e /etc/mailstack/domains/{COM}/retired", check=False).returncode != 0
     assert rcpt(lab, "alice@example.com")[0] == 250
     back = f"back {uuid.uuid4()}"

@@ -106,7 +106,7 @@ HOST_CHECKS = (["dns.a", "dns.aaaa", "spf.helo"],
                ["dns.ptr", "smtp.banner", "smtp.starttls", "smtp.cert", "smtp.auth", "smtp.vrfy", "smtp.relay",
                 "submission.starttls", "submission.auth", "imap.tls"])
 DOMAIN_CHECKS = (["dns.mx", "dns.mx-cname", "spf.record", "spf.lookups", "spf.all", "dkim.record", "dkim.key",
-                  "dmarc.record", "dmarc.policy", "mta-sts.record", "tls-rpt.record"],
+                  "dkim.selectors", "dmarc.record", "dmarc.policy", "mta-sts.record", "tls-rpt.record"],
                  ["spf.pass"])
 
 
@@ -178,7 +178,7 @@ def test_healthy_domain_passes_every_check(lab, deployment, project, cfg, domain
 def test_dkim_key_from_the_stack_when_ssh_is_off(lab, deployment, project, cfg):
     # What the DKIM unit printed at deployment (the stack's DKIM record content comes from it).
     (exported,) = [r["outputs"]["stdout"] for key, r in deployment.domains[STACK].state.items()
-                   if key.startswith("command:remote:Command::") and key.endswith("-dkim")]
+                   if key.startswith("command:remote:Command::domain-dkim-key-")]
     domain = cfg.domain_config
     record = rec.dkim_value(domain, rec.dkim_public_key(domain, exported))  # as `pulumi stack output records` shows it
     code, report = verify(lab, project, STACK, "--no-ssh", "--dkim-key", record)
