@@ -29,7 +29,12 @@ import dkim
 import pytest
 
 from .deploy import DeploymentFailed
+from .engine.deployer import deployer_choice
 from .test_submission import OUTSIDE, dkim_tags, lab_dnsfunc, relayed, split_sink, submit
+
+# It holds a record back in the mock deployer's DNS (Deployment.withheld); with the real engine,
+# test_engine.py rotates a key (test_a_dkim_rotation_with_the_real_engine).
+pytestmark = pytest.mark.skipif(deployer_choice() == "engine", reason="holds a record back: the mock deployer's")
 
 COM = "example.com"
 OLD, NEW = "mail", "rot1"
