@@ -193,7 +193,8 @@ def files_script(cfg: DomainConfig, files: list[HostFile]) -> str:
         cfg.domain,
         files,
         [],
-        [command for _, command in sieve.checks(cfg.domain)] + [mailboxes.tables_check(cfg)],
+        [command for _, command in sieve.checks(cfg.domain)]
+        + [mailboxes.stage_selector(cfg), mailboxes.tables_check(cfg)],
         render_template(mailboxes.BEFORE, **values),
         render_template(mailboxes.APPLY, **values),
     )
