@@ -35,7 +35,7 @@ from components.config import load_config
 from . import dnssec
 from .conftest import PEER_NAME, wait_for
 from .deploy import record_content
-from .stack import DOMAINS, HOST_STACK, HOSTNAME, banner_rewrite, domain_config, host_config, main_cf_rewritten
+from .stack import DOMAIN_SETTINGS, DOMAINS, HOST_STACK, HOSTNAME, banner_rewrite, domain_config, host_config, main_cf_rewritten
 
 VERIFY_FROM = "peer"
 TTL = 300  # what the deployment publishes (Cloudflare's automatic TTL in the lab)
@@ -172,6 +172,9 @@ def test_healthy_domain_passes_every_check(lab, deployment, project, cfg, domain
     assert_healthy(cfg, domain, code, report)
     checks = {c["name"]: c for c in report["checks"]}
     assert "read over SSH" in checks["dkim.key"]["reason"]
+    # The selector in DNS is the one the host's SigningTable names (read over SSH).
+    selector = DOMAIN_SETTINGS[domain].get("dkim_selector", "mail")
+    assert f"the host signs with {selector}" in checks["dkim.selectors"]["reason"], checks["dkim.selectors"]
     assert domain in checks["dns.mx"]["reason"] and domain in checks["dmarc.record"]["reason"]
 
 
