@@ -35,7 +35,8 @@ from components.config import load_config
 from . import dnssec
 from .conftest import PEER_NAME, wait_for
 from .deploy import record_content
-from .stack import DOMAIN_SETTINGS, DOMAINS, HOST_STACK, HOSTNAME, banner_rewrite, domain_config, host_config, main_cf_rewritten
+from .stack import (DOMAIN_SETTINGS, DOMAINS, HOST_STACK, HOSTNAME, banner_rewrite, domain_config, host_config,
+                    main_cf_rewritten)
 
 VERIFY_FROM = "peer"
 TTL = 300  # what the deployment publishes (Cloudflare's automatic TTL in the lab)
