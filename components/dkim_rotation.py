@@ -39,7 +39,9 @@ class Plan:
 
     keys: tuple[str, ...]  # selectors with a key unit and a published record, the wanted one first
     signing: str  # the selector the signing unit makes OpenDKIM sign with
-    wait: bool  # the signing unit waits for `signing`'s record to be visible before it switches
+    # The signing unit waits for `signing`'s record before it switches. The unit decides that on the
+    # host by the same rule (another selector signs there), so a host ahead of the outputs is safe too.
+    wait: bool
     retired: dict[str, float]  # selector -> when it stopped signing (every key but `signing`)
     removed: tuple[str, ...]  # selectors past retention: their record and key go in this `up`
     previous_signing: str | None  # the selector that signed before this `up` (its key unit adopts the old `dkim`)
