@@ -108,6 +108,18 @@ BANNER_PARAMETERS = ("myhostname", "mydomain", "myorigin", "mail_name")
 _SSH_PUBLIC_KEY = re.compile(r"[a-z0-9@.-]+ [A-Za-z0-9+/]+={0,3}(?: [ -~]*)?")
 
 
+# The longest duration a key takes (a year): a longer one is a typo.
+MAX_DURATION = 366 * 86400
+
+
+def duration_seconds(value: str) -> int:
+    """A duration as config writes it (7d, 5m, 30s, 300: seconds) in seconds."""
+    match = _POSTFIX_TIME.fullmatch(value)
+    if not match:
+        raise ValueError(f"{value!r} is not a duration (expected e.g. 7d)")
+    return int(match[1]) * _TIME_UNITS[match[2]]
+
+
 class ConfigError(ValueError):
     """The stack's configuration is not usable; `problems` has one line per bad key."""
 
@@ -758,6 +770,12 @@ class DomainConfig(_Stack):
     # -- DKIM and DMARC
     dkim_selector: Line = Field(default="mail", description="DKIM selector")
     dkim_bits: Literal[2048, 3072, 4096] = Field(default=2048, description="RSA key size of a new DKIM key")
+    # A rotation (README, "Rotating a DKIM key"): how long a retired selector's record and key stay,
+    # and how long the signing unit waits for the new selector's record to be visible.
+    dkim_retention: Line = Field(default="7d", description="How long a retired DKIM selector stays published")
+    dkim_publish_timeout: Line = Field(
+        default="5m", description="How long to wait for a new DKIM record before signing with it"
+    )
     dmarc_policy: Literal["none", "quarantine", "reject"] = Field(default="quarantine", description="DMARC p=")
     dmarc_rua: list[RuaAddress] | None = Field(
         default=None, description="Where aggregate reports go (default: postmaster@<domain>)"
@@ -789,6 +807,30 @@ class DomainConfig(_Stack):
     def _dkim_bits_from_text(cls, value: Any) -> Any:
         # Pulumi hands every config value, Pulumi.yaml's defaults included, to the program as text.
         return int(value) if isinstance(value, str) and value.strip().isdigit() else value
+
+    @field_validator("dkim_retention", "dkim_publish_timeout", mode="before")
+    @classmethod
+    def _duration_number(cls, value: Any) -> Any:
+        # YAML reads `300` as a number: seconds.
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("dkim_retention", "dkim_publish_timeout")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        match = _POSTFIX_TIME.fullmatch(value)
+        if not match:
+            raise ValueError(f"{shown(value)} is not a duration (expected a number with s, m, h, d or w, e.g. 7d)")
+        if duration_seconds(value) > MAX_DURATION:
+            raise ValueError(f"{shown(value)} is longer than a year (expected e.g. 7d)")
+        return value
+
+    @property
+    def dkim_retention_seconds(self) -> int:
+        return duration_seconds(self.dkim_retention)
+
+    @property
+    def dkim_publish_timeout_seconds(self) -> int:
+        return duration_seconds(self.dkim_publish_timeout)
 
     @field_validator("domain")
     @classmethod
@@ -973,6 +1015,8 @@ FORMS: dict[str, tuple[str, str]] = {
     "host_stack": ("the host stack's name", "host-mail"),
     "dkim_selector": ("a DKIM selector", "mail"),
     "dkim_bits": ("one of 2048, 3072, 4096", "2048"),
+    "dkim_retention": ("a duration", "7d"),
+    "dkim_publish_timeout": ("a duration", "5m"),
     "dmarc_policy": ("one of none, quarantine, reject", "quarantine"),
     "dmarc_rua": ("a list of e-mail addresses", "[dmarc@example.com]"),
     "dmarc_rua[]": ("an e-mail address", "dmarc@example.com"),

@@ -29,6 +29,7 @@ class Published:
     record: rec.Record
     zone: str
     content: Any = None  # pulumi.Input[str]: the unquoted value (TXT), when not record.content
+    aliases: tuple[pulumi.Alias, ...] = ()  # the record's earlier names (kept, not replaced)
 
 
 class MailDnsArgs(TypedDict):
@@ -42,6 +43,9 @@ class MailDnsArgs(TypedDict):
 
     after: NotRequired[list[pulumi.Resource]]
     """What every record waits for (e.g. the unit that serves what they announce); default nothing."""
+
+    prefix: NotRequired[str]
+    """The records' resource names start with it (default: the component's name)."""
 
 
 def _comment(reason: str) -> str:
@@ -82,7 +86,7 @@ class MailDns(pulumi.ComponentResource):
             # false anyway, the API rejects only `true` on MX/TXT/PTR, and a proxied A/AAAA
             # would send SMTP to Cloudflare, which does not relay port 25.
             self.resources[r.key] = cloudflare.DnsRecord(
-                f"{name}-{r.key}",
+                f"{args.get('prefix', name)}-{r.key}",
                 zone_id=zone_ids[item.zone],
                 name=r.name,
                 type=r.type,
@@ -92,7 +96,9 @@ class MailDns(pulumi.ComponentResource):
                 proxied=False,
                 priority=r.priority,
                 comment=_comment(r.reason),
-                opts=pulumi.ResourceOptions(parent=self, depends_on=args.get("after", [])),
+                opts=pulumi.ResourceOptions(
+                    parent=self, depends_on=args.get("after", []), aliases=list(item.aliases) or None
+                ),
             )
             shown = item.content if item.content is not None else r.content
             self.records.append(

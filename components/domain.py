@@ -9,11 +9,18 @@ only the domain's own folders on the host, its own nginx server block and
 certificate lineage, and, through the host's assembler, the tables every
 domain shares:
 
-    dkim ─ files ─ passwords
-                └─ mta-sts     (the host's mailstack:tls acme, mta_sts_mode not none)
+    dkim-key-<selector> ─ DKIM record ─ dkim-signing ─ files ─ passwords
+                                                       └─ mta-sts (the host's mailstack:tls acme,
+                                                                   mta_sts_mode not none)
 
-The DKIM unit prints the public key it generated; that Output becomes the
-content of the DKIM record. The files unit's delete command (run by
+Each DKIM key unit prints the public key it generated; that Output becomes
+the content of its selector's DKIM record. Which selectors have a key and a
+record, and which one signs, is planned by components/dkim_rotation.py from
+mailstack:dkim_selector and the stack's own previous outputs (read through a
+StackReference to itself): a rotation publishes the new key beside the old
+one, the signing unit switches only once the new record is visible, and the
+old selector goes after mailstack:dkim_retention (its key unit's delete
+removes the private key). The files unit's delete command (run by
 `pulumi destroy`) retires the domain: its mail is refused, its mailboxes and
 key stay on the host. The MTA-STS unit's delete command takes its policy host
 off the host (server block, policy, certificate lineage).
@@ -21,12 +28,14 @@ off the host (server block, policy, certificate lineage).
 
 from __future__ import annotations
 
+import time
 from typing import Any, TypedDict
 
 import pulumi
 import pulumi.runtime.config as runtime_config
 from pulumi_command import remote
 
+from components import dkim_rotation
 from components import records as rec
 from components import units
 from components.config import PROJECT, ConfigError, DomainConfig, HostConfig, load_config
@@ -84,12 +93,90 @@ class MailDomain(pulumi.ComponentResource):
                 **extra,
             )
 
-        dkim = command("dkim", unit(lambda h: units.dkim_unit(cfg, owner, h)), [])
+        # The DKIM state of the last successful `up`: this stack's own outputs (none on its first).
+        previous = pulumi.StackReference(f"{name}-previous", stack_name=pulumi.get_stack(), opts=child)
+        started = time.time()
+        self.dkim_plan = pulumi.Output.all(
+            *(previous.get_output(key) for key in ("dkim_keys", "dkim_signing", "dkim_selector"))
+        ).apply(
+            lambda values: dkim_rotation.plan(
+                cfg.dkim_selector, dkim_rotation.previous_from_outputs(*values), cfg.dkim_retention_seconds, started
+            )
+        )
+        zone_ids = {cfg.zone_name: cfg.cloudflare_zone_id}
+
+        # Key units and records per selector, then the signing unit. Which selectors there are
+        # is the plan's (the previous outputs are read in preview too, so preview shows them).
+        def dkim(values: list[Any]) -> tuple[remote.Command, list[dict[str, Any]]]:
+            host, plan = values
+            # The stack's single `dkim` unit and `dns-dkim` record of before rotations: the
+            # selector that signed then takes them over (no new key, no record replaced).
+            legacy = plan.previous_signing or plan.signing
+            keys: dict[str, remote.Command] = {}
+            records: list[Published] = []
+            for selector in plan.keys:
+                spec = units.dkim_unit(cfg, owner, host, selector)
+                keys[selector] = remote.Command(
+                    f"{name}-dkim-key-{selector}",
+                    connection=connection,
+                    create=spec.command,
+                    stdin=spec.stdin,
+                    # Dropped from the plan (past retention): its private key goes too.
+                    delete=units.dkim_remove_command(cfg, owner, host, selector),
+                    add_previous_output_in_env=False,
+                    opts=pulumi.ResourceOptions(
+                        parent=self, aliases=[pulumi.Alias(name=f"{name}-dkim")] if selector == legacy else None
+                    ),
+                )
+                retired = selector in plan.retired
+                content = keys[selector].stdout.apply(
+                    lambda key, s=selector, r=retired: rec.dkim_selector_record(
+                        cfg, s, rec.dkim_public_key(cfg.model_copy(update={"dkim_selector": s}), key), r
+                    ).content
+                )
+                shape = rec.dkim_selector_record(cfg, selector, "MA==", retired)
+                aliases = (pulumi.Alias(name=f"{name}-dns-dkim", parent=self.dns),) if selector == legacy else ()
+                records.append(Published(shape, cfg.zone_name, content, aliases))
+            dkim_dns = MailDns(
+                f"{name}-dkim-dns", {"zone_ids": zone_ids, "records": records, "prefix": f"{name}-dns"}, child
+            )
+            signing_spec = units.dkim_signing_unit(cfg, owner, host)
+            signing = remote.Command(
+                f"{name}-dkim-signing",
+                connection=connection,
+                create=signing_spec.command,
+                stdin=signing_spec.stdin,
+                add_previous_output_in_env=False,
+                # The new selector's record exists before the unit waits to see it.
+                opts=pulumi.ResourceOptions(
+                    parent=self,
+                    depends_on=[keys[plan.signing], dkim_dns.resources[f"{rec.DKIM_KEY}-{plan.signing}"]],
+                ),
+            )
+            self.units.extend([*keys.values(), signing])
+            return signing, dkim_dns.records
+
+        self.units: list[remote.Command] = []
+        # The main records first (the DKIM records' aliases name their component).
+        published = []
+        for shape in rec.mail_records(cfg, _SHAPE, "MA=="):
+            if shape.key == rec.DKIM_KEY:
+                continue  # per selector, below
+            if shape.key in ("mx", "spf"):
+                content = self.host.apply(
+                    lambda h, key=shape.key: next(r.content for r in rec.static_records(cfg, h) if r.key == key)
+                )
+            else:
+                content = None  # DMARC: config alone
+            published.append(Published(shape, cfg.zone_name, content))
+        self.dns = MailDns(f"{name}-dns", {"zone_ids": zone_ids, "records": published}, child)
+
+        dkim_made = pulumi.Output.all(self.host, self.dkim_plan).apply(dkim)
         files = units.domain_files(cfg)
         domain_files = command(
             "files",
             unit(lambda h: units.files_unit(cfg, owner, h, files)),
-            [dkim],
+            dkim_made.apply(lambda made: [made[0]]),
             # `pulumi destroy`: the domain is retired, its mailboxes stay.
             delete=self.host.apply(lambda h: units.retire_command(cfg, owner, h)),
         )
@@ -103,24 +190,7 @@ class MailDomain(pulumi.ComponentResource):
             add_previous_output_in_env=False,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[domain_files]),
         )
-        self.units = [dkim, domain_files, passwords]
-
-        # The domain's records: names from config, MX/SPF contents from the host stack.
-        dkim_value = dkim.stdout.apply(lambda key: rec.dkim_value(cfg, rec.dkim_public_key(cfg, key)))
-        published = []
-        for shape in rec.mail_records(cfg, _SHAPE, "MA=="):
-            if shape.key == rec.DKIM_KEY:
-                content = dkim_value
-            elif shape.key in ("mx", "spf"):
-                content = self.host.apply(
-                    lambda h, key=shape.key: next(r.content for r in rec.static_records(cfg, h) if r.key == key)
-                )
-            else:
-                content = None  # DMARC: config alone
-            published.append(Published(shape, cfg.zone_name, content))
-        self.dns = MailDns(
-            f"{name}-dns", {"zone_ids": {cfg.zone_name: cfg.cloudflare_zone_id}, "records": published}, child
-        )
+        self.units.extend([domain_files, passwords])
 
         # MTA-STS: the policy host and its records, only when the host has trusted
         # certificates (its mailstack:tls is acme) and the mode is not none. Whether it
@@ -153,9 +223,9 @@ class MailDomain(pulumi.ComponentResource):
             return sts_dns.records
 
         sts_records = self.host.apply(mta_sts)
-        self.records = pulumi.Output.all(pulumi.Output.from_input(self.dns.records), sts_records).apply(
-            lambda lists: [*lists[0], *lists[1]]
-        )
+        self.records = pulumi.Output.all(
+            pulumi.Output.from_input(self.dns.records), dkim_made.apply(lambda made: made[1]), sts_records
+        ).apply(lambda lists: [*lists[0], *lists[1], *lists[2]])
         self.register_outputs({"domain": cfg.domain, "records": self.records})
 
 
@@ -175,6 +245,10 @@ def export_domain(cfg: DomainConfig, domain: MailDomain) -> None:
     pulumi.export("domain", cfg.domain)
     pulumi.export("hostname", domain.host.apply(lambda h: h.hostname))
     pulumi.export("dkim_selector", cfg.dkim_selector)
+    # Read back by the next `up` (components/dkim_rotation.py): each selector with a key and
+    # when it was retired (None: it signs), and the one that signs.
+    pulumi.export("dkim_keys", domain.dkim_plan.apply(lambda plan: plan.outputs()))
+    pulumi.export("dkim_signing", domain.dkim_plan.apply(lambda plan: plan.signing))
     pulumi.export("mailboxes", mailboxes.mailboxes(cfg))
     pulumi.export("records", domain.records)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from components.config import DomainConfig, HostConfig
 from components.records import Record, host_records, mail_records, ptr_records, publishes_mta_sts, zone_file
 from components.render import HostFile
-from components.services import render_host_files, web
+from components.services import opendkim, render_host_files, web
 from components.stackfile import PROJECT_DIR, host_facts_for
 from components.units import domain_files
 
@@ -81,7 +81,8 @@ def render_stack(
         if cfg.tls == "acme" and (services is None or web.NAME in services):
             files += web.host_files(cfg)
     else:
-        files = domain_files(cfg)
+        # Its folder as the host gets it: the files unit's files and the signing unit's selector.
+        files = [*domain_files(cfg), opendkim.selector_file(cfg)]
         host = host_facts_for(cfg, project_dir)
         if publishes_mta_sts(cfg, host):  # its policy host: the policy and the nginx server block
             files += web.domain_files(cfg, host)

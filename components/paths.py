@@ -97,6 +97,9 @@ DOMAIN_OWNER_FILE = "owner"
 DOMAIN_RETIRED_FILE = "retired"
 DOMAIN_PASSWD_FILE = "passwd"
 DOMAIN_TABLE_FILES = ("mailboxes", "aliases", "sender_logins", "catch_all", "dkim_selector")
+# The selector that signs: written by the domain's DKIM signing unit, not its files unit
+# (a rotation switches it only once the new record is visible).
+DOMAIN_SELECTOR_FILE = "dkim_selector"
 
 
 def domain_dkim_key(domain: str, selector: str) -> str:

@@ -219,6 +219,18 @@ def dkim_record(cfg: DomainConfig, public_key_b64: str) -> Record:
     return Record(dkim_name(cfg), "TXT", dkim_value(cfg, public_key_b64), DKIM_REASON, key=DKIM_KEY)
 
 
+DKIM_RETIRED_REASON = "Kept after a DKIM key rotation: mail signed with this key verifies until dkim_retention ends"
+
+
+def dkim_selector_record(cfg: DomainConfig, selector: str, public_key_b64: str, retired: bool = False) -> Record:
+    """The DKIM record of one of the domain's selectors (a rotation publishes two), key `dkim-<selector>`."""
+    of_selector = cfg.model_copy(update={"dkim_selector": selector})
+    return Record(
+        dkim_name(of_selector), "TXT", dkim_value(of_selector, public_key_b64),
+        DKIM_RETIRED_REASON if retired else DKIM_REASON, key=f"{DKIM_KEY}-{selector}",
+    )
+
+
 # Reasons fit Cloudflare's 100-character comment limit on Free zones.
 _REASONS = {
     "A": "Required: the mail host's IPv4 address, for the MX target and HELO checks",

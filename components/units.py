@@ -165,9 +165,19 @@ def _domain_check(cfg: DomainConfig, owner: str, host: HostFacts) -> str:
     return render_template("units/domain-owner.sh.j2", domain=cfg.domain, owner=owner, host_id=host.host_id)
 
 
-def dkim_unit(cfg: DomainConfig, owner: str, host: HostFacts) -> Unit:
-    """The domain's DKIM key (components/services/opendkim.py); prints its public half."""
-    return Unit(_runner(host.ssh_user), _domain_check(cfg, owner, host) + opendkim.dkim_key_script(cfg))
+def dkim_unit(cfg: DomainConfig, owner: str, host: HostFacts, selector: str | None = None) -> Unit:
+    """A DKIM key unit: the key of `selector` (default: mailstack:dkim_selector); prints its public half."""
+    return Unit(_runner(host.ssh_user), _domain_check(cfg, owner, host) + opendkim.dkim_key_script(cfg, selector))
+
+
+def dkim_remove_command(cfg: DomainConfig, owner: str, host: HostFacts, selector: str) -> str:
+    """A DKIM key unit's delete command: the retired selector's private key goes."""
+    return _inline(host.ssh_user, _domain_check(cfg, owner, host) + opendkim.dkim_remove_script(cfg, selector))
+
+
+def dkim_signing_unit(cfg: DomainConfig, owner: str, host: HostFacts) -> Unit:
+    """The DKIM signing unit: mailstack:dkim_selector signs, once its record is visible."""
+    return Unit(_runner(host.ssh_user), _domain_check(cfg, owner, host) + opendkim.dkim_signing_script(cfg))
 
 
 def domain_files(cfg: DomainConfig) -> list[HostFile]:
@@ -183,7 +193,8 @@ def files_script(cfg: DomainConfig, files: list[HostFile]) -> str:
         cfg.domain,
         files,
         [],
-        [command for _, command in sieve.checks(cfg.domain)] + [mailboxes.tables_check(cfg)],
+        [command for _, command in sieve.checks(cfg.domain)]
+        + [mailboxes.stage_selector(cfg), mailboxes.tables_check(cfg)],
         render_template(mailboxes.BEFORE, **values),
         render_template(mailboxes.APPLY, **values),
     )

@@ -84,6 +84,7 @@ from components.verify_net import (
     fetch_policy,
     probe_vrfy,
     read_host_dkim_key,
+    read_host_dkim_signing,
     read_postfix_settings,
     spf_check,
 )
@@ -1184,6 +1185,43 @@ def default_relay_to(names: list[str]) -> str:
     return "postmaster@relay-test.example"  # RFC 2606's .example: no one hosts it
 
 
+def check_dkim_selectors(cfg: DomainConfig, lookups: Dns, signing: str | None, host_keys: list[str],
+                         unavailable: str = "") -> Result:
+    """The selectors in DNS (mailstack:dkim_selector's and every key the host keeps) and the one the host signs with.
+
+    `signing`: the selector of the domain's SigningTable line (None: no line, or
+    not read: `unavailable` says why); `host_keys`: the selectors the host has keys of.
+    """
+    name = "dkim.selectors"
+    selectors = sorted({cfg.dkim_selector, *host_keys, *([signing] if signing else [])})
+    seen = []
+    for selector in selectors:
+        try:
+            texts = lookups.texts(f"{selector}._domainkey.{cfg.domain}")
+        except DnsError:
+            texts = []
+        if any("p=" in t for t in texts):
+            seen.append(selector)
+    in_dns = f"selectors in DNS: {', '.join(seen) or 'none'}"
+    if unavailable and cfg.dkim_selector in seen and "--no-ssh" in unavailable:
+        return passed(name, f"{in_dns}; which one the host signs with was not read ({unavailable})")
+    if unavailable:
+        return warned(name, f"{in_dns}; which one the host signs with is unknown: {unavailable}",
+                      "let verify reach the host over SSH (the host stack's connection)")
+    if signing is None:
+        return failed(name, f"{in_dns}; the host signs nothing from {cfg.domain} (no SigningTable line)",
+                      "pulumi up the domain stack (its dkim-signing unit names the selector)")
+    if signing not in seen:
+        return failed(name, f"{in_dns}; the host signs with {signing}, which has no record in DNS: "
+                      "receivers cannot verify its signatures", "pulumi up the domain stack (it publishes the record)")
+    if signing != cfg.dkim_selector:
+        state = "published" if cfg.dkim_selector in seen else "not yet visible"
+        return warned(name, f"{in_dns}; the host signs with {signing}, mailstack:dkim_selector is "
+                      f"{cfg.dkim_selector} (a rotation under way: its record is {state})",
+                      "pulumi up again once the new record is visible: it switches signing to the new selector")
+    return passed(name, f"{in_dns}; the host signs with {signing}")
+
+
 def _dkim_checks(target: Target, lookups: Dns, options: Options) -> list[Result]:
     """The host's own key when SSH can read it; else the key given with --dkim-key; else not compared."""
     cfg, facts = target.domain, target.facts
@@ -1200,7 +1238,16 @@ def _dkim_checks(target: Target, lookups: Dns, options: Options) -> list[Result]
     if host_key is None and options.dkim_key:
         host_key, source = options.dkim_key, "the key given with --dkim-key"
     record_result, record = check_dkim_record(cfg, facts, lookups, host_key)
-    return [record_result, check_dkim_key(cfg, facts, record, host_key, source, unavailable)]
+    signing, host_keys, why = None, [], ""
+    if options.ssh:
+        try:
+            signing, host_keys = read_host_dkim_signing(target.host, cfg.domain, options.timeout)
+        except HostKeyUnavailable as err:
+            why = f"the host's SigningTable could not be read over SSH ({err})"
+    else:
+        why = "SSH is off (--no-ssh)"
+    return [record_result, check_dkim_key(cfg, facts, record, host_key, source, unavailable),
+            check_dkim_selectors(cfg, lookups, signing, host_keys, why)]
 
 
 def _smtp_checks(cfg: HostConfig, address: str, options: Options, lookups: Dns) -> list[Result]:
@@ -1222,7 +1269,7 @@ def _relay_checks(cfg: HostConfig, address: str, options: Options) -> list[Resul
 
 # The order of the report: by check, then by address (in the stack's order).
 ORDER = ["dns.mx", "dns.mx-cname", "dns.a", "dns.aaaa", "dns.ptr", "spf.record", "spf.lookups", "spf.all",
-         "spf.pass", "spf.helo", "dkim.record", "dkim.key", "dmarc.record", "dmarc.policy", "mta-sts.record",
+         "spf.pass", "spf.helo", "dkim.record", "dkim.key", "dkim.selectors", "dmarc.record", "dmarc.policy", "mta-sts.record",
          "mta-sts.policy", "tls-rpt.record", "smtp.banner",
          "smtp.starttls", "smtp.cert", "smtp.auth", "dane.tlsa", "dane.dnssec", "smtp.vrfy", "smtp.etrn", "smtp.relay",
          "smtp.soft_bounce", "submission.starttls", "submission.auth", "submission.etrn", "imap.tls",
@@ -1233,7 +1280,7 @@ HOST_CHECKS = ["dns.a", "dns.aaaa", "dns.ptr", "spf.helo", "smtp.banner", "smtp.
                "submission.starttls", "submission.auth", "submission.etrn", "imap.tls", "postfix.soft_bounce",
                "postfix.notify_classes"]
 DOMAIN_CHECKS = ["dns.mx", "dns.mx-cname", "spf.record", "spf.lookups", "spf.all", "spf.pass", "dkim.record",
-                 "dkim.key", "dmarc.record", "dmarc.policy", "mta-sts.record", "mta-sts.policy", "tls-rpt.record"]
+                 "dkim.key", "dkim.selectors", "dmarc.record", "dmarc.policy", "mta-sts.record", "mta-sts.policy", "tls-rpt.record"]
 
 
 def _order(target: Target, result: Result) -> tuple[int, int]:

@@ -41,6 +41,7 @@ import dns.rdata
 import dns.resolver
 import spf
 
+from components import paths
 from components.config import HostConfig
 
 # --- DNS ----------------------------------------------------------------------------------------
@@ -540,6 +541,7 @@ def ssh_command_argv(cfg: HostConfig, command: str, key_file: Path | None, known
 
     Without a key in the stack, ssh's own identities (agent) are used; without
     a pinned host key, the user's known_hosts, and an unknown host is refused.
+    It runs `command`, by default the one that prints the key at `key_path`.
     """
     argv = ["ssh"]
     if known_hosts is not None:
@@ -591,16 +593,7 @@ def run_on_host(cfg: HostConfig, command: str, timeout: float = 10.0) -> subproc
 
 def read_host_dkim_key(cfg: HostConfig, key_path: str, timeout: float = 10.0) -> str:
     """The base64 DER public key of the private key at `key_path` on the host, read over SSH."""
-    try:
-        result = run_on_host(cfg, dkim_key_command(cfg, key_path), timeout)
-    except HostUnavailable as err:
-        raise HostKeyUnavailable(str(err)) from None
-    where = f"{cfg.ssh_user}@{cfg.connect_host}"
-    key = "".join(result.stdout.split())
-    if result.returncode != 0 or not key:
-        raise HostKeyUnavailable(f"could not read {key_path} on {where} "
-                                 f"(exit {result.returncode}): {result.stderr.strip() or 'no output'}")
-    return key
+    return "".join(_over_ssh(cfg, dkim_key_command(cfg, key_path), key_path, timeout).split())
 
 
 # --- Postfix's live settings on the host -----------------------------------------------------------
@@ -622,3 +615,39 @@ def read_postfix_settings(cfg: HostConfig, names: list[str], timeout: float = 10
         raise HostUnavailable(f"postconf on {where} exited {result.returncode}: "
                               f"{result.stderr.strip() or 'no ' + ', '.join(missing)}")
     return values
+
+
+def _over_ssh(cfg: HostConfig, command: str, what: str, timeout: float) -> str:
+    """`command`'s stdout on the host; HostKeyUnavailable says why not (`what`: what it reads)."""
+    try:
+        result = run_on_host(cfg, command, timeout)
+    except HostUnavailable as err:
+        raise HostKeyUnavailable(str(err)) from None
+    if result.returncode != 0 or not result.stdout.strip():
+        raise HostKeyUnavailable(f"could not read {what} on {cfg.ssh_user}@{cfg.connect_host} "
+                                 f"(exit {result.returncode}): {result.stderr.strip() or 'no output'}")
+    return result.stdout
+
+
+def dkim_signing_command(cfg: HostConfig, domain: str) -> str:
+    """Prints `signing <name>` (the domain's line of OpenDKIM's SigningTable) and `key <selector>` per key file."""
+    sudo = "" if cfg.ssh_user == "root" else "sudo -n "
+    table, keys = shlex.quote(paths.DKIM_SIGNING_TABLE), shlex.quote(paths.domain_dir(domain) + "/dkim")
+    script = (
+        f"awk -v d={shlex.quote(domain)} '$1 == d {{ print \"signing\", $2 }}' {table}; "
+        f'for f in {keys}/*.private; do [ -e "$f" ] && echo "key $(basename "$f" .private)"; done; echo end'
+    )
+    return f"{sudo}sh -c {shlex.quote(script)}"
+
+
+def read_host_dkim_signing(cfg: HostConfig, domain: str, timeout: float = 10.0) -> tuple[str | None, list[str]]:
+    """The selector the host signs `domain`'s mail with (None: none) and the selectors it has keys of."""
+    text = _over_ssh(cfg, dkim_signing_command(cfg, domain), paths.DKIM_SIGNING_TABLE, timeout)
+    signing, keys = None, []
+    for line in text.splitlines():
+        word, _, value = line.partition(" ")
+        if word == "signing" and value:
+            signing = value.split("._domainkey.", 1)[0]
+        elif word == "key" and value:
+            keys.append(value)
+    return signing, sorted(keys)

@@ -5,8 +5,8 @@ the host (paths.domain_dir), and the host's assembler builds the tables that
 Postfix, Dovecot and OpenDKIM read from every domain's folder
 (components/services/tables.py, docs/tables.md). Two units:
 
-- files: mailboxes, aliases, sender_logins, catch_all, dkim_selector and the
-  users' Sieve scripts (components/services/sieve.py), staged, checked and
+- files: mailboxes, aliases, sender_logins, catch_all and the users' Sieve
+  scripts (dkim_selector is the DKIM signing unit's: services/opendkim.py) (components/services/sieve.py), staged, checked and
   swapped like a service's files (templates/mailboxes/before.sh.j2,
   apply.sh.j2); its delete command retires the domain (retire.sh.j2);
 - passwords: the password hashes, a secret, on the unit's stdin
@@ -14,6 +14,8 @@ Postfix, Dovecot and OpenDKIM read from every domain's folder
 """
 
 from __future__ import annotations
+
+import shlex
 
 from components import paths
 from components.config import DomainConfig
@@ -63,9 +65,9 @@ def files(cfg: DomainConfig) -> list[HostFile]:
         "aliases": aliases(cfg),
         "sender_logins": sender_logins(cfg),
         "catch_all": catch_all(cfg),
-        "selector": cfg.dkim_selector,
     }
-    return [host_file(f"{folder}/{name}", f"mailboxes/{name}.j2", **values) for name in paths.DOMAIN_TABLE_FILES]
+    names = [name for name in paths.DOMAIN_TABLE_FILES if name != paths.DOMAIN_SELECTOR_FILE]
+    return [host_file(f"{folder}/{name}", f"mailboxes/{name}.j2", **values) for name in names]
 
 
 def tables_check(cfg: DomainConfig) -> str:
@@ -76,6 +78,17 @@ def tables_check(cfg: DomainConfig) -> str:
     """
     folder = paths.domain_dir(cfg.domain)
     return f'{paths.ASSEMBLER} --check {cfg.domain} "$STAGE"{folder}'
+
+
+def stage_selector(cfg: DomainConfig) -> str:
+    """Before the tables check: the domain's own dkim_selector copied into the stage.
+
+    The selector is the DKIM signing unit's file, not this unit's; an assembler
+    installed before rotations existed reads it from the stage only (a host
+    stack not yet `up` with this version), and would refuse the stage without it.
+    """
+    live = f"{paths.domain_dir(cfg.domain)}/{paths.DOMAIN_SELECTOR_FILE}"
+    return f'if [ -f {shlex.quote(live)} ]; then cp -p {shlex.quote(live)} "$STAGE"{shlex.quote(live)}; fi'
 
 
 def passwords_script(cfg: DomainConfig) -> str:

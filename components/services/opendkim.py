@@ -5,9 +5,14 @@ Postfix reaches it on (paths.OPENDKIM_SOCKET). Its KeyTable and SigningTable
 (which key signs mail from which domain) are assembled from every hosted
 domain's files (components/services/tables.py), which also checks each key.
 
-Domain level: the signing key of a domain's selector, made once on the host
-by the domain stack's own unit (templates/opendkim/domain/dkim-key.sh.j2),
-whose public half becomes the domain's DKIM record (components/records.py).
+Domain level (a domain stack's units, planned by components/dkim_rotation.py):
+- a key unit per selector: the key made once on the host
+  (templates/opendkim/domain/dkim-key.sh.j2), whose public half becomes the
+  selector's DKIM record (components/records.py); its delete removes the
+  private key of a retired selector (dkim-remove.sh.j2);
+- the signing unit: the domain's selector file, which the assembler turns
+  into the SigningTable, switched to a new selector only once its record is
+  visible through the host's resolver (dkim-signing.sh.j2).
 """
 
 from __future__ import annotations
@@ -33,10 +38,35 @@ def files(cfg: HostConfig) -> list[HostFile]:
     return [host_file(paths.OPENDKIM_CONF, "opendkim/opendkim.conf.j2", cfg=cfg)]
 
 
-def dkim_key_script(cfg: DomainConfig) -> str:
-    """A domain's DKIM unit: make the selector's key once; print its public half (base64 DER)."""
+def dkim_key_script(cfg: DomainConfig, selector: str | None = None) -> str:
+    """A domain's DKIM key unit: make the selector's key once; print its public half (base64 DER)."""
     return render_template(
-        "opendkim/domain/dkim-key.sh.j2", domain=cfg.domain, selector=cfg.dkim_selector, bits=cfg.dkim_bits
+        "opendkim/domain/dkim-key.sh.j2", domain=cfg.domain, selector=selector or cfg.dkim_selector, bits=cfg.dkim_bits
+    )
+
+
+def dkim_remove_script(cfg: DomainConfig, selector: str) -> str:
+    """A key unit's delete: the selector's private key goes (never the one that signs)."""
+    return render_template(
+        "opendkim/domain/dkim-remove.sh.j2", domain=cfg.domain, selector=selector,
+        selector_file=paths.DOMAIN_SELECTOR_FILE,
+    )
+
+
+def selector_file(cfg: DomainConfig) -> HostFile:
+    """The domain's dkim_selector (the assembler's SigningTable input), as the signing unit writes it."""
+    return host_file(
+        f"{paths.domain_dir(cfg.domain)}/{paths.DOMAIN_SELECTOR_FILE}", "mailboxes/dkim_selector.j2",
+        domain=cfg.domain, selector=cfg.dkim_selector,
+    )
+
+
+def dkim_signing_script(cfg: DomainConfig) -> str:
+    """The signing unit: mailstack:dkim_selector signs, once its record is visible (a rotation)."""
+    return render_template(
+        "opendkim/domain/dkim-signing.sh.j2", domain=cfg.domain, selector=cfg.dkim_selector,
+        selector_file=paths.DOMAIN_SELECTOR_FILE, content=selector_file(cfg).content,
+        timeout=cfg.dkim_publish_timeout_seconds,
     )
 
 

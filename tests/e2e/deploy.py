@@ -11,9 +11,9 @@ mocks, and these mocks do what the providers would do under `pulumi up`:
   dynamic update, exactly as registered (TXT chunks included);
 - the zone lookup returns the lab zone;
 - a `pulumi.StackReference` reads the outputs that the referenced stack's
-  last successful `up` exported (a domain stack reads its host stack's),
-  from the `StackExports` shared by the lab's deployments, as a backend
-  keeps them; secret outputs stay secret.
+  last successful `up` exported (a domain stack reads its host stack's, and
+  its own: none before its first `up`), from the `StackExports` shared by the
+  lab's deployments, as a backend keeps them; secret outputs stay secret.
 
 The SDK registers a resource only once its dependencies are registered and
 its inputs known, so resources are created in the order the graph dictates:
@@ -21,7 +21,10 @@ the DKIM key the host generates flows into the DKIM record as under `pulumi up`.
 
 Like the engine, a `Deployment` (one per stack) remembers each resource's
 inputs: a resource whose inputs did not change is not touched on the next run
-(no command runs). `destroy()` does what `pulumi destroy` does: every
+(no command runs); a resource registered with an alias takes over the state
+of the name it had; after a successful `up`, a resource the program no
+longer registers is deleted (its command's `delete` runs, its record goes),
+newest first. `destroy()` does what `pulumi destroy` does: every
 command's `delete` runs, in reverse order of creation, every DNS record goes,
 and the stack's state and exports are forgotten.
 """
@@ -39,7 +42,15 @@ from typing import Any
 
 from pulumi.runtime import mocks as pulumi_mocks
 
-from tests.program.harness import STACK_REFERENCE, Evaluation, _unwrap, evaluate, stack_reference_outputs
+from tests.program.harness import (
+    STACK_REFERENCE,
+    Evaluation,
+    RecordingMonitor,
+    _unwrap,
+    alias_urns,
+    evaluate,
+    stack_reference_outputs,
+)
 
 from .lab import Lab
 
@@ -101,6 +112,11 @@ class Deployment:
     first_seconds: float = 0.0  # wall time of the first deployment (set by the fixture)
     config: dict[str, Any] = field(default_factory=dict)  # the config of the last successful `up`
     secret_keys: list[str] = field(default_factory=list)
+    # Record names whose publication is held back (Cloudflare took them, DNS does not show them yet):
+    # `release()` publishes them. And when each record name was last published (time.time()).
+    withheld: set[str] = field(default_factory=set)
+    held: dict[str, dict[str, Any]] = field(default_factory=dict)
+    published_at: dict[str, float] = field(default_factory=dict)
 
     def up(self, config: dict[str, Any], secret_keys: list[str] | None = None, stack: str | None = None) -> Evaluation:
         """Run the program against the lab; raise DeploymentFailed on a failing resource."""
@@ -109,11 +125,14 @@ class Deployment:
         name = stack or self.stack
         mocks = LabMocks(self)
         try:
-            evaluation = evaluate(config, secret_keys, mocks, stack=name)
+            evaluation = evaluate(config, secret_keys, mocks, stack=name, monitor=LabMonitor(mocks))
         except Exception as err:  # noqa: BLE001 - the SDK wraps a provider error in its own types
             if mocks.failure is not None:
                 raise mocks.failure from None
             raise DeploymentFailed(str(err)) from err
+        # What the program no longer has goes, as the engine deletes it at the end of an `up`.
+        for key in reversed([k for k in self.state if k not in mocks.registered]):
+            self._delete(mocks, key)
         self.exports.publish(name, evaluation.stack_outputs, evaluation.secret_outputs)
         self.config, self.secret_keys = config, list(secret_keys or [])
         return evaluation
@@ -126,15 +145,48 @@ class Deployment:
         self.ssh_sessions = 0
         mocks = LabMocks(self)
         for key in reversed(list(self.state)):
-            kind = key.split("::", 1)[0]
-            inputs = self.state[key]["inputs"]
-            if kind == "command:remote:Command" and inputs.get("delete"):
-                mocks.run_command(key.split("::", 1)[1], inputs["delete"], inputs)
-            elif kind == "cloudflare:index/dnsRecord:DnsRecord":
-                self.lab.dns_delete(inputs["zoneId"], inputs["name"], inputs["type"], record_content(inputs))
-            del self.state[key]
+            self._delete(mocks, key)
         self.exports.forget(self.stack)
         self.config, self.secret_keys = {}, []
+
+
+    def release(self) -> None:
+        """Every withheld record published now (DNS has caught up), and nothing withheld any more."""
+        self.withheld = set()
+        for name, inputs in list(self.held.items()):
+            ttl = AUTO_TTL if int(inputs["ttl"]) == 1 else int(inputs["ttl"])
+            self.lab.dns_update(inputs["zoneId"], inputs["name"], inputs["type"], ttl, record_content(inputs))
+            self.published_at[name] = time.time()
+            del self.held[name]
+
+    def _delete(self, mocks: "LabMocks", key: str) -> None:
+        """One resource deleted: its command's `delete` over SSH (DeploymentFailed if it fails), its record removed."""
+        kind = key.split("::", 1)[0]
+        inputs = self.state[key]["inputs"]
+        if kind == "command:remote:Command" and inputs.get("delete"):
+            mocks.run_command(key.split("::", 1)[1], inputs["delete"], inputs)
+        elif kind == "cloudflare:index/dnsRecord:DnsRecord":
+            self.lab.dns_delete(inputs["zoneId"], inputs["name"], inputs["type"], record_content(inputs))
+        del self.state[key]
+
+
+class LabMonitor(RecordingMonitor):
+    """The mock monitor, and the engine's aliases: a resource registered with an alias takes its old state."""
+
+    def __init__(self, mocks: "LabMocks"):
+        super().__init__(mocks)
+        self.lab_mocks = mocks
+
+    def RegisterResource(self, request):
+        if request.custom:
+            deployment = self.lab_mocks.deployment
+            key = f"{request.type}::{request.name}"
+            for alias in alias_urns(key, request):
+                old = alias if alias.count("::") == 1 else f"{request.type}::{alias.rsplit('::', 1)[1]}"
+                with self.lab_mocks._lock:
+                    if key not in deployment.state and old in deployment.state:
+                        deployment.state = {(key if k == old else k): v for k, v in deployment.state.items()}
+        return super().RegisterResource(request)
 
 
 def up_at_once(jobs: list[tuple[Deployment, dict[str, Any], list[str]]]) -> list[DeploymentFailed | None]:
@@ -189,6 +241,7 @@ class LabMocks(pulumi_mocks.Mocks):
         self.deployment = deployment
         self.lab = deployment.lab
         self.failure: DeploymentFailed | None = None
+        self.registered: set[str] = set()  # "type::name" of every resource this run registered
         self._lock = threading.Lock()
 
     # --- resources --------------------------------------------------------------------------
@@ -204,6 +257,7 @@ class LabMocks(pulumi_mocks.Mocks):
         inputs = _unwrap(args.inputs, "", set())
         key = f"{args.typ}::{args.name}"
         with self._lock:
+            self.registered.add(key)
             before = self.deployment.state.get(key)
         if before is not None and before["inputs"] == inputs:
             return f"{args.name}-id", before["outputs"]
@@ -275,8 +329,12 @@ class LabMocks(pulumi_mocks.Mocks):
         if before is not None:
             old = before["inputs"]
             self.lab.dns_delete(old["zoneId"], old["name"], old["type"], record_content(old))
+        if inputs["name"] in self.deployment.withheld:
+            self.deployment.held[inputs["name"]] = dict(inputs)
+            return dict(inputs)
         ttl = AUTO_TTL if int(inputs["ttl"]) == 1 else int(inputs["ttl"])
         self.lab.dns_update(inputs["zoneId"], inputs["name"], inputs["type"], ttl, record_content(inputs))
+        self.deployment.published_at[inputs["name"]] = time.time()
         return dict(inputs)
 
 

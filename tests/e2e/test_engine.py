@@ -28,15 +28,22 @@ import yaml
 
 from .conftest import run_client, wait_for
 from .engine.deployer import REPO, Engine, find_pulumi
-from .stack import (DEPLOY_ORDER, HOST_STACK, HOSTNAME, MAILBOXES, domain_config, host_config, password_hash,
-                    stack_users)
+from .stack import (DEPLOY_ORDER, DOMAIN_SETTINGS, HOST_STACK, HOSTNAME, MAILBOXES, domain_config, host_config,
+                    password_hash, stack_users)
 
 pytestmark = pytest.mark.skipif(find_pulumi() is None, reason="no Pulumi CLI built: run scripts/setup "
                                                                 "(scripts/build-pulumi builds it)")
 
 HOST_UNITS = ["host-packages", "host-tls", "host-tables", "host-opendkim", "host-policyd-spf", "host-resolver",
               "host-dovecot", "host-postfix", "host-web"]  # host-web: tls acme (nginx for MTA-STS)
-DOMAIN_UNITS = ["domain-dkim", "domain-files", "domain-passwords", "domain-mta-sts"]  # mta-sts: on an acme host
+# mta-sts: on an acme host. The DKIM key unit is named by its selector (example.org: s2026).
+DOMAIN_UNITS = ["domain-dkim-signing", "domain-files", "domain-passwords", "domain-mta-sts"]
+
+
+def domain_units(domain: str) -> list[str]:
+    """The units of `domain`'s stack: its DKIM key unit (one selector), then DOMAIN_UNITS."""
+    selector = DOMAIN_SETTINGS[domain].get("dkim_selector", "mail")
+    return [f"domain-dkim-key-{selector}", *DOMAIN_UNITS]
 POSTFIX_UNIT = "host-postfix"
 FILES_UNIT = "domain-files"
 COMMAND = "command:remote:Command"
@@ -215,7 +222,7 @@ def test_host_up_deploys_mx_and_the_state_keeps_secrets_encrypted(lab, engine, s
 def test_domain_preview_shows_mx_and_spf_from_the_host_stacks_outputs(lab, domains, secrets):
     org = domains[ORG]
     plan = steps(org)
-    assert set(DOMAIN_UNITS) <= set(names(plan, "create")), names(plan, "create")
+    assert set(domain_units(ORG)) <= set(names(plan, "create")), names(plan, "create")
     # The StackReference is read by the engine at preview: the host's name and addresses are known,
     # so the MX and SPF records' contents are in the plan (the DKIM key is not: the host makes it).
     planned = {}
@@ -236,7 +243,7 @@ def test_domain_up_deploys_each_domain_with_the_host_stacks_secret_connection(la
         stack.take_runs()
         result = stack.run(["up", "--yes"])
         assert not leaked(result.stdout + result.stderr, secrets), f"a secret is in {domain}'s `pulumi up`"
-        assert sorted(run["name"] for run in stack.take_runs()) == sorted(DOMAIN_UNITS), domain
+        assert sorted(run["name"] for run in stack.take_runs()) == sorted(domain_units(domain)), domain
     assert not leaked(state_text(engine), secrets), "a secret is in a state file in clear"
     # The connection each domain unit was given (the host stack's private key) is secret in the
     # domain stack's own state: encrypted on disk, as the real pulumi-command keeps it.
@@ -250,7 +257,7 @@ def test_domain_up_deploys_each_domain_with_the_host_stacks_secret_connection(la
         subject = f"engine {uuid.uuid4()}"
         send(lab, address, subject)
         assert delivered(lab, address, subject), address
-    dkim = domains[ORG].resources()[f"{COMMAND}::domain-dkim"]["outputs"]["stdout"]
+    dkim = domains[ORG].resources()[f"{COMMAND}::domain-dkim-key-s2026"]["outputs"]["stdout"]
     published = "".join("".join(s) for s in lab.dns_txt(f"s2026._domainkey.{ORG}"))
     assert "".join(dkim.split()) in published
 
@@ -386,6 +393,55 @@ def test_policy_pack_passes_the_example_host_stack(lab, engine):
         example.run(["stack", "rm", "--yes", "--force", "host-mail"], check=False)
 
 
+# --- 7b. a DKIM rotation: the stack reads its own previous outputs ----------------------------------------
+
+
+def test_a_dkim_rotation_with_the_real_engine(lab, domains):
+    """New selector: both keys and records, the switch; retention 0s: the old record and key go; and back."""
+    org = domains[ORG]
+    selector_file = f"/etc/mailstack/domains/{ORG}/dkim_selector"
+    old_key = f"/etc/mailstack/domains/{ORG}/dkim/s2026.private"
+
+    def outputs() -> dict:
+        return json.loads(org.run(["stack", "output", "--json"]).stdout)
+
+    def signing_on_host() -> str:
+        return lab.ssh(f"grep -v '^#' {selector_file}").stdout.strip()
+
+    try:
+        org.write_config(domain_config(lab, ORG, dkim_selector="s2027"))
+        org.take_runs()
+        org.run(["up", "--yes"])
+        ran = [run["name"] for run in org.take_runs()]
+        assert "domain-dkim-key-s2027" in ran and "domain-dkim-signing" in ran, ran
+        assert signing_on_host() == "s2027"
+        out = outputs()  # numbers come back from the backend as floats
+        assert out["dkim_signing"] == "s2027" and out["dkim_keys"]["s2027"] == {"retired_at": None}
+        assert isinstance(out["dkim_keys"]["s2026"]["retired_at"], (int, float)), out["dkim_keys"]
+        assert lab.dns_txt(f"s2026._domainkey.{ORG}") and lab.dns_txt(f"s2027._domainkey.{ORG}")
+        org.run(["preview", "--expect-no-changes"])  # the state it left is the state it plans
+
+        org.write_config(domain_config(lab, ORG, dkim_selector="s2027", dkim_retention="0s"))
+        org.take_runs()
+        org.run(["up", "--yes"])
+        assert "domain-dkim-key-s2026" in [run["name"] for run in org.take_runs()], "the old key unit's delete ran"
+        assert lab.dns_txt(f"s2026._domainkey.{ORG}") == []
+        assert lab.ssh(f"test -e {old_key}", check=False).returncode != 0, "the old private key is still there"
+        assert outputs()["dkim_keys"] == {"s2027": {"retired_at": None}}
+        subject = f"rotated {uuid.uuid4()}"
+        send(lab, "alice@example.org", subject)
+        assert delivered(lab, "alice@example.org", subject)
+    finally:
+        # Back to the stack's own selector (a new key), and s2027 dropped.
+        org.write_config(domain_config(lab, ORG, dkim_retention="0s"))
+        org.run(["up", "--yes"])
+        org.run(["up", "--yes"])
+        org.write_config(domain_config(lab, ORG))
+        org.run(["up", "--yes"])
+        org.take_runs()
+    assert signing_on_host() == "s2026"
+
+
 # --- 8. outputs, then destroy of a domain stack, up again; destroy of the host stack -----------------------
 
 
@@ -411,9 +467,12 @@ def test_destroy_of_a_domain_stack_retires_it_and_up_brings_it_back(lab, engine,
 
     com.take_runs()
     destroyed = com.run(["destroy", "--yes"])
-    # The engine ran the two deletes there are, from the state alone: the MTA-STS unit's (its
-    # policy host goes), then the files unit's (the domain is retired).
-    assert [run["name"] for run in com.take_runs()] == ["domain-mta-sts", FILES_UNIT], destroyed.stdout[-3000:]
+    # The engine ran the deletes there are, from the state alone: the MTA-STS unit's (its
+    # policy host goes), then the files unit's (the domain is retired), then the DKIM key unit's.
+    # The key unit's delete last: the domain is retired, so its key stays on the host.
+    assert [run["name"] for run in com.take_runs()] == ["domain-mta-sts", FILES_UNIT, "domain-dkim-key-mail"], \
+        destroyed.stdout[-3000:]
+    assert lab.ssh(f"test -s /etc/mailstack/domains/{COM}/dkim/mail.private", check=False).returncode == 0
     assert com.resources() == {} or all(not k.startswith((COMMAND, RECORD)) for k in com.resources())
     assert lab.dns_query(COM, "MX") == []
     assert lab.ssh(f"test -e /etc/mailstack/domains/{COM}/retired", check=False).returncode == 0
@@ -432,7 +491,7 @@ def test_destroy_of_a_domain_stack_retires_it_and_up_brings_it_back(lab, engine,
     com.write_config(domain_config(lab, COM))
     com.take_runs()
     com.run(["up", "--yes"])
-    assert sorted(run["name"] for run in com.take_runs()) == sorted(DOMAIN_UNITS)
+    assert sorted(run["name"] for run in com.take_runs()) == sorted(domain_units(COM))
     assert lab.ssh(f"test -e /etc/mailstack/domains/{COM}/retired", check=False).returncode != 0
     assert rcpt(lab, "alice@example.com")[0] == 250
     back = f"back {uuid.uuid4()}"

@@ -263,8 +263,8 @@ def test_a_domain_stack_aimed_at_another_host_stack_changes_nothing(lab, deploym
     with pytest.raises(DeploymentFailed) as failure:
         stray.up(domain_config(lab, "example.com", host_stack="host-other"), DOMAIN_SECRET_KEYS)
     text = str(failure.value)
-    assert text.startswith("domain-dkim: exit 1") and WRONG_HOST_REFUSAL in text, text
-    assert unit_names(stray) == ["domain-dkim"]
+    assert text.startswith("domain-dkim-key-mail: exit 1") and WRONG_HOST_REFUSAL in text, text
+    assert unit_names(stray) == ["domain-dkim-key-mail"]
     assert changed(before, snapshot(lab)) == [] and pids(lab) == daemons
 
 
@@ -274,8 +274,8 @@ def test_a_second_stack_for_a_hosted_domain_changes_nothing(lab, deployment):
     with pytest.raises(DeploymentFailed) as failure:
         copy.up(domain_config(lab, "example.com"), DOMAIN_SECRET_KEYS)
     text = str(failure.value)
-    assert text.startswith("domain-dkim: exit 1") and DOMAIN_REFUSAL in text, text
-    assert unit_names(copy) == ["domain-dkim"]
+    assert text.startswith("domain-dkim-key-mail: exit 1") and DOMAIN_REFUSAL in text, text
+    assert unit_names(copy) == ["domain-dkim-key-mail"]
     assert changed(before, snapshot(lab)) == [] and pids(lab) == daemons
     assert lab.ssh("cat /etc/mailstack/domains/example.com/owner").stdout == "mailstack/example.com\n"
 

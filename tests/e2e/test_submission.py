@@ -62,7 +62,7 @@ def selector_of(domain: str) -> str:
 def dkim_public_key(deployment, domain: str) -> str:
     """What the domain stack's DKIM unit printed: the public key it generated on the host."""
     (key,) = [entry["outputs"]["stdout"] for name, entry in deployment.domains[domain].state.items()
-              if name.startswith(f"{COMMAND}::") and name.endswith("dkim")]
+              if name == f"{COMMAND}::domain-dkim-key-{selector_of(domain)}"]
     return "".join(key.split())
 
 

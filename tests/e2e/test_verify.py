@@ -35,7 +35,8 @@ from components.config import load_config
 from . import dnssec
 from .conftest import PEER_NAME, wait_for
 from .deploy import record_content
-from .stack import DOMAINS, HOST_STACK, HOSTNAME, banner_rewrite, domain_config, host_config, main_cf_rewritten
+from .stack import (DOMAIN_SETTINGS, DOMAINS, HOST_STACK, HOSTNAME, banner_rewrite, domain_config, host_config,
+                    main_cf_rewritten)
 
 VERIFY_FROM = "peer"
 TTL = 300  # what the deployment publishes (Cloudflare's automatic TTL in the lab)
@@ -107,7 +108,7 @@ HOST_CHECKS = (["dns.a", "dns.aaaa", "spf.helo", "postfix.soft_bounce", "postfix
                 "smtp.relay", "smtp.soft_bounce", "submission.starttls", "submission.auth", "submission.etrn",
                 "imap.tls"])
 DOMAIN_CHECKS = (["dns.mx", "dns.mx-cname", "spf.record", "spf.lookups", "spf.all", "dkim.record", "dkim.key",
-                  "dmarc.record", "dmarc.policy", "mta-sts.record", "tls-rpt.record"],
+                  "dkim.selectors", "dmarc.record", "dmarc.policy", "mta-sts.record", "tls-rpt.record"],
                  ["spf.pass"])
 
 
@@ -176,13 +177,16 @@ def test_healthy_domain_passes_every_check(lab, deployment, project, cfg, domain
     assert_healthy(cfg, domain, code, report)
     checks = {c["name"]: c for c in report["checks"]}
     assert "read over SSH" in checks["dkim.key"]["reason"]
+    # The selector in DNS is the one the host's SigningTable names (read over SSH).
+    selector = DOMAIN_SETTINGS[domain].get("dkim_selector", "mail")
+    assert f"the host signs with {selector}" in checks["dkim.selectors"]["reason"], checks["dkim.selectors"]
     assert domain in checks["dns.mx"]["reason"] and domain in checks["dmarc.record"]["reason"]
 
 
 def test_dkim_key_from_the_stack_when_ssh_is_off(lab, deployment, project, cfg):
     # What the DKIM unit printed at deployment (the stack's DKIM record content comes from it).
     (exported,) = [r["outputs"]["stdout"] for key, r in deployment.domains[STACK].state.items()
-                   if key.startswith("command:remote:Command::") and key.endswith("-dkim")]
+                   if key.startswith("command:remote:Command::domain-dkim-key-")]
     domain = cfg.domain_config
     record = rec.dkim_value(domain, rec.dkim_public_key(domain, exported))  # as `pulumi stack output records` shows it
     code, report = verify(lab, project, STACK, "--no-ssh", "--dkim-key", record)

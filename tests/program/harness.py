@@ -47,6 +47,7 @@ class Registration:
     custom: bool
     inputs: dict[str, Any]  # plain values, secrets unwrapped
     secret_paths: set[str] = field(default_factory=set)  # e.g. {"stdin", "connection.privateKey"}
+    aliases: list[str] = field(default_factory=list)  # the URNs the resource was known by before
 
 
 def _unwrap(value: Any, path: str, secrets: set[str]) -> Any:
@@ -60,11 +61,25 @@ def _unwrap(value: Any, path: str, secrets: set[str]) -> Any:
     return value
 
 
+def alias_urns(urn: str, request: Any) -> list[str]:
+    """The URNs of a registration's aliases (`pulumi.Alias(name=...)`: the parent's type chain unchanged)."""
+    urns = []
+    for alias in getattr(request, "aliases", []) or []:
+        if isinstance(alias, str):
+            urns.append(alias)
+        elif alias.urn:
+            urns.append(alias.urn)
+        elif alias.spec.name:
+            urns.append(urn.rsplit("::", 1)[0] + "::" + alias.spec.name)
+    return urns
+
+
 def _registration(urn: str, request: Any, properties: Any, custom: bool) -> Registration:
     """What the engine is told of a resource (registered or read), secrets unwrapped and noted."""
     secrets: set[str] = set()
     inputs = _unwrap(json_format.MessageToDict(properties), "", secrets)
     return Registration(
+        aliases=alias_urns(urn, request),
         urn=urn,
         type=request.type,
         name=request.name,
@@ -123,10 +138,15 @@ def stack_reference_outputs(args: pulumi_mocks.MockResourceArgs, stacks: dict[st
 
     The SDK reads it with id = the name it was given ("host-e2e", or in full
     "organization/mailstack/host-e2e"); `stacks` and `secret_outputs` are keyed
-    by the bare stack name. A stack that is not there fails, as under the engine.
+    by the bare stack name. A stack that is not there fails, as under the engine,
+    but the stack being run: its own outputs are empty until its first `up`.
     """
     name = args.resource_id or args.inputs.get("name", "")
     bare = name.rsplit("/", 1)[-1]
+    if bare not in stacks and bare == pulumi.get_stack():
+        # The stack's own previous outputs (a domain stack reads its DKIM state): on its
+        # first `up` it has none, as the engine answers.
+        return name, {**args.inputs, "outputs": {}, "secretOutputNames": []}
     if bare not in stacks:
         raise KeyError(f"StackReference {name!r}: no such stack (the test knows {sorted(stacks)})")
     outputs = stacks[bare]
@@ -158,7 +178,7 @@ TLS_UNIT_STDOUT = ("AB:" * 31 + "AB\n" + "spki=" + "11" * 32 + "\n" + "spki_next
 
 
 class MailMocks(pulumi_mocks.Mocks):
-    """Outputs a provider would give: the DKIM unit prints `dkim_public_key`.
+    """Outputs a provider would give: each DKIM key unit prints `dkim_public_key`.
 
     stacks: stack name -> its exported outputs, for StackReference reads
     (default: the example host stack host-mail, HOST_MAIL_OUTPUTS);
@@ -188,7 +208,7 @@ class MailMocks(pulumi_mocks.Mocks):
             elif args.name.endswith("-tls"):
                 outputs["stdout"] = TLS_UNIT_STDOUT
             else:
-                outputs["stdout"] = self.dkim_public_key if args.name.endswith("-dkim") else ""
+                outputs["stdout"] = self.dkim_public_key if "-dkim-key-" in args.name else ""
             outputs["stderr"] = ""
         return f"{args.name}-id", outputs
 

@@ -22,7 +22,7 @@ from tests.program.harness import Evaluation, MailMocks, evaluate
 COMMAND = "command:remote:Command"
 DNS_RECORD = "cloudflare:index/dnsRecord:DnsRecord"
 HOST_UNITS = ["packages", "tls", "tables", "opendkim", "policyd-spf", "resolver", "dovecot", "postfix"]
-DOMAIN_UNITS = ["dkim", "files", "passwords"]
+DOMAIN_UNITS = ["dkim-key-mail", "dkim-signing", "files", "passwords"]
 
 SSH_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAAtestkeymaterial\n-----END OPENSSH PRIVATE KEY-----\n"
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKeyForTests"

@@ -84,7 +84,7 @@ def test_a_1024_bit_dkim_key_from_the_host_is_refused():
     weak = rsa.generate_private_key(public_exponent=65537, key_size=1024).public_key()
     der = weak.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     [problem] = violations("example.org", stack_values("example.org"), base64.b64encode(der).decode())
-    assert problem.startswith("domain-dns-dkim: DKIM key at s2026._domainkey.example.org is a 1024-bit RSA key")
+    assert problem.startswith("domain-dns-dkim-s2026: DKIM key at s2026._domainkey.example.org is a 1024-bit RSA key")
 
 
 def test_a_domain_on_an_acme_host_passes_with_its_mta_sts_policy_host():

@@ -193,21 +193,25 @@ def test_bad_host_config_fails_before_any_resource():
 
 def test_domain_components_and_units_exist(example):
     assert _names(example, "mailstack:index:MailDomain") == ["domain"]
-    assert _names(example, "mailstack:index:MailDns") == ["domain-dns"]
+    assert _names(example, "mailstack:index:MailDns") == ["domain-dkim-dns", "domain-dns"]
     assert example.of_type("mailstack:index:MailHost") == []
     assert _names(example, COMMAND) == sorted(f"domain-{u}" for u in DOMAIN_UNITS)
-    # The host stack is read, never created: by the name mailstack:host_stack gives.
-    [read] = example.reads
-    assert (read.type, read.name, read.inputs["name"]) == ("pulumi:pulumi:StackReference", "domain-host-stack",
-                                                          "host-mail")
+    # The host stack is read, never created: by the name mailstack:host_stack gives; and the
+    # stack's own previous outputs (its DKIM state).
+    reads = {r.name: r for r in example.reads}
+    assert sorted(reads) == ["domain-host-stack", "domain-previous"]
+    read = reads["domain-host-stack"]
+    assert (read.type, read.inputs["name"]) == ("pulumi:pulumi:StackReference", "host-mail")
     assert read.parent == example.named("domain").urn
+    assert (reads["domain-previous"].type, reads["domain-previous"].inputs["name"]) == (read.type, "example.com")
 
 
 def test_the_host_stack_may_be_named_in_full():
     values = with_secrets(stack_values("example.com"))
     values["mailstack:host_stack"] = "organization/mailstack/host-mail"
     evaluation = evaluate_domain(values)
-    assert [r.inputs["name"] for r in evaluation.reads] == ["organization/mailstack/host-mail"]
+    assert [r.inputs["name"] for r in evaluation.reads if r.name == "domain-host-stack"] == [
+        "organization/mailstack/host-mail"]
 
 
 def test_domain_records_point_at_the_host_of_the_host_stack(example):
@@ -226,7 +230,7 @@ def test_domain_records_point_at_the_host_of_the_host_stack(example):
     assert spf.inputs["content"] == '"v=spf1 ip4:192.0.2.10 ip6:2001:db8::10 -all"', spf.urn
     dmarc = by_name[("TXT", "_dmarc.example.com")]
     assert dmarc.inputs["content"] == '"v=DMARC1; p=quarantine; rua=mailto:postmaster@example.com"'
-    read = example.reads[0].urn
+    read = next(r for r in example.reads if r.name == "domain-host-stack").urn
     assert read in mx.dependencies and read in spf.dependencies, "MX and SPF come from the host stack's outputs"
     assert {r.inputs["zoneId"] for r in example.of_type(DNS_RECORD)} == {"zone-example.com"}
 
@@ -247,13 +251,13 @@ def test_dkim_record_comes_from_the_dkim_units_stdout(example):
     assert dkim_record.inputs["content"] == txt_content(dkim_value(cfg, dkim_public_key()))
     # A 2048-bit key does not fit one TXT string: it arrives pre-split.
     assert dkim_record.inputs["content"].count('" "') >= 1
-    assert example.named("domain-dkim").urn in dkim_record.dependencies, "the DKIM record waits for the key"
+    assert example.named("domain-dkim-key-mail").urn in dkim_record.dependencies, "the DKIM record waits for the key"
 
 
 def test_example_org_has_its_own_selector_and_policy():
     org = evaluate_domain(stack="example.org")
     records = {r.name: (r.inputs["name"], r.inputs["content"]) for r in org.of_type(DNS_RECORD)}
-    assert records["domain-dns-dkim"][0] == "s2026._domainkey.example.org"
+    assert records["domain-dns-dkim-s2026"][0] == "s2026._domainkey.example.org"
     assert records["domain-dns-dmarc"][1].startswith('"v=DMARC1; p=reject;')
     assert records["domain-dns-mx"] == ("example.org", "mail.example.net")
     files = org.named("domain-files").inputs["stdin"]
@@ -264,9 +268,11 @@ def test_domain_units_run_in_the_order_of_the_design(example):
     urn = {u: example.named(f"domain-{u}").urn for u in DOMAIN_UNITS}
     deps = {u: set(example.named(f"domain-{u}").dependencies) for u in DOMAIN_UNITS}
     # The key exists before the assembler names it in KeyTable; the passwords after the mailboxes.
-    assert urn["dkim"] in deps["files"]
+    assert urn["dkim-signing"] in deps["files"]
+    assert urn["dkim-key-mail"] in deps["dkim-signing"]
+    assert example.named("domain-dns-dkim-mail").urn in deps["dkim-signing"], "the record exists before the wait"
     assert urn["files"] in deps["passwords"]
-    assert not (deps["dkim"] - {example.reads[0].urn})
+    assert not (deps["dkim-key-mail"] - {r.urn for r in example.reads}), "the key unit waits for nothing"
 
 
 def test_every_domain_unit_checks_its_host_stack_and_its_domain(example):
@@ -284,12 +290,12 @@ def test_a_domain_stack_checks_the_host_id_its_host_stack_exports():
     values = with_secrets(stack_values("example.com"))
     values["mailstack:host_stack"] = "host-staging"
     staging = evaluate_domain(values, mocks=host_mocks(host, host_stack="host-staging"))
-    assert "host_stack=mailstack/host-staging\n" in staging.named("domain-dkim").inputs["stdin"]
+    assert "host_stack=mailstack/host-staging\n" in staging.named("domain-dkim-key-mail").inputs["stdin"]
     # A second stack for the same domain carries its own name (and is refused on the host).
     copy = evaluate_domain(stack="example.com", mocks=host_mocks())
-    assert "owner=mailstack/example.com\n" in copy.named("domain-dkim").inputs["stdin"]
+    assert "owner=mailstack/example.com\n" in copy.named("domain-dkim-key-mail").inputs["stdin"]
     again = evaluate(with_secrets(stack_values("example.com")), SECRET_KEYS, host_mocks(), stack="example.com-copy")
-    assert "owner=mailstack/example.com-copy\n" in again.named("domain-dkim").inputs["stdin"]
+    assert "owner=mailstack/example.com-copy\n" in again.named("domain-dkim-key-mail").inputs["stdin"]
 
 
 def test_the_files_unit_carries_the_checks_and_retires_on_destroy(example):
@@ -354,7 +360,7 @@ def test_the_ssh_key_is_secret_because_the_host_stack_exports_it_as_one():
 def test_a_host_stack_without_keys_leaves_the_connection_to_the_agent():
     values = stack_values("host-mail")  # no ssh_private_key, no ssh_host_key
     domain = evaluate_domain(mocks=host_mocks(evaluate_host(values)))
-    connection = domain.named("domain-dkim").inputs["connection"]
+    connection = domain.named("domain-dkim-key-mail").inputs["connection"]
     assert "privateKey" not in connection and "hostKey" not in connection, connection
 
 
@@ -389,7 +395,7 @@ def test_in_preview_only_the_dkim_content_waits():
     """Preview: no command has run, so the DKIM key is unknown; MX and SPF are known from the host stack."""
     preview = evaluate_domain(mocks=host_mocks(commands_ran=False), preview=True)
     records = {r.name: r.inputs["content"] for r in preview.of_type(DNS_RECORD)}
-    assert records.pop("domain-dns-dkim") == UNKNOWN_VALUE
+    assert records.pop("domain-dns-dkim-mail") == UNKNOWN_VALUE
     assert records == {
         "domain-dns-mx": "mail.example.net",
         "domain-dns-spf": '"v=spf1 ip4:192.0.2.10 ip6:2001:db8::10 -all"',
@@ -397,7 +403,7 @@ def test_in_preview_only_the_dkim_content_waits():
         "domain-dns-tls-rpt": '"v=TLSRPTv1; rua=mailto:postmaster@example.com"',
     }
     # Every unit's script is known in preview (the reviewer reads what will run).
-    for unit in ("dkim", "files"):
+    for unit in ("dkim-key-mail", "dkim-signing", "files"):
         assert "owner=mailstack/example.com" in preview.named(f"domain-{unit}").inputs["stdin"]
 
 

@@ -14,6 +14,7 @@ import pytest
 from components import render
 from components.render import HostFile, TemplateError, render_template
 from components.services import mailboxes as mailboxes_service
+from components.services import opendkim
 from components.services import render_host_files
 from components.services import sieve as sieve_service
 from components.hostfacts import HostFacts
@@ -247,7 +248,8 @@ def table(text: str) -> list[tuple[str, str]]:
 
 def domain_file(cfg, name: str) -> str:
     """One file of a domain's folder on the host (/etc/mailstack/domains/<domain>/<name>)."""
-    return {f.path: f for f in domain_files(cfg)}[f"/etc/mailstack/domains/{cfg.domain}/{name}"].content
+    files = [*domain_files(cfg), opendkim.selector_file(cfg)]  # dkim_selector: the signing unit's
+    return {f.path: f for f in files}[f"/etc/mailstack/domains/{cfg.domain}/{name}"].content
 
 
 @pytest.mark.parametrize(
@@ -500,7 +502,7 @@ def test_domain_files_paths_modes_owners(stack):
     folder = f"/etc/mailstack/domains/{cfg.domain}"
     tables = [f for f in rendered if f.path.startswith(folder + "/")]
     assert [f.path for f in tables] == [f"{folder}/{name}" for name in
-                                        ("mailboxes", "aliases", "sender_logins", "catch_all", "dkim_selector")]
+                                        ("mailboxes", "aliases", "sender_logins", "catch_all")]
     for f in tables:
         assert (f.mode, f.owner, f.group) == ("0644", "root", "root"), f.path
         assert f.content.endswith("\n") and "\n\n\n" not in f.content, f.path
@@ -596,6 +598,7 @@ def test_templates_all_used(monkeypatch):
     for stack in DOMAIN_STACKS:
         cfg, domain_owner = stack_config(stack), f"mailstack/{stack}"
         units.dkim_unit(cfg, domain_owner, facts)
+        units.dkim_signing_unit(cfg, domain_owner, facts), units.dkim_remove_command(cfg, domain_owner, facts, "old")
         units.files_unit(cfg, domain_owner, facts, domain_files(cfg))
         units.passwords_command(cfg, domain_owner, facts), units.retire_command(cfg, domain_owner, facts)
     # MTA-STS (a host with tls: acme): the host's web unit, a domain's mta-sts unit and its delete command.

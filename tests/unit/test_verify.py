@@ -1126,3 +1126,42 @@ def test_tlsa_is_not_judged_without_a_tls_session_or_an_answer():
 def test_dnssec_under_the_tlsa_records(lookups, status, words):
     result = v.check_dnssec(dane_host(), lookups)
     assert result.status == status and words in result.reason
+
+
+# --- dkim.selectors: the selectors in DNS and the one the host signs with ---------------------------
+
+
+class _Txt:
+    """Lookups that hold a DKIM record for some selectors of example.com."""
+
+    def __init__(self, *selectors: str):
+        self.names = {f"{s}._domainkey.example.com" for s in selectors}
+
+    def texts(self, name: str) -> list[str]:
+        return ["v=DKIM1; k=rsa; p=MIIB"] if name in self.names else []
+
+
+@pytest.mark.parametrize(("wanted", "in_dns", "signing", "keys", "status", "says"), [
+    ("mail", ["mail"], "mail", ["mail"], v.PASS, "selectors in DNS: mail; the host signs with mail"),
+    # A rotation: both published, the host still on the old one until the next up switches it.
+    ("s2026", ["mail", "s2026"], "mail", ["mail", "s2026"], v.WARN, "a rotation under way: its record is published"),
+    ("s2026", ["mail"], "mail", ["mail", "s2026"], v.WARN, "its record is not yet visible"),
+    # Switched, the old one kept for the retention: fine.
+    ("s2026", ["mail", "s2026"], "s2026", ["mail", "s2026"], v.PASS, "selectors in DNS: mail, s2026; the host signs with s2026"),
+    ("s2026", ["mail"], "s2026", ["s2026"], v.FAIL, "the host signs with s2026, which has no record in DNS"),
+    ("mail", ["mail"], None, [], v.FAIL, "the host signs nothing from example.com"),
+])
+def test_dkim_selectors(wanted, in_dns, signing, keys, status, says):
+    cfg = config(dkim_selector=wanted).domain
+    result = v.check_dkim_selectors(cfg, _Txt(*in_dns), signing, keys)
+    assert (result.status, result.name) == (status, "dkim.selectors"), result
+    assert says in result.reason, result.reason
+    assert result.status == v.PASS or result.fix
+
+
+def test_dkim_selectors_without_ssh():
+    cfg = config().domain
+    off = v.check_dkim_selectors(cfg, _Txt(cfg.dkim_selector), None, [], "SSH is off (--no-ssh)")
+    assert off.status == v.PASS and "not read" in off.reason
+    broken = v.check_dkim_selectors(cfg, _Txt(cfg.dkim_selector), None, [], "ssh failed")
+    assert broken.status == v.WARN and "unknown" in broken.reason

@@ -181,7 +181,7 @@ def test_two_domains_answer_as_postfix_asks(host: Host) -> None:
     assert_ok(result)
     # First run: every output is new, and OpenDKIM's tables changed.
     assert updated(result) == set(OUTPUTS)
-    assert "would restart opendkim" in result.stderr
+    assert "would reload opendkim" in result.stderr
 
     assert host.query(paths.DOMAINS_TABLE, "example.org") == "OK"
     assert host.query(paths.DOMAINS_TABLE, "example.com") == "OK"
@@ -300,7 +300,7 @@ def test_only_the_changed_tables_are_replaced(host: Host) -> None:
     host.write(f"{folder}/sender_logins", "alice@example.com alice@example.com\n")
     result = host.run()
     assert_ok(result)
-    # Postfix is reloaded (a table of its changed), OpenDKIM's tables did not: no restart.
+    # Postfix is reloaded (a table of its changed), OpenDKIM's tables did not: no reload.
     assert result.stderr == f"updated {paths.SENDER_LOGINS_TABLE}\nwould reload postfix (if it runs)\n"
     assert host.query(paths.SENDER_LOGINS_TABLE, "bob@example.com") is None
     after = host.snapshot()

@@ -119,6 +119,8 @@ DOMAIN_BASE: dict[str, Any] = {
     "cloudflare_zone_id": "0123456789abcdef0123456789abcdef",
     "cloudflare_zone_name": "example.com",
     "dkim_selector": "mail",
+    "dkim_retention": "7d",
+    "dkim_publish_timeout": "5m",
     "dmarc_policy": "quarantine",
     "dmarc_rua": ["dmarc@example.com"],
     "mta_sts_mode": "testing",
@@ -427,7 +429,13 @@ def _domain_files_inert(cfg: DomainConfig, path, placement, hostile, directory: 
         read = dict(line.split("\t", 1) for line in _run("postmap", "-s", f"hash:{source}").splitlines())
         assert read == expected, f"{name}: {read} != {expected}"
     assert _entries(by_name["catch_all"].content) == ([mailbox[cfg.catch_all]] if cfg.catch_all else [])
-    assert _entries(by_name["dkim_selector"].content) == [cfg.dkim_selector]
+    # The selector file is the DKIM signing unit's; its script carries it in a here-document.
+    from components.services import opendkim
+
+    selector = opendkim.selector_file(cfg)
+    assert _entries(selector.content) == [cfg.dkim_selector]
+    assert selector.content in opendkim.dkim_signing_script(cfg)
+    assert f"deadline=$((SECONDS + {cfg.dkim_publish_timeout_seconds}))" in opendkim.dkim_signing_script(cfg)
     for f in files:
         assert SECRET not in f.content, f.path
 
