@@ -1001,6 +1001,12 @@ FORMS: dict[str, tuple[str, str]] = {
     "postmaster_address": ("an e-mail address", "alice@example.com"),
     "vmail_uid": ("a uid", "5000"),
     "adopt": ("the older stack, as /etc/mailstack/owner names it", "mailstack/example.com"),
+    "fail2ban": ("true or false", "true"),
+    "fail2ban_max_retry": ("a number of failures", "5"),
+    "fail2ban_find_time": ("a duration", "10m"),
+    "fail2ban_ban_time": ("a duration", "1h"),
+    "fail2ban_ignore_addresses": ("a list of addresses or networks", "[203.0.113.5, 2001:db8::/48]"),
+    "fail2ban_ignore_addresses[]": ("an address or a network", "203.0.113.5"),
     # both
     "cloudflare_zone_id": ("a Cloudflare zone id", "32 hex digits"),
     "cloudflare_zone_name": ("a zone name", "example.com"),

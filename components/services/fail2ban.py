@@ -36,7 +36,7 @@ from __future__ import annotations
 from components import paths
 from components.checks import staged
 from components.config import HostConfig
-from components.render import HostFile, host_file, render_template
+from components.render import HostFile, here_document, host_file, render_template
 
 NAME = "fail2ban"
 # python3-systemd: the systemd backend (the journal); nftables: the ban action's tool.
@@ -94,8 +94,11 @@ def files(cfg: HostConfig) -> list[HostFile]:
 
 
 # A preparation before the check: the stage gets this host's backend file.
-BACKEND_PICK = render_template(
-    "fail2ban/pick.sh.j2", staged_backend=staged(BACKEND_CONF), systemd=backend_file("systemd")
+BACKEND_PICK = (
+    "# fail2ban reads the journal where systemd runs the daemons, else rsyslog's files.\n"
+    "if [ -d /run/systemd/system ]; then\n"
+    f"  cat >{staged(BACKEND_CONF)} <<{here_document(backend_file('systemd'))}\n"
+    "fi"
 )
 
 # `fail2ban-client -c DIR --test` reads the whole staged folder: fail2ban.conf,
