@@ -58,7 +58,8 @@ def fail_auth(lab, on: str, address: str) -> None:
 def jail(lab, name: str = "postfix-sasl") -> dict[str, str]:
     """`fail2ban-client status <jail>` as {"Total failed": "3", "Banned IP list": "...", ...}."""
     out = lab.ssh(f"fail2ban-client status {name}").stdout
-    return {m[1]: m[2].strip() for m in re.finditer(r"[|`]-\s+([^:]+):\s*(.*)", out)}
+    lines = (re.search(r"[|`]- ([^:]+):[ \t]*(.*)$", line) for line in out.splitlines())
+    return {m[1]: m[2].strip() for m in lines if m}
 
 
 def reachable(lab, on: str, address: str) -> dict[int, bool]:
