@@ -35,7 +35,7 @@ pytestmark = pytest.mark.skipif(find_pulumi() is None, reason="no Pulumi CLI bui
                                                                 "(scripts/build-pulumi builds it)")
 
 HOST_UNITS = ["host-packages", "host-tls", "host-tables", "host-opendkim", "host-policyd-spf", "host-resolver",
-              "host-dovecot", "host-postfix", "host-web"]  # host-web: tls acme (nginx for MTA-STS)
+              "host-dovecot", "host-postfix", "host-fail2ban", "host-web"]  # host-web: tls acme (nginx for MTA-STS)
 DOMAIN_UNITS = ["domain-dkim", "domain-files", "domain-passwords", "domain-mta-sts"]  # mta-sts: on an acme host
 POSTFIX_UNIT = "host-postfix"
 FILES_UNIT = "domain-files"
