@@ -12,8 +12,8 @@ with four jails, all on Debian's own filters (/etc/fail2ban/filter.d/):
 - sshd: the host is reached over SSH.
 
 The jails keep Debian's jail names, so that they replace Debian's own sshd
-jail (enabled by defaults-debian.conf) rather than run beside it. A ban drops
-the address on every mail port (nftables-multiport: 25, 465, 587, 143, 993;
+jail (enabled by defaults-debian.conf) rather than run beside it. A ban
+rejects the address's packets to every mail port (nftables-multiport: 25, 465, 587, 143, 993;
 sshd: the SSH port), IPv6 as IPv4. ignoreip: loopback and
 mailstack:fail2ban_ignore_addresses.
 
