@@ -255,12 +255,16 @@ def _network(value: str) -> str:
     text = value.strip()
     example = "203.0.113.5, 198.51.100.0/24 or 2001:db8::/48"
     if "%" in text:
-        raise ValueError(f"{shown(value)} has a zone index ('%...'), which is not allowed here (expected e.g. {example})")
+        raise ValueError(
+            f"{shown(value)} has a zone index ('%...'), which is not allowed here (expected e.g. {example})"
+        )
     try:
         network = ipaddress.ip_network(text, strict=True)
     except ValueError as err:
         if "host bits set" in str(err):
-            raise ValueError(f"{shown(value)} has bits set after its prefix (expected a network, e.g. {example})") from None
+            raise ValueError(
+                f"{shown(value)} has bits set after its prefix (expected a network, e.g. {example})"
+            ) from None
         raise ValueError(f"{shown(value)} is not an IP address or network (expected e.g. {example})") from None
     return str(network.network_address) if network.num_addresses == 1 and "/" not in text else str(network)
 
@@ -513,7 +517,9 @@ class HostConfig(_Stack):
     )
 
     # -- fail2ban (README, "fail2ban")
-    fail2ban: bool = Field(default=True, description="Run fail2ban: ban addresses that keep failing logins or being rejected")
+    fail2ban: bool = Field(
+        default=True, description="Run fail2ban: ban addresses that keep failing logins or being rejected"
+    )
     fail2ban_max_retry: Int = Field(
         default=5, ge=1, le=1000, description="Failures within fail2ban_find_time that get an address banned"
     )

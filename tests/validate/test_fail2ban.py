@@ -52,8 +52,8 @@ def stage(tmp_path: Path, backend: str = "logfiles", **overrides) -> Path:
 def check(root: Path) -> subprocess.CompletedProcess:
     """The unit's check, as the unit runs it (STAGE set, bash -euo pipefail)."""
     [test] = [command for name, command in fail2ban.CHECKS if name]
-    return subprocess.run(["bash", "-euo", "pipefail", "-c", test], env={"STAGE": str(root), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
-                          capture_output=True, text=True)
+    env = {"STAGE": str(root), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+    return subprocess.run(["bash", "-euo", "pipefail", "-c", test], env=env, capture_output=True, text=True)
 
 
 @pytest.mark.parametrize("backend", fail2ban.BACKENDS)
