@@ -68,6 +68,7 @@ PACKAGES = {
     "opendkim": "opendkim",
     "named-checkzone": "bind9-utils",
     "unbound-checkconf": "unbound",
+    "fail2ban-client": "fail2ban",
     "unshare": "util-linux",
     "mount": "mount",
     "ip": "iproute2",
@@ -79,6 +80,7 @@ NEEDED = {
     "policyd-spf": [],  # a Python module, see missing_programs
     "sieve": ["sievec"],
     "resolver": ["unbound-checkconf"],
+    "fail2ban": ["fail2ban-client"],
 }
 NAMESPACES = ["unshare", "mount", "ip"]
 # A host stack's services, in the order their checks run and are reported.

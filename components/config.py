@@ -100,6 +100,8 @@ _RUA_LOCAL_PART = re.compile(r"[a-z0-9_+-]+(?:\.[a-z0-9_+-]+)*")
 _CRYPT_HASH = re.compile(r"\$[0-9a-z]+\$[!-9;-~]+")
 _SAFE_PATH = re.compile(r"(?:/[A-Za-z0-9._-]+)+")
 _POSTFIX_TIME = re.compile(r"([0-9]{1,10})([smhdw]?)")
+# A fail2ban time (jail.conf(5) "TIME ABBREVIATION FORMAT"), the units it shares with Postfix.
+_FAIL2BAN_TIME = re.compile(r"([0-9]{1,7})([smhdw]?)")
 _TIME_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 # A Postfix parameter reference in main.cf: $name, ${name} or $(name).
 _PARAMETER_REF = re.compile(r"\$(?:([A-Za-z0-9_]+)|\{([A-Za-z0-9_]+)\}|\(([A-Za-z0-9_]+)\))")
@@ -260,6 +262,25 @@ def _interface(value: str) -> str:
     return str(_ip(value, "an IP address", "192.0.2.10, or 'all'"))
 
 
+def _network(value: str) -> str:
+    """An address or a network (CIDR), as fail2ban's ignoreip takes it: 192.0.2.7, 2001:db8::/48."""
+    text = value.strip()
+    example = "203.0.113.5, 198.51.100.0/24 or 2001:db8::/48"
+    if "%" in text:
+        raise ValueError(
+            f"{shown(value)} has a zone index ('%...'), which is not allowed here (expected e.g. {example})"
+        )
+    try:
+        network = ipaddress.ip_network(text, strict=True)
+    except ValueError as err:
+        if "host bits set" in str(err):
+            raise ValueError(
+                f"{shown(value)} has bits set after its prefix (expected a network, e.g. {example})"
+            ) from None
+        raise ValueError(f"{shown(value)} is not an IP address or network (expected e.g. {example})") from None
+    return str(network.network_address) if network.num_addresses == 1 and "/" not in text else str(network)
+
+
 def _reverse_zone(value: str) -> str:
     name = fqdn(value, "2.0.192.in-addr.arpa")
     if not name.endswith((".in-addr.arpa", ".ip6.arpa")):
@@ -327,6 +348,7 @@ RuaAddress = Annotated[Line, AfterValidator(lambda v: _mail_address(v, rua=True)
 Interface = Annotated[Line, AfterValidator(_interface)]
 IPAddress = Annotated[Line, AfterValidator(_ip_address)]
 ReverseZone = Annotated[Line, AfterValidator(_reverse_zone)]
+Network = Annotated[Line, AfterValidator(_network)]
 NotifyClass = Annotated[Line, AfterValidator(_notify_class)]
 Int = Annotated[int, BeforeValidator(_not_a_bool)]
 
@@ -510,6 +532,20 @@ class HostConfig(_Stack):
         default=5000, ge=1000, le=60000, description="uid and gid of the vmail account that owns every mailbox"
     )
 
+    # -- fail2ban (README, "fail2ban")
+    fail2ban: bool = Field(
+        default=True, description="Run fail2ban: ban addresses that keep failing logins or being rejected"
+    )
+    fail2ban_max_retry: Int = Field(
+        default=5, ge=1, le=1000, description="Failures within fail2ban_find_time that get an address banned"
+    )
+    fail2ban_find_time: Line = Field(default="10m", description="How far back fail2ban counts failures, e.g. 10m")
+    fail2ban_ban_time: Line = Field(default="1h", description="How long a ban lasts, e.g. 1h")
+    fail2ban_ignore_addresses: list[Network] = Field(
+        default_factory=list,
+        description="Addresses or networks never banned, e.g. the address you deploy from (203.0.113.5, 2001:db8::/48)",
+    )
+
     # -- moving a host from the single-domain layout (README, "Moving a host to the multi-domain layout")
     adopt: Line = Field(
         default="",
@@ -538,6 +574,23 @@ class HostConfig(_Stack):
             raise ValueError(
                 f"{shown(value)} is not a stack as /etc/mailstack/owner names it (expected <project>/<stack>, "
                 "e.g. mailstack/example.com)"
+            )
+        return value
+
+    @field_validator("fail2ban_find_time", "fail2ban_ban_time", mode="before")
+    @classmethod
+    def _fail2ban_time_number(cls, value: Any) -> Any:
+        # YAML reads `600` as a number; fail2ban takes it as seconds.
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("fail2ban_find_time", "fail2ban_ban_time")
+    @classmethod
+    def _fail2ban_time(cls, value: str) -> str:
+        match = _FAIL2BAN_TIME.fullmatch(value)
+        if not match or int(match[1]) == 0:
+            raise ValueError(
+                f"{shown(value)} is not a duration fail2ban takes (expected a number and a unit: s, m, h, d or w, "
+                "e.g. 10m or 1h)"
             )
         return value
 
@@ -1007,6 +1060,12 @@ FORMS: dict[str, tuple[str, str]] = {
     "postmaster_address": ("an e-mail address", "alice@example.com"),
     "vmail_uid": ("a uid", "5000"),
     "adopt": ("the older stack, as /etc/mailstack/owner names it", "mailstack/example.com"),
+    "fail2ban": ("true or false", "true"),
+    "fail2ban_max_retry": ("a number of failures", "5"),
+    "fail2ban_find_time": ("a duration", "10m"),
+    "fail2ban_ban_time": ("a duration", "1h"),
+    "fail2ban_ignore_addresses": ("a list of addresses or networks", "[203.0.113.5, 2001:db8::/48]"),
+    "fail2ban_ignore_addresses[]": ("an address or a network", "203.0.113.5"),
     # both
     "cloudflare_zone_id": ("a Cloudflare zone id", "32 hex digits"),
     "cloudflare_zone_name": ("a zone name", "example.com"),

@@ -10,6 +10,7 @@ only turns them into `remote.Command` and DNS resources, in this order
               │          └─────────────────────────┘           │
               ├─ policyd-spf ──────────────────────────────────┤
               └─ resolver ─────────────────────────────────────┘
+    dovecot, postfix ── fail2ban   (mailstack:fail2ban: it reads their logs)
     packages ── tls ── web     (mailstack:tls acme: nginx for MTA-STS policies)
 
 The packages unit runs first and claims the host for this stack (project and
@@ -93,6 +94,9 @@ class MailHost(pulumi.ComponentResource):
         tls_facts = tls.stdout.apply(tls_service.unit_facts)
         self.tls_fingerprint = tls_facts.apply(lambda facts: facts["fingerprint"])
         self.units = [packages, tls, tables, opendkim, policyd_spf, resolver, dovecot, postfix]
+        # fail2ban (mailstack:fail2ban): after the daemons whose logs its jails read.
+        if cfg.fail2ban:
+            self.units.append(service("fail2ban", [packages, dovecot, postfix]))
 
         # MTA-STS (mailstack:tls acme only): nginx for the domain stacks' policy hosts,
         # and its default server (components/services/web.py). Its files are the

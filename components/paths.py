@@ -63,6 +63,11 @@ RESOLV_CONF_BEFORE = "/etc/resolv.conf.pre-mailstack"
 POLICYD_SPF_DIR = "/etc/postfix-policyd-spf-python"
 POLICYD_SPF_CONF = f"{POLICYD_SPF_DIR}/policyd-spf.conf"
 
+# The logs Debian's rsyslog writes the daemons' lines to: on a host without
+# systemd, fail2ban's jails read them (components/services/fail2ban.py).
+SYSLOG_MAIL = "/var/log/mail.log"
+SYSLOG_AUTH = "/var/log/auth.log"
+
 DOVECOT_DIR = "/etc/dovecot"
 DOVECOT_CONF = f"{DOVECOT_DIR}/dovecot.conf"
 DOVECOT_CONF_D = f"{DOVECOT_DIR}/conf.d"

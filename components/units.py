@@ -33,7 +33,9 @@ from dataclasses import dataclass
 from components.config import DomainConfig, HostConfig
 from components.hostfacts import HostFacts
 from components.render import HostFile, render_template
-from components.services import CHECKS, CONFIG_DIRS, PACKAGES, SERVICES, mailboxes, opendkim, sieve, tables, tls, web
+from components.services import (
+    CHECKS, CONFIG_DIRS, PACKAGES, SERVICES, fail2ban, mailboxes, opendkim, sieve, tables, tls, web,
+)
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,7 @@ def _host_owned(cfg: HostConfig, owner: str, script: str) -> Unit:
 
 def packages_unit(cfg: HostConfig, owner: str) -> Unit:
     """The first unit: it claims the host for `owner` (every unit checks the claim)."""
-    script = render_template("units/packages.sh.j2", host_name=cfg.host_name, packages=(*PACKAGES, *tls.packages(cfg)))
+    script = render_template("units/packages.sh.j2", host_name=cfg.host_name, packages=(*PACKAGES, *tls.packages(cfg), *fail2ban.packages(cfg)))
     return _host_owned(cfg, owner, script)
 
 

@@ -21,6 +21,9 @@ over SSH. What makes it behave like one:
 * apt goes through the relay on 127.0.0.1:3142 (see aptrelay.py);
 * sshd on port 22, root login with the lab's key only; its host key is made
   per run and pinned by the test.
+* rsyslog (in the cached rootfs, without its kernel log) writes the daemons'
+  lines to /var/log/mail.log and auth.log, as on a Debian host with rsyslog:
+  fail2ban's jails read them there (there is no journald).
 * it trusts the lab CA (acmeserver.py), which signs the HTTPS certificates of
   the lab's ACME server and Cloudflare API stand-in, and root's
   ~/.cloudflare.cfg points python3-cloudflare (certbot's Cloudflare plugin)
@@ -32,6 +35,7 @@ the process everything else in mx descends from.
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -72,7 +76,13 @@ mkdir -m 755 "$root/run/sshd"
 mkdir -m 1777 "$root/run/lock"
 mount -t tmpfs -o mode=1777,nosuid,nodev mx-tmp "$root/tmp"
 
-# -D: stay in the foreground (we hold its pid); -e: log to stderr (no syslog here).
+# The daemons log as on a Debian host with rsyslog: /dev/log, then /var/log/mail.log and
+# auth.log, which fail2ban reads. rsyslogd detaches itself; it runs until the lab's down.
+if [ -x "$root/usr/sbin/rsyslogd" ]; then
+  chroot "$root" /usr/sbin/rsyslogd </dev/null
+fi
+
+# -D: stay in the foreground (we hold its pid); -e: log to stderr (the lab keeps it).
 exec chroot "$root" /usr/sbin/sshd -D -e
 """
 
@@ -110,6 +120,13 @@ def write_files(root: Path, hostname: str, addresses: dict[str, str], nameserver
         'Acquire::http::Pipeline-Depth "0";\n'
         'Acquire::Languages "none";\n'
     )
+
+    # rsyslog (rootfs.INCLUDE) without its kernel log: mx shares the machine's kernel,
+    # and reading /proc/kmsg would take the machine's own kernel messages away.
+    rsyslog_conf = root / "etc/rsyslog.conf"
+    if rsyslog_conf.exists():
+        text = rsyslog_conf.read_text()
+        rsyslog_conf.write_text(re.sub(r'(?m)^module\(load="imklog"\)', r'# mailstack lab: \g<0>', text))
 
     ssh_dir = root / "root/.ssh"
     ssh_dir.mkdir(mode=0o700, exist_ok=True)

@@ -19,7 +19,9 @@ CACHE_DIR = Path(os.environ.get("MAILSTACK_LAB_CACHE", "/var/cache/mailstack-lab
 SUITE = "bookworm"
 # openssh-server: the deployment reaches the host over SSH, like a real one.
 # python3: Ansible-style tools and our own checks expect it on a Debian host.
-INCLUDE = "openssh-server,python3,ca-certificates"
+# rsyslog: the daemons log to /var/log/mail.log and auth.log as on a Debian host with
+# rsyslog (the lab has no journald), which fail2ban reads (mxhost.py starts it).
+INCLUDE = "openssh-server,python3,ca-certificates,rsyslog"
 
 # Debian's archive keyring: the stanzas signed with it are Debian's own archive
 # (this machine's sources.list.d also lists third-party repositories).

@@ -90,6 +90,8 @@ def test_host_units_run_in_the_order_of_the_design(host):
     # Postfix's DANE needs the validating resolver in place before Postfix uses it.
     assert urn["resolver"] in deps["postfix"]
     assert urn["tls"] in deps["dovecot"]
+    # fail2ban's jails read Postfix's and Dovecot's logs.
+    assert {urn["postfix"], urn["dovecot"]} <= deps["fail2ban"]
 
 
 def test_every_host_unit_checks_that_the_host_is_this_host_stacks(host):

@@ -479,6 +479,11 @@ EXPECTED_FILES = {
         "/etc/dovecot/sieve/default.sieve",
     ],
     "resolver": ["/etc/unbound/unbound.conf.d/mailstack.conf"],
+    "fail2ban": [
+        "/etc/fail2ban/fail2ban.d/mailstack.conf",
+        "/etc/fail2ban/jail.d/mailstack.conf",
+        "/etc/fail2ban/jail.d/mailstack-backend.local",
+    ],
 }
 
 

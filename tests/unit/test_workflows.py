@@ -68,7 +68,7 @@ def test_preview_runs_the_checkers_before_the_preview():
     # With Debian 12's checkers, as root in private namespaces, from requirements.txt alone.
     assert "docker run" in runs[check] and "--privileged" in runs[check] and "debian:bookworm" in runs[check]
     for package in ("postfix", "postfix-policyd-spf-python", "dovecot-core", "dovecot-sieve", "opendkim-tools",
-                    "bind9-utils", "iproute2"):
+                    "bind9-utils", "iproute2", "fail2ban"):
         assert f" {package} " in runs[check], package
     assert "pip install -q -r requirements.txt" in runs[check]
     # A step fails on the first failing command (bash -e): a failed check stops the job.

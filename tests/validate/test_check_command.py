@@ -33,6 +33,7 @@ HOST_CHECK_LINES = [
     "ok   opendkim: opendkim -n",
     "ok   policyd-spf: policyd-spf.conf read by policyd-spf",
     "ok   resolver: unbound's drop-in read by unbound-checkconf",
+    "ok   fail2ban: fail2ban-client --test",
     "ok   dns: named-checkzone example.net",
 ]
 

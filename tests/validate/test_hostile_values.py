@@ -111,6 +111,9 @@ HOST_BASE: dict[str, Any] = {
     "acme_directory": "https://acme.example.net:14000/dir",
     "acme_email": "certs@example.com",
     "acme_cloudflare_token": f"tok_{SECRET}_0123456789abcdef",
+    "fail2ban_find_time": "10m",
+    "fail2ban_ban_time": "1h",
+    "fail2ban_ignore_addresses": ["203.0.113.5", "2001:db8:5::/48"],
 }
 
 DOMAIN_BASE: dict[str, Any] = {
@@ -392,6 +395,13 @@ def _host_files_inert(cfg: HostConfig, baseline: dict[str, Any]) -> None:
             assert SECRET not in f.content
             if f.path != "/etc/aliases":
                 assert f.content.count("\n") == baseline["lines"][f.path], f"{f.path} changed shape"
+
+    # fail2ban's jails: each reads the config's thresholds and exemptions, nothing more.
+    jails = _file(files, "/etc/fail2ban/jail.d/mailstack.conf").content
+    ignoreip = " ".join(["127.0.0.1/8", "::1", *cfg.fail2ban_ignore_addresses])
+    for setting in (f"findtime = {cfg.fail2ban_find_time}", f"bantime = {cfg.fail2ban_ban_time}",
+                    f"ignoreip = {ignoreip}"):
+        assert jails.count(f"\n{setting}\n") == 4, setting
 
     # The deploy script's here-documents take every file (units.service_unit refuses what they cannot).
     for service, rendered in files.items():
