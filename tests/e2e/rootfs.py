@@ -8,6 +8,7 @@ cache (no mail packages installed) and leaves the cache untouched.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import shutil
 import subprocess
@@ -79,7 +80,8 @@ def chroot_sources_text() -> str:
 
 
 def cached_rootfs() -> Path:
-    return CACHE_DIR / f"rootfs-{SUITE}"
+    # Named by what debootstrap put in it: a cache built before a package joined INCLUDE is not used.
+    return CACHE_DIR / f"rootfs-{SUITE}-{hashlib.sha256(INCLUDE.encode()).hexdigest()[:8]}"
 
 
 def apt_install_on_machine(*packages: str) -> None:
@@ -120,7 +122,7 @@ def build_rootfs(log=print) -> Path:
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
     # Two labs starting at once (MAILSTACK_LAB) build the cache once: the
     # second waits for the first's lock, then finds the finished rootfs.
-    with open(CACHE_DIR / f"rootfs-{SUITE}.lock", "w") as lock:
+    with open(cached_rootfs().with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (final / "usr/sbin/sshd").exists():
             return final
@@ -129,7 +131,7 @@ def build_rootfs(log=print) -> Path:
 
 def _debootstrap(final: Path, log) -> Path:
     ensure_debootstrap()
-    partial = CACHE_DIR / f"rootfs-{SUITE}.partial"
+    partial = cached_rootfs().with_suffix(".partial")
     if partial.exists():
         remove_tree(partial)
     started = time.monotonic()
