@@ -213,9 +213,9 @@ def test_two_domains_answer_as_postfix_asks(host: Host) -> None:
 
     assert host.lines(paths.DOVECOT_USERS) == [
         HEADER,
-        f"alice@example.com:{HASH_ALICE_COM}",
-        f"alice@example.org:{HASH_ALICE_ORG}",
-        "carol@example.org:!",
+        f"alice@example.com:{HASH_ALICE_COM}::::::",
+        f"alice@example.org:{HASH_ALICE_ORG}::::::",
+        "carol@example.org:!::::::",
     ]
     assert host.lines(paths.DKIM_KEY_TABLE) == [
         HEADER,
@@ -270,7 +270,7 @@ def test_retired_domain_leaves_every_table_but_retired_domains(host: Host) -> No
     assert not any("example.com" in line for line in host.lines(paths.DKIM_SIGNING_TABLE))
     # example.org is untouched.
     assert host.query(paths.MAILBOXES_TABLE, "alice@example.org") == "OK"
-    assert host.lines(paths.DOVECOT_USERS)[1] == f"alice@example.org:{HASH_ALICE_ORG}"
+    assert host.lines(paths.DOVECOT_USERS)[1] == f"alice@example.org:{HASH_ALICE_ORG}::::::"
 
     # Coming back: the marker goes, the domain is hosted again.
     host.path(paths.domain_dir("example.com") + "/retired").unlink()
@@ -513,7 +513,7 @@ def test_a_passwd_line_of_a_mailbox_not_listed_is_left_out(host: Host) -> None:
     result = host.run()
     assert_ok(result)
     users = host.lines(paths.DOVECOT_USERS)
-    assert f"alice@example.org:{HASH_ALICE_ORG}" in users and "carol@example.org:!" in users
+    assert f"alice@example.org:{HASH_ALICE_ORG}::::::" in users and "carol@example.org:!::::::" in users
     assert not [line for line in users if line.startswith("dave@")]
     assert HASH_ALICE_ORG_NEW not in host.path(paths.DOVECOT_USERS).read_text()
     assert not any(h in result.stderr for h in EVERY_HASH)
@@ -527,14 +527,14 @@ def test_quotas_reach_dovecot_as_userdb_quota_rules(host: Host) -> None:
     assert_ok(result)
     assert host.lines(paths.DOVECOT_USERS) == [
         HEADER,
-        f"alice@example.com:{HASH_ALICE_COM}",
+        f"alice@example.com:{HASH_ALICE_COM}::::::",
         f"alice@example.org:{HASH_ALICE_ORG}::::::userdb_quota_rule=*:storage=102400B",
-        "carol@example.org:!",
+        "carol@example.org:!::::::",
     ]
     # Dropping the quota takes the rule out again.
     _set(host, "example.org", "quotas", "")
     assert_ok(host.run())
-    assert f"alice@example.org:{HASH_ALICE_ORG}" in host.lines(paths.DOVECOT_USERS)
+    assert f"alice@example.org:{HASH_ALICE_ORG}::::::" in host.lines(paths.DOVECOT_USERS)
 
 
 # --- --check DOMAIN FOLDER: a domain unit's staged files, checked with every other domain's ----
@@ -708,7 +708,7 @@ def test_concurrent_runs_both_succeed_and_both_domains_are_in(host: Host) -> Non
         assert_ok(results[domain])
         assert host.query(paths.DOMAINS_TABLE, domain) == "OK"
         assert host.query(paths.MAILBOXES_TABLE, f"dave@{domain}") == "OK"
-        assert f"dave@{domain}:!" in host.lines(paths.DOVECOT_USERS)
+        assert f"dave@{domain}:!::::::" in host.lines(paths.DOVECOT_USERS)
     assert host.query(paths.MAILBOXES_TABLE, "alice@example.org") == "OK"
     assert host.leftovers() == []
 
