@@ -36,7 +36,7 @@ pytestmark = [
 ]
 
 QUOTA_BYTES = 100 * 1024
-HASH = "$6$salt$" + "H" * 86
+PASSWORD = "carol-Secret-1"
 
 
 def _config_files(root: Path) -> None:
@@ -83,10 +83,12 @@ def dovecot():
     try:
         _config_files(root)
         # As mailstack-assemble writes them (tests/validate/test_assembler.py): carol with a quota.
+        hashed = subprocess.run(["openssl", "passwd", "-6", "-salt", "mscarol", "-stdin"], input=PASSWORD,
+                                capture_output=True, text=True, check=True).stdout.strip()
         (root / "users").write_text(
             "# made by mailstack-assemble\n"
-            f"carol@example.com:{HASH}::::::userdb_quota_rule=*:storage={QUOTA_BYTES}B\n"
-            f"alice@example.com:{HASH}::::::\n"
+            f"carol@example.com:{hashed}::::::userdb_quota_rule=*:storage={QUOTA_BYTES}B\n"
+            f"alice@example.com:{hashed}::::::\n"
         )
         (root / "vmail").mkdir()
         shutil.chown(root / "vmail", "nobody", "nogroup")
@@ -153,6 +155,13 @@ def test_the_userdb_gives_the_quota_rule_and_the_vmail_home(dovecot):
     alice = doveadm(dovecot, "user", "alice@example.com")
     assert f"home\t{dovecot}/vmail/example.com/alice" in alice and "quota_rule" not in alice
     assert storage(dovecot, "alice@example.com")[1] == "-"
+
+
+def test_the_passdb_takes_the_same_lines(dovecot):
+    assert "auth succeeded" in doveadm(dovecot, "auth", "test", "carol@example.com", PASSWORD)
+    wrong = subprocess.run(["doveadm", "-c", str(dovecot / "dovecot.conf"), "auth", "test", "alice@example.com",
+                            "not-the-password"], capture_output=True, text=True, timeout=60)
+    assert wrong.returncode != 0 and "auth failed" in wrong.stdout + wrong.stderr
 
 
 def test_quota_status_refuses_a_full_mailbox_with_552_and_nothing_else(dovecot):
