@@ -47,6 +47,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -103,6 +104,14 @@ _POSTFIX_TIME = re.compile(r"([0-9]{1,10})([smhdw]?)")
 # A fail2ban time (jail.conf(5) "TIME ABBREVIATION FORMAT"), the units it shares with Postfix.
 _FAIL2BAN_TIME = re.compile(r"([0-9]{1,7})([smhdw]?)")
 _TIME_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+# A mailbox quota (mailstack:mailbox_quota, users[].quota): a number of bytes, or
+# with a unit K, M, G or T (powers of 1024, as Dovecot counts them), e.g. 500M.
+_QUOTA = re.compile(r"([0-9]{1,15})([KMGT]?)", re.IGNORECASE)
+_QUOTA_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+# More than a mailbox can hold on any disk: a typo.
+MAX_QUOTA_BYTES = 1024**5
+# users[].quota: this user has no quota even where the domain sets mailbox_quota.
+UNLIMITED = "unlimited"
 # A Postfix parameter reference in main.cf: $name, ${name} or $(name).
 _PARAMETER_REF = re.compile(r"\$(?:([A-Za-z0-9_]+)|\{([A-Za-z0-9_]+)\}|\(([A-Za-z0-9_]+)\))")
 # The parameters a banner may show: who we are, and the software's name (never its version).
@@ -120,6 +129,28 @@ def duration_seconds(value: str) -> int:
     if not match:
         raise ValueError(f"{value!r} is not a duration (expected e.g. 7d)")
     return int(match[1]) * _TIME_UNITS[match[2]]
+
+
+def quota_bytes(value: str) -> int:
+    """A quota as config writes it (500M, 2G, 102400: bytes) in bytes."""
+    match = _QUOTA.fullmatch(value)
+    if not match:
+        raise ValueError(f"{value!r} is not a size (expected e.g. 500M)")
+    return int(match[1]) * _QUOTA_UNITS[match[2].upper()]
+
+
+def _quota(value: str) -> str:
+    """A size with unit K/M/G/T (or bytes), more than 0 and less than a petabyte; else the reason."""
+    if value.startswith("-"):
+        raise ValueError(f"{shown(value)} is negative (expected a size, e.g. 500M; leave the key out for no quota)")
+    if not _QUOTA.fullmatch(value):
+        raise ValueError(f"{shown(value)} is not a size (expected a number with K, M, G or T, e.g. 500M or 2G)")
+    size = quota_bytes(value)
+    if size <= 0:
+        raise ValueError(f"{shown(value)} is not more than 0 (expected a size, e.g. 500M; leave the key out for no quota)")
+    if size > MAX_QUOTA_BYTES:
+        raise ValueError(f"{shown(value)} is more than a petabyte (expected a size, e.g. 500M or 2G)")
+    return value
 
 
 class ConfigError(ValueError):
@@ -377,11 +408,34 @@ class User(BaseModel):
         description="Addresses this user receives at and may send as (default: <name>@<domain>)",
     )
     sieve: Script | None = Field(default=None, description="The user's Sieve script (~/.dovecot.sieve)")
+    quota: Line | None = Field(
+        default=None,
+        description="The mailbox's quota, e.g. 500M or 2G (K, M, G, T); 'unlimited': none even where the "
+        "domain sets mailbox_quota (default: mailbox_quota)",
+    )
 
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
         return _mailbox_name(value)
+
+    @field_validator("quota", mode="before")
+    @classmethod
+    def _quota_number(cls, value: Any) -> Any:
+        # YAML reads `102400` as a number: bytes.
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("quota")
+    @classmethod
+    def _quota(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None or value == UNLIMITED:
+            return value
+        try:
+            return _quota(value)
+        except ValueError as err:
+            # Name the user: the message says whose mailbox the bad quota is for.
+            name = info.data.get("name")
+            raise ValueError(f"for user {name!r}: {err}" if name else str(err)) from None
 
     @field_validator("password_hash")
     @classmethod
@@ -852,6 +906,10 @@ class DomainConfig(_Stack):
     )
     aliases: list[Alias] = Field(default_factory=list, description="Addresses that forward to others")
     catch_all: Line | None = Field(default=None, description="User who gets mail for unknown addresses (default: none)")
+    # -- quotas (README, "Mailbox quotas")
+    mailbox_quota: Line | None = Field(
+        default=None, description="Every mailbox's quota unless its user sets one, e.g. 1G (default: none, unlimited)"
+    )
 
     # ---- single values
 
@@ -884,6 +942,17 @@ class DomainConfig(_Stack):
     @property
     def dkim_publish_timeout_seconds(self) -> int:
         return duration_seconds(self.dkim_publish_timeout)
+
+    @field_validator("mailbox_quota", mode="before")
+    @classmethod
+    def _mailbox_quota_number(cls, value: Any) -> Any:
+        # YAML reads `102400` as a number: bytes.
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("mailbox_quota")
+    @classmethod
+    def _mailbox_quota(cls, value: str | None) -> str | None:
+        return None if value is None else _quota(value)
 
     @field_validator("domain")
     @classmethod
@@ -1007,6 +1076,11 @@ class DomainConfig(_Stack):
     def addresses_of(self, user: User) -> list[str]:
         return user.addresses or [self.mailbox_of(user)]
 
+    def quota_of(self, user: User) -> int | None:
+        """The user's quota in bytes: users[].quota, else mailbox_quota; None: unlimited."""
+        quota = user.quota if user.quota is not None else self.mailbox_quota
+        return None if quota is None or quota == UNLIMITED else quota_bytes(quota)
+
 
 class _CrossKeyProblems(ValueError):
     def __init__(self, problems: list[tuple[str, str]]):
@@ -1090,6 +1164,7 @@ FORMS: dict[str, tuple[str, str]] = {
     "users[].addresses": ("a list of e-mail addresses", "[alice@example.com]"),
     "users[].addresses[]": ("an e-mail address", "alice@example.com"),
     "users[].sieve": ("a Sieve script", "'keep;'"),
+    "users[].quota": ("a size with K, M, G or T, or unlimited", "500M"),
     "postmaster": ("a user name from mailstack:users", "alice"),
     "aliases": ("a list of aliases", "[{address: team@example.com, to: [alice@example.com]}]"),
     "aliases[]": ("an alias", "{address: team@example.com, to: [alice@example.com]}"),
@@ -1097,6 +1172,7 @@ FORMS: dict[str, tuple[str, str]] = {
     "aliases[].to": ("a list of e-mail addresses", "[alice@example.com]"),
     "aliases[].to[]": ("an e-mail address", "alice@example.com"),
     "catch_all": ("a user name from mailstack:users", "alice"),
+    "mailbox_quota": ("a size with K, M, G or T", "1G"),
 }
 
 # Keys whose values are never shown: secrets, and everything under `users`

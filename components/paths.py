@@ -49,6 +49,8 @@ OPENDKIM_SOCKET = PostfixSocket("/opendkim/opendkim.sock")
 # Dovecot's listeners for Postfix: final delivery (LMTP) and SMTP AUTH.
 DOVECOT_LMTP_SOCKET = PostfixSocket("private/dovecot-lmtp")
 DOVECOT_AUTH_SOCKET = PostfixSocket("private/auth")
+# Dovecot's quota-status policy service: Postfix asks it at RCPT whether the mailbox has room.
+QUOTA_STATUS_SOCKET = PostfixSocket("private/quota-status")
 
 OPENDKIM_CONF = "/etc/opendkim.conf"
 
@@ -75,6 +77,8 @@ DOVECOT_CONF_D = f"{DOVECOT_DIR}/conf.d"
 DEFAULT_SIEVE_DIR = f"{DOVECOT_DIR}/sieve"
 DEFAULT_SIEVE = f"{DEFAULT_SIEVE_DIR}/default.sieve"
 DEFAULT_SIEVE_BINARY = f"{DEFAULT_SIEVE_DIR}/default.svbin"
+# Dovecot's quota-warning service runs this when a mailbox passes 90 % of its quota.
+QUOTA_WARNING_SCRIPT = "/usr/local/sbin/mailstack-quota-warning"
 
 # --- the mail domains: what the host stack and the domain stacks share ------------------
 
@@ -101,7 +105,7 @@ def domain_dir(domain: str) -> str:
 DOMAIN_OWNER_FILE = "owner"
 DOMAIN_RETIRED_FILE = "retired"
 DOMAIN_PASSWD_FILE = "passwd"
-DOMAIN_TABLE_FILES = ("mailboxes", "aliases", "sender_logins", "catch_all", "dkim_selector")
+DOMAIN_TABLE_FILES = ("mailboxes", "aliases", "sender_logins", "catch_all", "quotas", "dkim_selector")
 # The selector that signs: written by the domain's DKIM signing unit, not its files unit
 # (a rotation switches it only once the new record is visible).
 DOMAIN_SELECTOR_FILE = "dkim_selector"

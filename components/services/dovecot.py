@@ -1,8 +1,9 @@
 """Dovecot: IMAP, final delivery over LMTP (with Sieve), and SMTP AUTH for Postfix.
 
-Host level only: the conf.d files mailstack owns and the default Sieve script
-(templates/dovecot/). The sockets Postfix uses are paths.DOVECOT_LMTP_SOCKET
-and paths.DOVECOT_AUTH_SOCKET. Users' own Sieve scripts are domain level:
+Host level only: the conf.d files mailstack owns, the default Sieve script and
+the quota warning script (templates/dovecot/). The sockets Postfix uses are
+paths.DOVECOT_LMTP_SOCKET, paths.DOVECOT_AUTH_SOCKET and quota-status's
+paths.QUOTA_STATUS_SOCKET. Users' own Sieve scripts are domain level:
 components/services/sieve.py.
 """
 
@@ -22,7 +23,9 @@ CONFIG_DIRS = [paths.DOVECOT_DIR]
 # Compiles the default script, then starts or reloads Dovecot.
 APPLY = "dovecot/apply.sh.j2"
 
-_CONF_D = ["10-master.conf", "10-mail.conf", "20-lmtp.conf", "10-auth.conf", "90-sieve.conf", "10-ssl.conf"]
+_CONF_D = [
+    "10-master.conf", "10-mail.conf", "20-lmtp.conf", "10-auth.conf", "90-sieve.conf", "10-ssl.conf", "90-quota.conf",
+]
 
 
 def files(cfg: HostConfig) -> list[HostFile]:
@@ -30,6 +33,7 @@ def files(cfg: HostConfig) -> list[HostFile]:
     return [
         *(host_file(f"{paths.DOVECOT_CONF_D}/{name}", f"dovecot/{name}.j2", cfg=cfg) for name in _CONF_D),
         host_file(paths.DEFAULT_SIEVE, "dovecot/default.sieve.j2", cfg=cfg),
+        host_file(paths.QUOTA_WARNING_SCRIPT, "dovecot/quota-warning.sh.j2", mode="0755", cfg=cfg),
     ]
 
 

@@ -5,7 +5,7 @@ the host (paths.domain_dir), and the host's assembler builds the tables that
 Postfix, Dovecot and OpenDKIM read from every domain's folder
 (components/services/tables.py, docs/tables.md). Two units:
 
-- files: mailboxes, aliases, sender_logins, catch_all and the users' Sieve
+- files: mailboxes, aliases, sender_logins, catch_all, quotas and the users' Sieve
   scripts (dkim_selector is the DKIM signing unit's: services/opendkim.py) (components/services/sieve.py), staged, checked and
   swapped like a service's files (templates/mailboxes/before.sh.j2,
   apply.sh.j2); its delete command retires the domain (retire.sh.j2);
@@ -51,6 +51,12 @@ def aliases(cfg: DomainConfig) -> list[tuple[str, list[str]]]:
     return entries
 
 
+def quotas(cfg: DomainConfig) -> list[tuple[str, int]]:
+    """Mailbox -> its quota in bytes, for the mailboxes that have one (README, "Mailbox quotas")."""
+    entries = [(cfg.mailbox_of(user), cfg.quota_of(user)) for user in cfg.users]
+    return [(mailbox, size) for mailbox, size in entries if size is not None]
+
+
 def catch_all(cfg: DomainConfig) -> str:
     """The mailbox that gets unknown addresses' mail, or "" for none."""
     return f"{cfg.catch_all}@{cfg.domain}" if cfg.catch_all else ""
@@ -65,6 +71,7 @@ def files(cfg: DomainConfig) -> list[HostFile]:
         "aliases": aliases(cfg),
         "sender_logins": sender_logins(cfg),
         "catch_all": catch_all(cfg),
+        "quotas": quotas(cfg),
     }
     names = [name for name in paths.DOMAIN_TABLE_FILES if name != paths.DOMAIN_SELECTOR_FILE]
     return [host_file(f"{folder}/{name}", f"mailboxes/{name}.j2", **values) for name in names]

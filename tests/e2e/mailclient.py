@@ -16,11 +16,14 @@ answer. The test side calls them through `run_client(lab, host, command, **args)
       server sends unasked (e.g. "421 ... too many errors") go to "after", and "closed" is set when
       the server closes the connection.
   send {"host", "port", "helo", "mail_from", "rcpt_to": [...], "message", "starttls", "login": [user, password],
-        "quit": bool}
+        "quit": bool, "size": bool}
       smtplib end to end: {"ok": bool, "code": int, "error": str, "stage": str, "esmtp": [...], "auth_before_tls": bool}
       With "quit": false it closes the connection without QUIT (whose reply Postfix delays after an error).
+      With "size", MAIL FROM announces the message's size (SIZE=, RFC 1870), as MTAs do.
   imap {"host", "user", "password", "folder", "tls": "imaps"|"starttls"}
       {"ok", "folders": [...], "messages": [raw message text, ...]} from the folder.
+  quota {"host", "user", "password", "mailbox"}
+      GETQUOTAROOT (RFC 2087) over IMAPS: {"ok", "roots": [...], "quotas": [...]}, the server's lines as text.
 """
 
 from __future__ import annotations
@@ -104,7 +107,7 @@ def dialog(host, port=25, lines=(), starttls=False, tls_first_ehlo="client.examp
 
 
 def send(host, port=25, helo="peer.example.net", mail_from="", rcpt_to=(), message="", starttls=False,
-         login=None, timeout=60, quit=True):
+         login=None, timeout=60, quit=True, size=False):
     answer: dict = {"ok": False, "stage": "connect"}
     try:
         smtp = smtplib.SMTP(host, port, local_hostname=helo, timeout=timeout)
@@ -122,7 +125,8 @@ def send(host, port=25, helo="peer.example.net", mail_from="", rcpt_to=(), messa
                 answer["stage"] = "auth"
                 smtp.login(*login)
             answer["stage"] = "mail"
-            code, text = smtp.mail(mail_from)
+            options = [f"SIZE={len(message.encode())}"] if size and smtp.has_extn("size") else []
+            code, text = smtp.mail(mail_from, options)
             if code >= 400:
                 return {**answer, "code": code, "error": text.decode("utf-8", "replace")}
             for rcpt in rcpt_to:
@@ -168,7 +172,27 @@ def imap(host, user, password, folder="INBOX", tls="imaps", timeout=30):
             pass
 
 
-COMMANDS = {"dialog": dialog, "send": send, "imap": imap}
+def quota(host, user, password, mailbox="INBOX", timeout=30):
+    client = imaplib.IMAP4_SSL(host, 993, ssl_context=_insecure_tls(), timeout=timeout)
+    try:
+        client.login(user, password)
+        status, data = client.getquotaroot(mailbox)
+        if status != "OK":
+            return {"ok": False, "error": str(data), "roots": [], "quotas": []}
+        roots, quotas = data
+        text = [line.decode("utf-8", "replace") for line in roots + quotas if isinstance(line, bytes)]
+        return {"ok": True, "roots": [line.decode() for line in roots if isinstance(line, bytes)],
+                "quotas": [line.decode() for line in quotas if isinstance(line, bytes)], "lines": text}
+    except imaplib.IMAP4.error as err:
+        return {"ok": False, "error": str(err), "roots": [], "quotas": []}
+    finally:
+        try:
+            client.logout()
+        except (imaplib.IMAP4.error, OSError):
+            pass
+
+
+COMMANDS = {"dialog": dialog, "send": send, "imap": imap, "quota": quota}
 
 if __name__ == "__main__":
     print(json.dumps(COMMANDS[sys.argv[1]](**json.loads(sys.argv[2]))))

@@ -423,7 +423,18 @@ BAD_DOMAIN = [
     ({"users": [{"name": "alice"}, {"name": "alice"}]}, "mailstack:users[1].name: 'alice' is a duplicate user (each user is listed once)"),
     ({"users": [{"name": "a", "addresses": ["x@example.com"]}, {"name": "b", "addresses": ["x@example.com"]}]}, "mailstack:users[1].addresses[0]: 'x@example.com' already belongs to 'a' (each address has one owner)"),
     ({"users": [{"name": "a", "addresses": ["x@example.com", "X@example.com"]}]}, "mailstack:users[0].addresses[1]: 'x@example.com' is listed twice (each address once)"),
-    ({"users": [{"name": "alice", "quota": 5}]}, "mailstack:users[0].quota: is not a known key (see the config table in README.md)"),
+    ({"users": [{"name": "alice", "forward": 5}]}, "mailstack:users[0].forward: is not a known key (see the config table in README.md)"),
+    ({"users": [{"name": "alice", "qouta": "1G"}]}, "mailstack:users[0].qouta: is not a known key (did you mean mailstack:users[0].quota?)"),
+    ({"users": [{"name": "alice", "quota": "-500M"}]}, "mailstack:users[0].quota: for user 'alice': '-500M' is negative (expected a size, e.g. 500M; leave the key out for no quota)"),
+    ({"users": [{"name": "alice", "quota": "0"}]}, "mailstack:users[0].quota: for user 'alice': '0' is not more than 0 (expected a size, e.g. 500M; leave the key out for no quota)"),
+    ({"users": [{"name": "alice", "quota": "lots"}]}, "mailstack:users[0].quota: for user 'alice': 'lots' is not a size (expected a number with K, M, G or T, e.g. 500M or 2G)"),
+    ({"users": [{"name": "alice", "quota": "5 G"}]}, "mailstack:users[0].quota: for user 'alice': '5 G' is not a size (expected a number with K, M, G or T, e.g. 500M or 2G)"),
+    ({"users": [{"name": "alice", "quota": "2048T"}]}, "mailstack:users[0].quota: for user 'alice': '2048T' is more than a petabyte (expected a size, e.g. 500M or 2G)"),
+    ({"users": [{"name": "alice", "quota": ["1G"]}]}, "mailstack:users[0].quota: expected a size with K, M, G or T, or unlimited like 500M, got a list"),
+    ({"mailbox_quota": "-1G"}, "mailstack:mailbox_quota: '-1G' is negative (expected a size, e.g. 500M; leave the key out for no quota)"),
+    ({"mailbox_quota": "1GB"}, "mailstack:mailbox_quota: '1GB' is not a size (expected a number with K, M, G or T, e.g. 500M or 2G)"),
+    ({"mailbox_quota": "unlimited"}, "mailstack:mailbox_quota: 'unlimited' is not a size (expected a number with K, M, G or T, e.g. 500M or 2G)"),
+    ({"mailbox_quota": 0}, "mailstack:mailbox_quota: '0' is not more than 0 (expected a size, e.g. 500M; leave the key out for no quota)"),
     ({"users": [{"name": "alice", "pasword_hash": "$6$x$y"}]}, "mailstack:users[0].pasword_hash: is not a known key (did you mean mailstack:users[0].password_hash?)"),
     ({"users": [{"name": "alice"}], "postmaster": "bob"}, "mailstack:postmaster: 'bob' is not one of the users (expected one of: alice)"),
     ({"postmaster": "bob"}, "mailstack:postmaster: 'bob' is not one of the users (expected one of: alice)"),
@@ -450,7 +461,9 @@ BAD_DOMAIN = [
 ]
 
 
-@pytest.mark.parametrize("overrides,message", BAD_DOMAIN, ids=[m.split(":")[1] for _, m in BAD_DOMAIN])
+@pytest.mark.parametrize(
+    "overrides,message", BAD_DOMAIN, ids=[f"{i}-{m.split(':')[1]}" for i, (_, m) in enumerate(BAD_DOMAIN)]
+)
 def test_bad_domain_input_names_key_value_and_form(overrides, message):
     with pytest.raises(ConfigError) as err:
         domain(**overrides)
@@ -641,3 +654,21 @@ def test_a_bad_stack_file_exits_2_from_the_command_line(tmp_path):
     assert (result.returncode, result.stderr.strip()) == (2, STACK_FILES[-2][1])
     assert "Traceback" not in result.stderr and "NEVERSHOWN" not in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("users", "mailbox_quota", "expected"),
+    [
+        # No quota anywhere: every mailbox is unlimited.
+        ([{"name": "alice"}], None, [None]),
+        # The domain's default, a user's own, and a user exempted with "unlimited".
+        ([{"name": "alice"}, {"name": "bob", "quota": "500M"}, {"name": "carol", "quota": "unlimited"}], "2G",
+         [2 * 1024**3, 500 * 1024**2, None]),
+        # Units are powers of 1024, either case; a bare number (YAML reads it as one) is bytes.
+        ([{"name": "alice", "quota": "100k"}, {"name": "bob", "quota": 102400}, {"name": "carol", "quota": "1T"}], None,
+         [102400, 102400, 1024**4]),
+    ],
+)
+def test_quota_of_each_user(users, mailbox_quota, expected):
+    cfg = domain(users=users, **({"mailbox_quota": mailbox_quota} if mailbox_quota else {}))
+    assert [cfg.quota_of(user) for user in cfg.users] == expected

@@ -106,8 +106,10 @@ GUIDE_MAIN_CF = {
     "smtpd_sender_restrictions": "reject_non_fqdn_sender reject_unknown_sender_domain",
     # Which login may send as which address: every hosted domain's (the assembler's table).
     "smtpd_sender_login_maps": "hash:/etc/postfix/mailstack/sender_logins",
+    # Then unknown mailboxes, and last a full mailbox (Dovecot's quota-status: 552 5.2.2 at RCPT).
     "smtpd_recipient_restrictions": "reject_non_fqdn_recipient reject_unknown_recipient_domain "
-    "check_policy_service unix:private/policyd-spf",
+    "check_policy_service unix:private/policyd-spf reject_unlisted_recipient "
+    "check_policy_service unix:private/quota-status",
     # The guide's three, after the check that refuses a retired domain's mail (550 5.1.2).
     "smtpd_relay_restrictions": "check_recipient_access hash:/etc/postfix/mailstack/retired_domains "
     "permit_mynetworks permit_sasl_authenticated reject_unauth_destination",
@@ -190,7 +192,8 @@ GUIDE_SUBMISSION_OPTIONS = [
     "reject_unknown_sender_domain",
     # A retired domain's mail is refused first on submission too.
     "smtpd_recipient_restrictions=check_recipient_access,hash:/etc/postfix/mailstack/retired_domains,"
-    "reject_non_fqdn_recipient,reject_unknown_recipient_domain",
+    "reject_non_fqdn_recipient,reject_unknown_recipient_domain,reject_unlisted_recipient,"
+    "check_policy_service,unix:private/quota-status",
     # Not the guide's: the user's own address stays out of the Received header (README).
     "cleanup_service_name=submission-cleanup",
 ]
@@ -367,7 +370,18 @@ DOVECOT_CASES = [
     # Every hosted domain's mailboxes: logins are mailbox addresses; one vmail account owns the mail.
     (f"{DOVECOT}10-auth.conf",
      "passdb { driver = passwd-file args = scheme=CRYPT username_format=%Lu /etc/dovecot/mailstack-users }"),
-    (f"{DOVECOT}10-auth.conf", "userdb { driver = static args = uid=vmail gid=vmail home=/var/vmail/%Ld/%Ln }"),
+    # The same file is the userdb: it carries each mailbox's quota rule.
+    (f"{DOVECOT}10-auth.conf", "userdb { driver = passwd-file args = username_format=%Lu /etc/dovecot/mailstack-users "
+     "default_fields = uid=vmail gid=vmail home=/var/vmail/%Ld/%Ln }"),
+    # Quotas: counted by the quota plugin, shown over IMAP, asked by Postfix at RCPT.
+    (f"{DOVECOT}10-mail.conf", "mail_plugins = $mail_plugins quota"),
+    (f"{DOVECOT}90-quota.conf", "protocol imap { mail_plugins = $mail_plugins imap_quota }"),
+    (f"{DOVECOT}90-quota.conf", "quota = count:User quota quota_vsizes = yes"),
+    (f"{DOVECOT}90-quota.conf", "quota_warning = storage=90%% quota-warning 90 %u"),
+    (f"{DOVECOT}90-quota.conf", 'quota_status_overquota = "552 5.2.2 Mailbox is full"'),
+    (f"{DOVECOT}90-quota.conf", "service quota-warning { executable = script /usr/local/sbin/mailstack-quota-warning"),
+    (f"{DOVECOT}90-quota.conf", "service quota-status { executable = quota-status -p postfix client_limit = 1 "
+     "unix_listener /var/spool/postfix/private/quota-status { mode = 0600 user = postfix group = postfix } }"),
     (f"{DOVECOT}10-mail.conf", "first_valid_uid = 5000 last_valid_uid = 5000"),
     (f"{DOVECOT}90-sieve.conf", "sieve = file:~/sieve;active=~/.dovecot.sieve"),
     (f"{DOVECOT}90-sieve.conf", "sieve_default = /etc/dovecot/sieve/default.sieve"),
@@ -466,6 +480,16 @@ def test_users_flow_through():
     assert sieve[0].content.endswith('require ["fileinto"];\nfileinto "Sales";\n')
 
 
+def test_domain_quotas_file_lists_each_limited_mailbox_in_bytes():
+    users = [{"name": "erin", "quota": "100K"}, {"name": "frank"}, {"name": "gina", "quota": "unlimited"}]
+    cfg = stack_config("example.com", users=users, aliases=[], mailbox_quota="1G")
+    assert table(domain_file(cfg, "quotas")) == [
+        ("erin@example.com", "102400"), ("frank@example.com", str(1024**3)),
+    ]
+    # No quota set anywhere: the file lists nobody (every mailbox unlimited).
+    assert table(domain_file(stack_config("example.com", users=[{"name": "erin"}], aliases=[]), "quotas")) == []
+
+
 # --- files: paths, modes, owners ------------------------------------------------------------
 
 EXPECTED_FILES = {
@@ -475,8 +499,9 @@ EXPECTED_FILES = {
     "policyd-spf": ["/etc/postfix-policyd-spf-python/policyd-spf.conf"],
     "dovecot": [
         *(f"{DOVECOT}{name}" for name in ["10-master.conf", "10-mail.conf", "20-lmtp.conf", "10-auth.conf"]),
-        *(f"{DOVECOT}{name}" for name in ["90-sieve.conf", "10-ssl.conf"]),
+        *(f"{DOVECOT}{name}" for name in ["90-sieve.conf", "10-ssl.conf", "90-quota.conf"]),
         "/etc/dovecot/sieve/default.sieve",
+        "/usr/local/sbin/mailstack-quota-warning",
     ],
     "resolver": ["/etc/unbound/unbound.conf.d/mailstack.conf"],
     "fail2ban": [
@@ -495,8 +520,10 @@ def test_files_paths_modes_owners(stack):
     for service, paths in EXPECTED_FILES.items():
         assert [f.path for f in rendered[service]] == paths
         for f in rendered[service]:
-            # Config files are root's and world-readable (daemons read them after dropping privileges).
-            assert (f.mode, f.owner, f.group) == ("0644", "root", "root"), f.path
+            # Config files are root's and world-readable (daemons read them after dropping privileges);
+            # scripts the daemons run are executable too.
+            mode = "0755" if f.path.startswith("/usr/local/sbin/") else "0644"
+            assert (f.mode, f.owner, f.group) == (mode, "root", "root"), f.path
             assert f.content.endswith("\n") and "\n\n\n" not in f.content, f.path
 
 
@@ -507,7 +534,7 @@ def test_domain_files_paths_modes_owners(stack):
     folder = f"/etc/mailstack/domains/{cfg.domain}"
     tables = [f for f in rendered if f.path.startswith(folder + "/")]
     assert [f.path for f in tables] == [f"{folder}/{name}" for name in
-                                        ("mailboxes", "aliases", "sender_logins", "catch_all")]
+                                        ("mailboxes", "aliases", "sender_logins", "catch_all", "quotas")]
     for f in tables:
         assert (f.mode, f.owner, f.group) == ("0644", "root", "root"), f.path
         assert f.content.endswith("\n") and "\n\n\n" not in f.content, f.path

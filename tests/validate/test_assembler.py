@@ -213,9 +213,9 @@ def test_two_domains_answer_as_postfix_asks(host: Host) -> None:
 
     assert host.lines(paths.DOVECOT_USERS) == [
         HEADER,
-        f"alice@example.com:{HASH_ALICE_COM}",
-        f"alice@example.org:{HASH_ALICE_ORG}",
-        "carol@example.org:!",
+        f"alice@example.com:{HASH_ALICE_COM}::::::",
+        f"alice@example.org:{HASH_ALICE_ORG}::::::",
+        "carol@example.org:!::::::",
     ]
     assert host.lines(paths.DKIM_KEY_TABLE) == [
         HEADER,
@@ -270,7 +270,7 @@ def test_retired_domain_leaves_every_table_but_retired_domains(host: Host) -> No
     assert not any("example.com" in line for line in host.lines(paths.DKIM_SIGNING_TABLE))
     # example.org is untouched.
     assert host.query(paths.MAILBOXES_TABLE, "alice@example.org") == "OK"
-    assert host.lines(paths.DOVECOT_USERS)[1] == f"alice@example.org:{HASH_ALICE_ORG}"
+    assert host.lines(paths.DOVECOT_USERS)[1] == f"alice@example.org:{HASH_ALICE_ORG}::::::"
 
     # Coming back: the marker goes, the domain is hosted again.
     host.path(paths.domain_dir("example.com") + "/retired").unlink()
@@ -435,6 +435,26 @@ REFUSALS = {
         lambda h: _set(h, "example.org", "passwd", f"alice@example.org:{HASH_ALICE_ORG} {HASH_ALICE_COM}\n", 0o600),
         "example.org: passwd line 1: the password of alice@example.org is not a crypt(3) hash",
     ),
+    "quota for a mailbox not listed": (
+        lambda h: _set(h, "example.org", "quotas", "dave@example.org 1024\n"),
+        "example.org: quotas line 1: dave@example.org is not a mailbox of example.org",
+    ),
+    "quota for another domain's mailbox": (
+        lambda h: _set(h, "example.org", "quotas", "alice@example.com 1024\n"),
+        "example.org: quotas line 1: 'alice@example.com' is not in example.org",
+    ),
+    "quota not in bytes": (
+        lambda h: _set(h, "example.org", "quotas", "alice@example.org 500M\n"),
+        "example.org: quotas line 1: '500M' is not a quota in bytes",
+    ),
+    "quota of zero": (
+        lambda h: _set(h, "example.org", "quotas", "alice@example.org 0\n"),
+        "example.org: quotas line 1: '0' is not a quota in bytes",
+    ),
+    "quota listed twice": (
+        lambda h: _set(h, "example.org", "quotas", "alice@example.org 1024\nalice@example.org 2048\n"),
+        "example.org: quotas line 2: alice@example.org is listed twice (also quotas line 1)",
+    ),
     "passwd mailbox twice": (
         lambda h: _set(
             h,
@@ -493,10 +513,28 @@ def test_a_passwd_line_of_a_mailbox_not_listed_is_left_out(host: Host) -> None:
     result = host.run()
     assert_ok(result)
     users = host.lines(paths.DOVECOT_USERS)
-    assert f"alice@example.org:{HASH_ALICE_ORG}" in users and "carol@example.org:!" in users
+    assert f"alice@example.org:{HASH_ALICE_ORG}::::::" in users and "carol@example.org:!::::::" in users
     assert not [line for line in users if line.startswith("dave@")]
     assert HASH_ALICE_ORG_NEW not in host.path(paths.DOVECOT_USERS).read_text()
     assert not any(h in result.stderr for h in EVERY_HASH)
+
+
+def test_quotas_reach_dovecot_as_userdb_quota_rules(host: Host) -> None:
+    """A mailbox with a quota gets Dovecot's quota rule in the users file; one without has no rule (unlimited)."""
+    two_domains(host)
+    _set(host, "example.org", "quotas", "# made by the domain stack\nalice@example.org 102400\n")
+    result = host.run()
+    assert_ok(result)
+    assert host.lines(paths.DOVECOT_USERS) == [
+        HEADER,
+        f"alice@example.com:{HASH_ALICE_COM}::::::",
+        f"alice@example.org:{HASH_ALICE_ORG}::::::userdb_quota_rule=*:storage=102400B",
+        "carol@example.org:!::::::",
+    ]
+    # Dropping the quota takes the rule out again.
+    _set(host, "example.org", "quotas", "")
+    assert_ok(host.run())
+    assert f"alice@example.org:{HASH_ALICE_ORG}::::::" in host.lines(paths.DOVECOT_USERS)
 
 
 # --- --check DOMAIN FOLDER: a domain unit's staged files, checked with every other domain's ----
@@ -670,7 +708,7 @@ def test_concurrent_runs_both_succeed_and_both_domains_are_in(host: Host) -> Non
         assert_ok(results[domain])
         assert host.query(paths.DOMAINS_TABLE, domain) == "OK"
         assert host.query(paths.MAILBOXES_TABLE, f"dave@{domain}") == "OK"
-        assert f"dave@{domain}:!" in host.lines(paths.DOVECOT_USERS)
+        assert f"dave@{domain}:!::::::" in host.lines(paths.DOVECOT_USERS)
     assert host.query(paths.MAILBOXES_TABLE, "alice@example.org") == "OK"
     assert host.leftovers() == []
 

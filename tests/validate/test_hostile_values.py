@@ -134,12 +134,14 @@ DOMAIN_BASE: dict[str, Any] = {
             "password_hash": f"$y$j9T${SECRET}$hash",
             "addresses": ["carol.x@example.com", "carol@example.com"],
             "sieve": "keep;\n",
+            "quota": "500M",
         },
         {"name": "dave"},
     ],
     "postmaster": "carol",
     "aliases": [{"address": "team@example.com", "to": ["dave@example.com", "x@example.org"]}],
     "catch_all": "dave",
+    "mailbox_quota": "1G",
 }
 
 SECRET_PATHS = {("ssh_private_key",), ("ssh_host_key",), ("acme_cloudflare_token",), ("users", 0, "password_hash")}
@@ -174,6 +176,7 @@ DOMAIN_KEYS += [
         ("local-start", lambda h: f"{h}carol.z@example.com"),
         ("domain", lambda h: f"carol.z@example.com{h}"),
     ]),
+    (("users", 0, "quota"), _around("500M")),
     (("users", 0, "sieve"), [
         ("comment", lambda h: f"# {h}\nkeep;\n"),
         ("string", lambda h: f'if header :contains "subject" "{_sieve_string(h)}" {{ discard; }}\nkeep;\n'),
@@ -439,6 +442,11 @@ def _domain_files_inert(cfg: DomainConfig, path, placement, hostile, directory: 
         read = dict(line.split("\t", 1) for line in _run("postmap", "-s", f"hash:{source}").splitlines())
         assert read == expected, f"{name}: {read} != {expected}"
     assert _entries(by_name["catch_all"].content) == ([mailbox[cfg.catch_all]] if cfg.catch_all else [])
+    # Quotas: one "<mailbox> <bytes>" line per limited mailbox, nothing else (a value that got
+    # through is a plain size, or the user is exempt).
+    quotas = [f"{mailbox[u.name]} {cfg.quota_of(u)}" for u in cfg.users if cfg.quota_of(u) is not None]
+    assert _entries(by_name["quotas"].content) == quotas
+    assert all(line.split()[1].isdigit() for line in quotas)
     # The selector file is the DKIM signing unit's; its script carries it in a here-document.
     from components.services import opendkim
 

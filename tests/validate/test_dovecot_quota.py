@@ -1,0 +1,199 @@
+"""Dovecot's quota settings as rendered, run for real on this machine (README, "Mailbox quotas").
+
+A private Dovecot instance (its own base_dir, no network listener) reads the
+rendered 10-auth.conf, 10-mail.conf and 90-quota.conf, with the host's paths
+moved under a temporary folder and the vmail account replaced by `nobody`
+(no vmail account here). Its users file is what mailstack-assemble writes.
+The test delivers with dovecot-lda and asks the quota-status socket what
+Postfix would ask at RCPT (its policy protocol).
+
+The lab (tests/e2e/test_quota.py) proves the same through Postfix and IMAP.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from components import paths
+from components.services import render_host_files
+from tests.conftest import stack_config
+
+LDA = "/usr/lib/dovecot/dovecot-lda"
+
+pytestmark = [
+    pytest.mark.skipif(shutil.which("dovecot") is None or not Path(LDA).exists(),
+                       reason="Dovecot is missing (Debian package dovecot-core; scripts/setup installs it)"),
+    pytest.mark.skipif(os.geteuid() != 0, reason="a Dovecot instance switches to the mail user: needs root"),
+]
+
+QUOTA_BYTES = 100 * 1024
+PASSWORD = "carol-Secret-1"
+
+
+def _config_files(root: Path) -> None:
+    """The rendered conf.d files, their host paths moved under `root`."""
+    moved = {
+        paths.DOVECOT_USERS: f"{root}/users",
+        paths.VMAIL_DIR: f"{root}/vmail",
+        paths.QUOTA_STATUS_SOCKET.host: f"{root}/quota-status",
+        paths.QUOTA_WARNING_SCRIPT: f"{root}/quota-warning",
+        "uid=vmail gid=vmail": "uid=nobody gid=nogroup",
+        f"user = {paths.VMAIL_USER}": "user = nobody",
+    }
+    cfg = stack_config("host-mail")
+    conf_d = root / "conf.d"
+    conf_d.mkdir()
+    for f in render_host_files(cfg)["dovecot"]:
+        name = f.path.rsplit("/", 1)[1]
+        text = f.content
+        for old, new in moved.items():
+            text = text.replace(old, new)
+        if f.path == paths.QUOTA_WARNING_SCRIPT:
+            # The script itself, reading this instance's config.
+            (root / "quota-warning").write_text(text.replace(f"{LDA} ", f"{LDA} -c {root}/dovecot.conf "))
+            (root / "quota-warning").chmod(0o755)
+        if name not in ("10-auth.conf", "10-mail.conf", "90-quota.conf"):
+            continue
+        text = text.replace(f"= {cfg.vmail_uid}", f"= {pwd.getpwnam('nobody').pw_uid}")
+        (conf_d / name).write_text(text)
+    (root / "dovecot.conf").write_text(
+        f"base_dir = {root}/run\nstate_dir = {root}/state\nlog_path = {root}/log\n"
+        "protocols = lmtp\nlisten = 127.0.0.1\nssl = no\n"
+        "default_internal_user = nobody\ndefault_login_user = nobody\n"
+        "!include conf.d/*.conf\n"
+    )
+    # The warning script runs as `nobody` here (vmail on a host), and logs like the rest.
+    (root / "log").touch(mode=0o666)
+    (root / "log").chmod(0o666)
+
+
+@pytest.fixture(scope="module")
+def dovecot():
+    # Not under pytest's 0700 folders: `nobody` walks down to its Maildirs.
+    root = Path(tempfile.mkdtemp(prefix="mailstack-dovecot-quota."))
+    root.chmod(0o755)
+    conf = str(root / "dovecot.conf")
+    try:
+        _config_files(root)
+        # As mailstack-assemble writes them (tests/validate/test_assembler.py): carol with a quota.
+        hashed = subprocess.run(["openssl", "passwd", "-6", "-salt", "mscarol", "-stdin"], input=PASSWORD,
+                                capture_output=True, text=True, check=True).stdout.strip()
+        (root / "users").write_text(
+            "# made by mailstack-assemble\n"
+            f"carol@example.com:{hashed}::::::userdb_quota_rule=*:storage={QUOTA_BYTES}B\n"
+            f"alice@example.com:{hashed}::::::\n"
+        )
+        (root / "vmail").mkdir()
+        shutil.chown(root / "vmail", "nobody", "nogroup")
+        checked = subprocess.run(["doveconf", "-c", conf, "-n"], capture_output=True, text=True, timeout=60)
+        assert checked.returncode == 0, checked.stderr
+        subprocess.run(["dovecot", "-c", conf], check=True, timeout=60)
+        socket_path = root / "quota-status"
+        deadline = time.monotonic() + 60
+        while not socket_path.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        yield root
+    finally:
+        subprocess.run(["doveadm", "-c", conf, "stop"], capture_output=True, timeout=60)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def doveadm(root: Path, *args: str) -> str:
+    result = subprocess.run(["doveadm", "-c", str(root / "dovecot.conf"), *args],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def policy(root: Path, recipient: str, size: int | None = None) -> str:
+    """quota-status's action for `recipient`, asked as Postfix's check_policy_service asks at RCPT."""
+    request = f"request=smtpd_access_policy\nprotocol_state=RCPT\nrecipient={recipient}\n"
+    if size is not None:
+        request += f"size={size}\n"
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(60)
+        sock.connect(str(root / "quota-status"))
+        sock.sendall((request + "\n").encode())
+        reply = b""
+        while not reply.endswith(b"\n\n"):
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            reply += chunk
+    return reply.decode().strip()
+
+
+def deliver(root: Path, recipient: str, number: int) -> None:
+    line = "quota filler " * 6 + "\n"
+    message = f"From: x@example.net\nTo: {recipient}\nSubject: fill {number}\n\n" + line * 256  # ~20 KiB
+    subprocess.run([LDA, "-c", str(root / "dovecot.conf"), "-d", recipient, "-f", "x@example.net"],
+                   input=message, text=True, capture_output=True, timeout=60)
+
+
+def storage(root: Path, user: str) -> tuple[int, str]:
+    """(used KiB, limit) of the user's STORAGE quota, from doveadm quota get."""
+    for line in doveadm(root, "quota", "get", "-u", user).splitlines():
+        fields = line.split()
+        if "STORAGE" in fields:
+            at = fields.index("STORAGE")
+            return int(fields[at + 1]), fields[at + 2]
+    raise AssertionError(f"no STORAGE line for {user}")
+
+
+def test_the_userdb_gives_the_quota_rule_and_the_vmail_home(dovecot):
+    carol = doveadm(dovecot, "user", "carol@example.com")
+    assert f"quota_rule\t*:storage={QUOTA_BYTES}B" in carol
+    assert f"home\t{dovecot}/vmail/example.com/carol" in carol
+    # A line without a quota is a user all the same, with no limit.
+    alice = doveadm(dovecot, "user", "alice@example.com")
+    assert f"home\t{dovecot}/vmail/example.com/alice" in alice and "quota_rule" not in alice
+    assert storage(dovecot, "alice@example.com")[1] == "-"
+
+
+def test_the_passdb_takes_the_same_lines(dovecot):
+    assert "auth succeeded" in doveadm(dovecot, "auth", "test", "carol@example.com", PASSWORD)
+    wrong = subprocess.run(["doveadm", "-c", str(dovecot / "dovecot.conf"), "auth", "test", "alice@example.com",
+                            "not-the-password"], capture_output=True, text=True, timeout=60)
+    assert wrong.returncode != 0 and "auth failed" in wrong.stdout + wrong.stderr
+
+
+def test_quota_status_refuses_a_full_mailbox_with_552_and_nothing_else(dovecot):
+    # Addresses Dovecot does not know (another domain's, on submission): left to Postfix.
+    assert policy(dovecot, "bob@gmail.example") == "action=DUNNO"
+    assert policy(dovecot, "alice@example.com", 10**9) == "action=DUNNO"  # no quota
+    answers = []
+    for number in range(1, 10):
+        answers.append(policy(dovecot, "carol@example.com", 20 * 1024))
+        if answers[-1] != "action=DUNNO":
+            break
+        deliver(dovecot, "carol@example.com", number)
+    assert answers[-1] == "action=552 5.2.2 Mailbox is full", answers
+    assert len(answers) >= 5, answers  # 100K took four or five messages of 20K before it was full
+    # Full: refused whatever the size, announced or not.
+    assert policy(dovecot, "carol@example.com") == "action=552 5.2.2 Mailbox is full"
+    assert policy(dovecot, "carol@example.com", 1) == "action=552 5.2.2 Mailbox is full"
+    used, limit = storage(dovecot, "carol@example.com")
+    assert limit == "100" and 100 <= used <= 110, (used, limit)  # at most Dovecot's 10 % grace over
+    # The 90 % warning arrived once, though the delivery that crossed 90 % filled the mailbox.
+    new = dovecot / "vmail" / "example.com" / "carol" / "Maildir" / "new"
+
+    def warnings() -> list[str]:
+        texts = [path.read_text() for path in new.iterdir()]
+        return [text for text in texts if "\nSubject: Your mailbox is 90% full\n" in text]
+
+    deadline = time.monotonic() + 30
+    while not warnings() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    (warning,) = warnings()
+    # From the host stack's postmaster_address (stacks/Pulumi.host-mail.yaml).
+    assert "From: Mail system <alice@example.com>\nTo: <carol@example.com>\n" in warning
+    assert "has used 90 % of its quota" in warning
