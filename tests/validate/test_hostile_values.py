@@ -128,6 +128,8 @@ DOMAIN_BASE: dict[str, Any] = {
     "dmarc_rua": ["dmarc@example.com"],
     "mta_sts_mode": "testing",
     "tls_rpt_rua": ["tls@example.com"],
+    # A boolean, as Pulumi hands every config value over: text.
+    "autoconfig": "true",
     "users": [
         {
             "name": "carol",
