@@ -257,5 +257,5 @@ def autoconfig_unit(cfg: DomainConfig, owner: str, host: HostFacts) -> Unit:
 
 
 def autoconfig_remove_command(cfg: DomainConfig, owner: str, host: HostFacts) -> str:
-    """The autoconfig unit's delete command: autoconfig.<domain> is gone from the host (the rest of the domain stays)."""
+    """The autoconfig unit's delete command: autoconfig.<domain> goes from the host (the rest of the domain stays)."""
     return _inline(host.ssh_user, _domain_check(cfg, owner, host) + web.autoconfig_remove_script(cfg))

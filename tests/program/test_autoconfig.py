@@ -26,8 +26,8 @@ def _domain(tls: str = "acme", preview: bool = False, **settings):
     values.update({f"mailstack:{k}": v for k, v in settings.items()})
     outputs = dict(evaluate_host().stack_outputs)
     outputs["tls"] = tls
-    mocks = MailMocks(dkim_public_key(), stacks={"host-mail": outputs}, secret_outputs={"host-mail": HOST_SECRET_OUTPUTS},
-                      commands_ran=not preview)
+    mocks = MailMocks(dkim_public_key(), stacks={"host-mail": outputs},
+                      secret_outputs={"host-mail": HOST_SECRET_OUTPUTS}, commands_ran=not preview)
     return evaluate_domain(values, mocks=mocks, preview=preview)
 
 
@@ -77,7 +77,8 @@ def test_on_an_acme_host_the_autoconfig_unit_serves_the_settings_file_before_its
     provider = ET.fromstring(xml).find("emailProvider")
     servers = [(s.get("type"), s.findtext("hostname"), s.findtext("port"), s.findtext("socketType"))
                for s in [*provider.findall("incomingServer"), *provider.findall("outgoingServer")]]
-    assert servers == [("imap", HOST, "993", "SSL"), ("imap", HOST, "143", "STARTTLS"), ("smtp", HOST, "587", "STARTTLS")]
+    assert servers == [("imap", HOST, "993", "SSL"), ("imap", HOST, "143", "STARTTLS"),
+                       ("smtp", HOST, "587", "STARTTLS")]
     assert acme.named("domain-files").urn in unit.dependencies
     a = [r for r in acme.of_type(DNS_RECORD) if r.inputs["name"] == "autoconfig.example.com"]
     assert sorted((r.inputs["type"], r.inputs["content"]) for r in a) == [("A", "192.0.2.10"), ("AAAA", "2001:db8::10")]
