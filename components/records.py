@@ -400,7 +400,7 @@ def autoconfig_records(cfg: DomainConfig, host: HostFacts) -> list[Record]:
 
 
 def static_records(cfg: DomainConfig, host: HostFacts) -> list[Record]:
-    """A domain's records except DKIM: MX to its host, SPF allowing the host, DMARC, TLS-RPT, MTA-STS, SRV."""
+    """A domain's records except DKIM: MX, SPF, DMARC, TLS-RPT, MTA-STS, SRV and autoconfig.<domain>."""
     domain = cfg.domain
     records = [
         Record(domain, "MX", host.hostname, _REASONS["mx"], priority=MX_PRIORITY, key="mx"),
@@ -411,6 +411,7 @@ def static_records(cfg: DomainConfig, host: HostFacts) -> list[Record]:
     records.append(tls_rpt_record(cfg))
     records += mta_sts_records(cfg, host)
     records += srv_records(cfg, host)
+    records += autoconfig_records(cfg, host)
     return records
 
 
