@@ -149,7 +149,8 @@ def remove_script(cfg: DomainConfig) -> str:
     return render_template("web/remove.sh.j2", domain=domain, policy_host=mta_sts_host(domain),
                            server_conf=server_conf(domain), policy_file=policy_file(domain), tool=TLS_TOOL,
                            lineage=lineage(domain), lock=LOCK, what="an MTA-STS policy",
-                           why="mta_sts_mode none")
+                           why="mta_sts_mode none", file_kind="policy",
+                           served="MTA-STS policy")
 
 
 # --- a domain's client settings (Thunderbird's autoconfig file) --------------------------------
@@ -202,7 +203,8 @@ def autoconfig_remove_script(cfg: DomainConfig) -> str:
     domain, name = cfg.domain, autoconfig_host(cfg.domain)
     return render_template("web/remove.sh.j2", domain=domain, policy_host=name, server_conf=autoconfig_conf(domain),
                            policy_file=autoconfig_file(domain), tool=TLS_TOOL, lineage=name, lock=LOCK,
-                           what="mail client settings", why="autoconfig false")
+                           what="mail client settings", why="autoconfig false", file_kind="settings",
+                           served="mail client settings file")
 
 
 def apply_script() -> str:
