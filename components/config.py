@@ -899,6 +899,11 @@ class DomainConfig(_Stack):
         default=None, description="Where TLS-RPT reports go (default: postmaster@<domain>)"
     )
 
+    # -- client autoconfiguration (README, "Client autoconfiguration")
+    autoconfig: bool = Field(
+        default=True, description="Publish RFC 6186 SRV records and autoconfig.<domain> for mail clients"
+    )
+
     # -- mailboxes and aliases
     users: list[User] = Field(default_factory=list, description="Mailboxes")
     postmaster: Line | None = Field(
@@ -1156,6 +1161,7 @@ FORMS: dict[str, tuple[str, str]] = {
     "mta_sts_mode": ("one of none, testing, enforce", "testing"),
     "mta_sts_max_age": ("a number of seconds from 86400 to 31557600", "604800"),
     "tls_rpt_rua": ("a list of e-mail addresses", "[tls-reports@example.com]"),
+    "autoconfig": ("true or false", "true"),
     "tls_rpt_rua[]": ("an e-mail address", "tls-reports@example.com"),
     "users": ("a list of users", "[{name: alice}]"),
     "users[]": ("a user", "{name: alice, addresses: [alice@example.com]}"),

@@ -79,8 +79,9 @@ class MailDns(pulumi.ComponentResource):
             r = item.record
             value = pulumi.Output.from_input(item.content if item.content is not None else r.content)
             content = value.apply(rec.txt_content) if r.type == "TXT" else value
-            # Cloudflare takes a TLSA record's fields as `data`, not as content.
-            data = value.apply(lambda v: cloudflare.DnsRecordDataArgs(**rec.tlsa_data(v))) if r.type == "TLSA" else None
+            # Cloudflare takes a TLSA or SRV record's fields as `data`, not as content.
+            to_data = {"TLSA": rec.tlsa_data, "SRV": rec.srv_data}.get(r.type)
+            data = value.apply(lambda v, f=to_data: cloudflare.DnsRecordDataArgs(**f(v))) if to_data else None
             # name: the FQDN without trailing dot (Cloudflare stores it so; no drift).
             # ttl=1: automatic. proxied=False on every type: the provider defaults it to
             # false anyway, the API rejects only `true` on MX/TXT/PTR, and a proxied A/AAAA

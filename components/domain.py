@@ -10,8 +10,10 @@ certificate lineage, and, through the host's assembler, the tables every
 domain shares:
 
     dkim-key-<selector> ─ DKIM record ─ dkim-signing ─ files ─ passwords
-                                                       └─ mta-sts (the host's mailstack:tls acme,
-                                                                   mta_sts_mode not none)
+                                                       ├─ mta-sts (the host's mailstack:tls acme,
+                                                       │           mta_sts_mode not none)
+                                                       └─ autoconfig (the host's mailstack:tls acme,
+                                                                      mailstack:autoconfig true)
 
 Each DKIM key unit prints the public key it generated; that Output becomes
 the content of its selector's DKIM record. Which selectors have a key and a
@@ -162,7 +164,7 @@ class MailDomain(pulumi.ComponentResource):
         for shape in rec.mail_records(cfg, _SHAPE, "MA=="):
             if shape.key == rec.DKIM_KEY:
                 continue  # per selector, below
-            if shape.key in ("mx", "spf"):
+            if shape.key in ("mx", "spf") or shape.type == "SRV":
                 content = self.host.apply(
                     lambda h, key=shape.key: next(r.content for r in rec.static_records(cfg, h) if r.key == key)
                 )
@@ -223,9 +225,41 @@ class MailDomain(pulumi.ComponentResource):
             return sts_dns.records
 
         sts_records = self.host.apply(mta_sts)
+
+        # Client autoconfiguration: the SRV records are with the main records above; the
+        # settings file on autoconfig.<domain> and its A/AAAA only with trusted certificates.
+        def autoconfig(host: HostFacts) -> list[dict[str, Any]]:
+            if not rec.publishes_autoconfig(cfg, host):
+                if cfg.autoconfig:
+                    pulumi.log.warn(_no_autoconfig(cfg, host), self)
+                return []
+            spec = units.autoconfig_unit(cfg, owner, host)
+            unit = remote.Command(
+                f"{name}-autoconfig",
+                connection=connection,
+                create=spec.command,
+                stdin=spec.stdin,
+                # Gone from the program (destroy, autoconfig false, a host without acme): the
+                # server block, the settings file and the certificate lineage go from the host.
+                delete=units.autoconfig_remove_command(cfg, owner, host),
+                add_previous_output_in_env=False,
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[domain_files]),
+            )
+            self.units.append(unit)
+            records = [Published(r, cfg.zone_name) for r in rec.autoconfig_records(cfg, host)]
+            # The file is served before clients are sent to autoconfig.<domain>.
+            autoconfig_dns = MailDns(
+                f"{name}-autoconfig-dns",
+                {"zone_ids": {cfg.zone_name: cfg.cloudflare_zone_id}, "records": records, "after": [unit]},
+                child,
+            )
+            return autoconfig_dns.records
+
+        autoconfig_records = self.host.apply(autoconfig)
         self.records = pulumi.Output.all(
-            pulumi.Output.from_input(self.dns.records), dkim_made.apply(lambda made: made[1]), sts_records
-        ).apply(lambda lists: [*lists[0], *lists[1], *lists[2]])
+            pulumi.Output.from_input(self.dns.records), dkim_made.apply(lambda made: made[1]), sts_records,
+            autoconfig_records,
+        ).apply(lambda lists: [*lists[0], *lists[1], *lists[2], *lists[3]])
         self.register_outputs({"domain": cfg.domain, "records": self.records})
 
 
@@ -238,6 +272,14 @@ def _no_mta_sts(cfg: DomainConfig, host: HostFacts) -> str:
             "and MTA-STS needs certificates senders trust on the MX and on "
             f"{rec.mta_sts_host(cfg.domain)}. Set mailstack:tls to acme in the host stack and `pulumi up` it, "
             "then this stack; or set mailstack:mta_sts_mode to none. TLS-RPT is published all the same")
+
+
+def _no_autoconfig(cfg: DomainConfig, host: HostFacts) -> str:
+    """Why a domain stack serves no settings file on autoconfig.<domain>, and how to have one."""
+    return (f"{cfg.domain}: no autoconfig.{cfg.domain} settings file for mail clients: its host {host.hostname} has "
+            f"mailstack:tls {host.tls}, and clients fetch the file over HTTPS with a certificate they trust. Set "
+            "mailstack:tls to acme in the host stack and `pulumi up` it, then this stack; or set mailstack:autoconfig "
+            "to false. The SRV records (RFC 6186) are published all the same")
 
 
 def export_domain(cfg: DomainConfig, domain: MailDomain) -> None:

@@ -18,7 +18,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from components.config import DomainConfig, HostConfig
-from components.records import Record, host_records, mail_records, ptr_records, publishes_mta_sts, zone_file
+from components.records import (
+    Record,
+    host_records,
+    mail_records,
+    ptr_records,
+    publishes_autoconfig,
+    publishes_mta_sts,
+    zone_file,
+)
 from components.render import HostFile
 from components.services import opendkim, render_host_files, web
 from components.stackfile import PROJECT_DIR, host_facts_for
@@ -86,6 +94,8 @@ def render_stack(
         host = host_facts_for(cfg, project_dir)
         if publishes_mta_sts(cfg, host):  # its policy host: the policy and the nginx server block
             files += web.domain_files(cfg, host)
+        if publishes_autoconfig(cfg, host):  # autoconfig.<domain>: the settings file and its server block
+            files += web.autoconfig_files(cfg, host)
     written = _write(out, files)
     path = zone_path(out, cfg)
     path.parent.mkdir(parents=True, exist_ok=True)

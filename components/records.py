@@ -49,8 +49,8 @@ class Record:
     """One DNS record, with why it exists."""
 
     name: str  # FQDN, lower-case, no trailing dot
-    type: str  # "A", "AAAA", "MX", "TXT", "PTR"
-    content: str  # TXT: the unquoted value; MX/PTR: the target host (no trailing dot)
+    type: str  # "A", "AAAA", "MX", "TXT", "PTR", "TLSA", "SRV"
+    content: str  # TXT: the unquoted value; MX/PTR: the target host (no trailing dot); SRV: "0 1 587 host"
     reason: str  # one line: why this record exists
     priority: int | None = None  # MX only
     key: str = ""  # stable short id, used in Pulumi resource names: never change one
@@ -244,6 +244,10 @@ _REASONS = {
     "mta-sts-A": "Recommended: the MTA-STS policy host (mta-sts.<domain>) on the mail host, IPv4",
     "mta-sts-AAAA": "Recommended: the MTA-STS policy host (mta-sts.<domain>) on the mail host, IPv6",
     "tls-rpt": "Recommended: TLS-RPT, where senders report failed TLS to our MX (RFC 8460)",
+    "srv": "Optional: mail clients find {what} on the mail host, port {port} (RFC 6186/8314)",
+    "srv-none": "Optional: tells mail clients there is no {what} here (target .)",
+    "autoconfig-A": "Optional: autoconfig.<domain>, mail clients' settings file on the mail host, IPv4",
+    "autoconfig-AAAA": "Optional: autoconfig.<domain>, mail clients' settings file on the mail host, IPv6",
 }
 
 
@@ -330,8 +334,73 @@ def mta_sts_records(cfg: DomainConfig, host: HostFacts) -> list[Record]:
     return records
 
 
+# --- client autoconfiguration (RFC 6186, RFC 8314 5.1; Thunderbird's autoconfig file) ----------
+
+# What the host offers mail clients (templates/postfix/master.cf.j2, templates/dovecot/): submission on
+# 587 with STARTTLS, IMAP on 993 (implicit TLS) and on 143 with STARTTLS. Not offered: submissions on
+# 465 (commented out in master.cf), POP3 (dovecot-pop3d is not installed). For those a record
+# with target "." says so (RFC 2782; RFC 6186 3.4): clients then do not try them.
+# (service label, port or None when not offered, what the record tells a client)
+CLIENT_SERVICES: tuple[tuple[str, int | None, str], ...] = (
+    ("_submissions._tcp", None, "submission on 465"),
+    ("_submission._tcp", 587, "submission with STARTTLS"),
+    ("_imaps._tcp", 993, "IMAP with implicit TLS"),
+    ("_imap._tcp", 143, "IMAP with STARTTLS"),
+    ("_pop3s._tcp", None, "POP3 with implicit TLS"),
+    ("_pop3._tcp", None, "POP3"),
+)
+# RFC 8314 5.1: priority 0 for the one server; weight 1 (RFC 2782: 0 only when there is no choice).
+SRV_PRIORITY, SRV_WEIGHT = 0, 1
+
+
+def autoconfig_host(domain: str) -> str:
+    """Where Thunderbird-style clients fetch the settings file: https://autoconfig.<domain>/mail/config-v1.1.xml."""
+    return f"autoconfig.{domain}"
+
+
+def publishes_autoconfig(cfg: DomainConfig, host: HostFacts) -> bool:
+    """The settings file needs a certificate clients trust on autoconfig.<domain>: the host's tls is acme."""
+    return cfg.autoconfig and host.trusted_tls
+
+
+def srv_value(port: int | None, target: str) -> str:
+    """`priority weight port target` (target without trailing dot; "0 0 0 ." for a service not offered)."""
+    if port is None:
+        return "0 0 0 ."
+    return f"{SRV_PRIORITY} {SRV_WEIGHT} {port} {target}"
+
+
+def srv_data(value: str) -> dict[str, int | str]:
+    """An SRV value ("0 1 587 mail.example.com") as Cloudflare takes it: the `data` of an SRV record."""
+    priority, weight, port, target = value.split()
+    return {"priority": int(priority), "weight": int(weight), "port": int(port), "target": target}
+
+
+def srv_records(cfg: DomainConfig, host: HostFacts) -> list[Record]:
+    """The RFC 6186/8314 SRV records: the host for what it offers, "." for what it does not (none if autoconfig off)."""
+    if not cfg.autoconfig:
+        return []
+    records = []
+    for label, port, what in CLIENT_SERVICES:
+        reason = _REASONS["srv" if port else "srv-none"].format(what=what, port=port)
+        key = "srv-" + label.split(".")[0].lstrip("_")
+        records.append(Record(f"{label}.{cfg.domain}", "SRV", srv_value(port, host.hostname), reason, key=key))
+    return records
+
+
+def autoconfig_records(cfg: DomainConfig, host: HostFacts) -> list[Record]:
+    """`autoconfig.<domain>` A/AAAA (the host's addresses), or none (see `publishes_autoconfig`)."""
+    if not publishes_autoconfig(cfg, host):
+        return []
+    name = autoconfig_host(cfg.domain)
+    records = [Record(name, "A", a, _REASONS["autoconfig-A"], key=f"autoconfig-a-{_key_part(a)}") for a in host.ipv4]
+    records += [Record(name, "AAAA", a, _REASONS["autoconfig-AAAA"], key=f"autoconfig-aaaa-{_key_part(a)}")
+                for a in host.ipv6]
+    return records
+
+
 def static_records(cfg: DomainConfig, host: HostFacts) -> list[Record]:
-    """A domain's records except DKIM: MX to its host, SPF allowing the host, DMARC, TLS-RPT, MTA-STS."""
+    """A domain's records except DKIM: MX, SPF, DMARC, TLS-RPT, MTA-STS, SRV and autoconfig.<domain>."""
     domain = cfg.domain
     records = [
         Record(domain, "MX", host.hostname, _REASONS["mx"], priority=MX_PRIORITY, key="mx"),
@@ -341,6 +410,8 @@ def static_records(cfg: DomainConfig, host: HostFacts) -> list[Record]:
     records.append(Record(f"_dmarc.{domain}", "TXT", dmarc_value(cfg), dmarc_reason, key="dmarc"))
     records.append(tls_rpt_record(cfg))
     records += mta_sts_records(cfg, host)
+    records += srv_records(cfg, host)
+    records += autoconfig_records(cfg, host)
     return records
 
 
@@ -366,6 +437,9 @@ def _rdata(record: Record) -> str:
         return f"{record.priority} {_absolute(record.content)}"
     if record.type in ("PTR", "CNAME", "NS"):
         return _absolute(record.content)
+    if record.type == "SRV":
+        priority, weight, port, target = record.content.split()
+        return f"{priority} {weight} {port} {'.' if target == '.' else _absolute(target)}"
     return record.content
 
 

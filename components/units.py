@@ -238,3 +238,24 @@ def mta_sts_unit(cfg: DomainConfig, owner: str, host: HostFacts) -> Unit:
 def mta_sts_remove_command(cfg: DomainConfig, owner: str, host: HostFacts) -> str:
     """The MTA-STS unit's delete command: the policy host is gone from the host (the rest of the domain stays)."""
     return _inline(host.ssh_user, _domain_check(cfg, owner, host) + web.remove_script(cfg))
+
+
+# --- a domain's mail client settings host (components/services/web.py) --------------------------
+
+
+def autoconfig_script(cfg: DomainConfig, host: HostFacts) -> str:
+    """The certificate of autoconfig.<domain>, then its settings file and server block staged, `nginx -t`, swapped."""
+    checks = [command for _, command in web.CHECKS]
+    return web.autoconfig_issue_script(cfg) + _stage_check_swap(
+        f"autoconfig-{cfg.domain}", cfg.domain, web.autoconfig_files(cfg, host), web.CONFIG_DIRS, checks, "",
+        web.apply_script(),
+    )
+
+
+def autoconfig_unit(cfg: DomainConfig, owner: str, host: HostFacts) -> Unit:
+    return Unit(_runner(host.ssh_user), _domain_check(cfg, owner, host) + autoconfig_script(cfg, host))
+
+
+def autoconfig_remove_command(cfg: DomainConfig, owner: str, host: HostFacts) -> str:
+    """The autoconfig unit's delete command: autoconfig.<domain> goes from the host (the rest of the domain stays)."""
+    return _inline(host.ssh_user, _domain_check(cfg, owner, host) + web.autoconfig_remove_script(cfg))

@@ -193,6 +193,41 @@ def check_mx_cname(cfg: DomainConfig, host_facts: HostFacts, lookups: Dns) -> Re
     return passed(name, f"{', '.join(aliases)}: not a CNAME")
 
 
+def check_srv(cfg: DomainConfig, host_facts: HostFacts, lookups: Dns) -> Result:
+    """The RFC 6186/8314 SRV records: each the host and the port the stack publishes, or "." where it says none."""
+    expected = [r for r in published(cfg, host_facts).values() if r.type == "SRV"]
+    name = "dns.srv"
+    if not expected:
+        return passed(name, "no SRV records for mail clients, as configured (mailstack:autoconfig false)")
+    every = "; ".join(f"publish {_line(r.name, 'SRV', _srv_text(r.content))}" for r in expected)
+    problems, shown, wrong = [], [], []
+    for record in expected:
+        try:
+            found = [f"{r.priority} {r.weight} {r.port} {r.target.to_text(omit_final_dot=True).lower() or '.'}"
+                     for r in lookups.records(record.name, "SRV")]
+        except DnsError as err:
+            return failed(name, str(err), f"{every} ({REFRESH})")
+        if not found:
+            problems.append(f"no SRV record at {record.name}")
+            wrong.append(record)
+        elif found != [record.content]:
+            problems.append(f"{record.name} SRV is {', '.join(found)}, the stack says {record.content}")
+            wrong.append(record)
+        else:
+            port = record.content.split()[2]
+            shown.append(f"{record.name.split('.')[0]} {'not offered' if port == '0' else port}")
+    if problems:
+        fix = "; ".join(f"publish {_line(r.name, 'SRV', _srv_text(r.content))}" for r in wrong)
+        return failed(name, "; ".join(problems) + ": mail clients that follow RFC 6186 are sent wrong",
+                      f"{fix} (only that record at each name; {REFRESH})")
+    return passed(name, f"{host_facts.hostname}: " + ", ".join(shown))
+
+
+def _srv_text(content: str) -> str:
+    priority, weight, port, target = content.split()
+    return f"{priority} {weight} {port} {'.' if target == '.' else target + '.'}"
+
+
 def check_addresses(cfg: HostConfig, lookups: Dns, rtype: str) -> Result:
     """A (or AAAA) of the host: exactly the configured addresses."""
     records = published(cfg)
@@ -1268,7 +1303,7 @@ def _relay_checks(cfg: HostConfig, address: str, options: Options) -> list[Resul
 
 
 # The order of the report: by check, then by address (in the stack's order).
-ORDER = ["dns.mx", "dns.mx-cname", "dns.a", "dns.aaaa", "dns.ptr", "spf.record", "spf.lookups", "spf.all",
+ORDER = ["dns.mx", "dns.mx-cname", "dns.srv", "dns.a", "dns.aaaa", "dns.ptr", "spf.record", "spf.lookups", "spf.all",
          "spf.pass", "spf.helo", "dkim.record", "dkim.key", "dkim.selectors", "dmarc.record", "dmarc.policy", "mta-sts.record",
          "mta-sts.policy", "tls-rpt.record", "smtp.banner",
          "smtp.starttls", "smtp.cert", "smtp.auth", "dane.tlsa", "dane.dnssec", "smtp.vrfy", "smtp.etrn", "smtp.relay",
@@ -1279,7 +1314,7 @@ HOST_CHECKS = ["dns.a", "dns.aaaa", "dns.ptr", "spf.helo", "smtp.banner", "smtp.
                "dane.tlsa", "dane.dnssec", "smtp.vrfy", "smtp.etrn", "smtp.relay", "smtp.soft_bounce",
                "submission.starttls", "submission.auth", "submission.etrn", "imap.tls", "postfix.soft_bounce",
                "postfix.notify_classes"]
-DOMAIN_CHECKS = ["dns.mx", "dns.mx-cname", "spf.record", "spf.lookups", "spf.all", "spf.pass", "dkim.record",
+DOMAIN_CHECKS = ["dns.mx", "dns.mx-cname", "dns.srv", "spf.record", "spf.lookups", "spf.all", "spf.pass", "dkim.record",
                  "dkim.key", "dkim.selectors", "dmarc.record", "dmarc.policy", "mta-sts.record", "mta-sts.policy", "tls-rpt.record"]
 
 
@@ -1313,6 +1348,7 @@ def _domain_tasks(target: Target, lookups: Dns, options: Options) -> list[Callab
     cfg, facts = target.domain, target.facts
     tasks: list[Callable[[], list[Result]]] = [
         lambda: [check_mx(cfg, facts, lookups), check_mx_cname(cfg, facts, lookups)],
+        lambda: [check_srv(cfg, facts, lookups)],
         lambda: check_spf(cfg, facts, lookups),
         lambda: _dkim_checks(target, lookups, options),
         lambda: check_dmarc(cfg, facts, lookups),

@@ -274,17 +274,18 @@ def record_problems(resources: Iterable[Resource], kind: str) -> list[tuple[str,
     """Each record is in the stack of its kind: (urn, problem) pairs.
 
     A host stack publishes the host's own records (A/AAAA, PTR, the HELO name's
-    SPF); each domain stack its domain's (MX, SPF, DKIM, DMARC, TLS-RPT, MTA-STS:
-    its policy host mta-sts.<domain> is the one A/AAAA it has). An A/AAAA in a
+    SPF); each domain stack its domain's (MX, SPF, DKIM, DMARC, TLS-RPT, MTA-STS, SRV:
+    its policy host mta-sts.<domain> and autoconfig.<domain> are the A/AAAA it has). An A/AAAA in a
     domain stack would be published again by the next domain stack on the same
     host (Cloudflare refuses the duplicate), and an MX in the host stack would
     route a domain no domain stack describes. An MX names a host, never an
     address (RFC 5321 5.1: "MX records ... contain a domain name").
     """
     resources = list(resources)
-    # A domain's own A/AAAA: its MTA-STS policy host, mta-sts.<domain> (RFC 8461 3.3), beside its MX.
-    policy_hosts = {f"mta-sts.{_name(r.props)}" for r in resources
-                    if r.type == DNS_RECORD and r.props.get("type") == "MX"}
+    # A domain's own A/AAAA: its MTA-STS policy host, mta-sts.<domain> (RFC 8461 3.3), and its mail
+    # clients' settings host, autoconfig.<domain>, beside its MX.
+    policy_hosts = {f"{label}.{_name(r.props)}" for r in resources
+                    if r.type == DNS_RECORD and r.props.get("type") == "MX" for label in ("mta-sts", "autoconfig")}
     problems = []
     for r in resources:
         if r.type != DNS_RECORD:

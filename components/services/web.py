@@ -1,4 +1,4 @@
-"""nginx: the web server of the MTA-STS policies (RFC 8461 3.3).
+"""nginx: the web server of the MTA-STS policies (RFC 8461 3.3) and the mail clients' settings files.
 
 Only with mailstack:tls acme (a policy host needs a certificate senders
 trust). Two levels, like the mail tables:
@@ -11,7 +11,11 @@ trust). Two levels, like the mail tables:
 - domain level (a domain stack's `mta-sts` unit): the policy file in the
   domain's folder and the server block `SITES_DIR/<domain>.conf` for
   mta-sts.<domain>, with the certificate lineage `mta-sts.<domain>` that
-  the host's `mailstack-tls` obtains and renews (templates/tls/).
+  the host's `mailstack-tls` obtains and renews (templates/tls/);
+- domain level too (a domain stack's `autoconfig` unit, mailstack:autoconfig):
+  Thunderbird's settings file `config-v1.1.xml` in the domain's folder and the
+  server block `SITES_DIR/<domain>.autoconfig.conf` for autoconfig.<domain>,
+  with its own lineage `autoconfig.<domain>`, made and removed the same way.
 
 Both stage their files beside a copy of /etc/nginx, check the staged config
 with `nginx -t`, swap, and start or reload nginx (templates/web/).
@@ -24,7 +28,7 @@ import ipaddress
 from components import paths
 from components.config import DomainConfig, HostConfig
 from components.hostfacts import HostFacts
-from components.records import domain_mta_sts_policy, mta_sts_host
+from components.records import autoconfig_host, domain_mta_sts_policy, mta_sts_host
 from components.render import HostFile, host_file, render_template
 
 NAME = "web"
@@ -127,12 +131,16 @@ def install_script(cfg: HostConfig) -> str:
                            sites_dir=SITES_DIR, lock=LOCK)
 
 
+def _issue(policy_host: str, what: str) -> str:
+    """A certificate for `policy_host` (its own lineage, of the same name) from the host's `mailstack-tls`."""
+    return render_template("web/domain.sh.j2", policy_host=policy_host, what=what, tool=TLS_TOOL, host_conf=CONF,
+                           lineage=policy_host, key=f"{paths.tls_lineage_dir(policy_host)}/key.pem",
+                           fullchain=f"{paths.tls_lineage_dir(policy_host)}/fullchain.pem", lock=LOCK)
+
+
 def issue_script(cfg: DomainConfig) -> str:
     """A domain's policy host: its certificate, from the host's `mailstack-tls`."""
-    domain = cfg.domain
-    return render_template("web/domain.sh.j2", policy_host=mta_sts_host(domain), tool=TLS_TOOL, host_conf=CONF,
-                           lineage=lineage(domain), key=lineage_key(domain), fullchain=lineage_fullchain(domain),
-                           lock=LOCK)
+    return _issue(mta_sts_host(cfg.domain), "the MTA-STS policy host")
 
 
 def remove_script(cfg: DomainConfig) -> str:
@@ -140,7 +148,63 @@ def remove_script(cfg: DomainConfig) -> str:
     domain = cfg.domain
     return render_template("web/remove.sh.j2", domain=domain, policy_host=mta_sts_host(domain),
                            server_conf=server_conf(domain), policy_file=policy_file(domain), tool=TLS_TOOL,
-                           lineage=lineage(domain), lock=LOCK)
+                           lineage=lineage(domain), lock=LOCK, what="an MTA-STS policy",
+                           why="mta_sts_mode none", file_kind="policy",
+                           served="MTA-STS policy")
+
+
+# --- a domain's client settings (Thunderbird's autoconfig file) --------------------------------
+
+# What mail clients are offered (components/records.py CLIENT_SERVICES): IMAP over TLS first.
+AUTOCONFIG_INCOMING = ({"port": 993, "socket": "SSL"}, {"port": 143, "socket": "STARTTLS"})
+AUTOCONFIG_OUTGOING = ({"port": 587, "socket": "STARTTLS"},)
+# The two places Thunderbird asks (https://autoconfig.<domain>/mail/config-v1.1.xml first).
+AUTOCONFIG_PATHS = ("/mail/config-v1.1.xml", "/.well-known/autoconfig/mail/config-v1.1.xml")
+
+
+def autoconfig_file(domain: str) -> str:
+    """The settings file nginx serves, in the domain's own folder."""
+    return f"{paths.domain_dir(domain)}/config-v1.1.xml"
+
+
+def autoconfig_conf(domain: str) -> str:
+    return f"{SITES_DIR}/{domain}.autoconfig.conf"
+
+
+def autoconfig_xml(cfg: DomainConfig, host: HostFacts) -> str:
+    """Thunderbird's config-v1.1.xml for the domain: the host's IMAP (993, 143) and submission (587) ports."""
+    return render_template("web/autoconfig.xml.j2", domain=cfg.domain, hostname=host.hostname,
+                           incoming=AUTOCONFIG_INCOMING, outgoing=AUTOCONFIG_OUTGOING)
+
+
+def autoconfig_files(cfg: DomainConfig, host: HostFacts) -> list[HostFile]:
+    """The settings file and the server block of autoconfig.<domain>."""
+    domain, name = cfg.domain, autoconfig_host(cfg.domain)
+    settings = HostFile(path=autoconfig_file(domain), content=autoconfig_xml(cfg, host))
+    server = host_file(
+        autoconfig_conf(domain),
+        "web/autoconfig.conf.j2",
+        domain=domain,
+        server_name=name,
+        listen=listen(host.addresses),
+        fullchain=f"{paths.tls_lineage_dir(name)}/fullchain.pem",
+        key=f"{paths.tls_lineage_dir(name)}/key.pem",
+        settings_file=autoconfig_file(domain),
+    )
+    return [settings, server]
+
+
+def autoconfig_issue_script(cfg: DomainConfig) -> str:
+    return _issue(autoconfig_host(cfg.domain), "the mail client settings host")
+
+
+def autoconfig_remove_script(cfg: DomainConfig) -> str:
+    """The autoconfig unit's delete command: its server block, settings file and lineage go."""
+    domain, name = cfg.domain, autoconfig_host(cfg.domain)
+    return render_template("web/remove.sh.j2", domain=domain, policy_host=name, server_conf=autoconfig_conf(domain),
+                           policy_file=autoconfig_file(domain), tool=TLS_TOOL, lineage=name, lock=LOCK,
+                           what="mail client settings", why="autoconfig false", file_kind="settings",
+                           served="mail client settings file")
 
 
 def apply_script() -> str:

@@ -108,6 +108,10 @@ HOST_SPF = record("TXT", HOST, txt("v=spf1 ip4:192.0.2.10 -all"))
         # MTA-STS: the domain's policy host, beside its MX, is the domain stack's.
         (DOMAIN_STACK, [record("MX", "example.com", HOST, priority=10.0), record("A", "mta-sts.example.com", "192.0.2.10"),
                         record("AAAA", "mta-sts.example.com", "2001:db8::10")], None),
+        (DOMAIN_STACK, [record("MX", "example.com", HOST, priority=10.0), record("A", "autoconfig.example.com", "192.0.2.10"),
+                        record("AAAA", "autoconfig.example.com", "2001:db8::10")], None),
+        (DOMAIN_STACK, [record("MX", "example.com", HOST, priority=10.0), record("A", "autoconfig.example.org", "192.0.2.10")],
+         "A of autoconfig.example.org in a domain stack"),
         (DOMAIN_STACK, [record("MX", "example.com", HOST, priority=10.0), record("A", "mta-sts.example.org", "192.0.2.10")],
          "A of mta-sts.example.org in a domain stack"),
         (DOMAIN_STACK, [record("MX", "example.com", "192.0.2.10", priority=10.0)],

@@ -46,11 +46,12 @@ COMMAND = "command:remote:Command"
 POSTFIX_UNIT = "host-postfix"
 POSTFIX_KEY = f"{COMMAND}::{POSTFIX_UNIT}"
 DEFAULT_SIZE = 25_000_000  # components.config: message_size_limit's default
-# web and mta-sts: the lab's host has tls: acme, whose domains serve MTA-STS policies.
+# web, mta-sts and autoconfig: the lab's host has tls: acme, whose domains serve MTA-STS policies and
+# the mail client settings file (autoconfig on, the default).
 HOST_UNITS = {"packages", "tls", "tables", "opendkim", "policyd-spf", "resolver", "dovecot", "postfix", "fail2ban",
               "web"}
 # dkim-key-<selector>: example.com signs with mail, example.org with s2026.
-DOMAIN_UNITS = {"dkim-key-mail", "dkim-key-s2026", "dkim-signing", "files", "passwords", "mta-sts"}
+DOMAIN_UNITS = {"dkim-key-mail", "dkim-key-s2026", "dkim-signing", "files", "passwords", "mta-sts", "autoconfig"}
 ALICE_SIEVE = "/var/vmail/example.com/alice/.dovecot.sieve"
 
 # Files the units write (the users' Sieve scripts among the mailboxes' files).

@@ -36,8 +36,8 @@ pytestmark = pytest.mark.skipif(find_pulumi() is None, reason="no Pulumi CLI bui
 
 HOST_UNITS = ["host-packages", "host-tls", "host-tables", "host-opendkim", "host-policyd-spf", "host-resolver",
               "host-dovecot", "host-postfix", "host-fail2ban", "host-web"]  # host-web: tls acme (nginx for MTA-STS)
-# mta-sts: on an acme host. The DKIM key unit is named by its selector (example.org: s2026).
-DOMAIN_UNITS = ["domain-dkim-signing", "domain-files", "domain-passwords", "domain-mta-sts"]
+# mta-sts and autoconfig: on an acme host. The DKIM key unit is named by its selector (example.org: s2026).
+DOMAIN_UNITS = ["domain-dkim-signing", "domain-files", "domain-passwords", "domain-mta-sts", "domain-autoconfig"]
 
 
 def domain_units(domain: str) -> list[str]:
@@ -467,11 +467,13 @@ def test_destroy_of_a_domain_stack_retires_it_and_up_brings_it_back(lab, engine,
 
     com.take_runs()
     destroyed = com.run(["destroy", "--yes"])
-    # The engine ran the deletes there are, from the state alone: the MTA-STS unit's (its
-    # policy host goes), then the files unit's (the domain is retired), then the DKIM key unit's.
-    # The key unit's delete last: the domain is retired, so its key stays on the host.
-    assert [run["name"] for run in com.take_runs()] == ["domain-mta-sts", FILES_UNIT, "domain-dkim-key-mail"], \
-        destroyed.stdout[-3000:]
+    # The engine ran the deletes there are, from the state alone: the MTA-STS and autoconfig
+    # units' (their hosts go; the two in either order), then the files unit's (the domain is
+    # retired), then the DKIM key unit's. The key unit's delete last: the domain is retired, so
+    # its key stays on the host.
+    ran = [run["name"] for run in com.take_runs()]
+    assert sorted(ran[:2]) == ["domain-autoconfig", "domain-mta-sts"], destroyed.stdout[-3000:]
+    assert ran[2:] == [FILES_UNIT, "domain-dkim-key-mail"], destroyed.stdout[-3000:]
     assert lab.ssh(f"test -s /etc/mailstack/domains/{COM}/dkim/mail.private", check=False).returncode == 0
     assert com.resources() == {} or all(not k.startswith((COMMAND, RECORD)) for k in com.resources())
     assert lab.dns_query(COM, "MX") == []

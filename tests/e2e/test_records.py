@@ -66,8 +66,11 @@ def txt_strings(content: str) -> list[str]:
 def registered_answer(record: dict):
     """What the lab DNS must answer for a registered record, in the form `served_answer` gives."""
     kind = record["type"]
-    if kind == "TLSA":  # registered as Cloudflare takes it: its fields as data
-        return (record.get("content") or record_content(record)).lower()
+    if kind in ("TLSA", "SRV"):  # registered as Cloudflare takes them: their fields as data
+        text = (record.get("content") or record_content(record)).lower()
+        if kind == "SRV":  # the target as the lab DNS answers it: absolute ("." stays ".")
+            text = text if text.endswith(".") else text + "."
+        return text
     content = record["content"]
     if kind in ("A", "AAAA"):
         return str(ipaddress.ip_address(content))
@@ -167,6 +170,13 @@ def test_domain_stack_registers_its_mail_records_only(lab, records_of, domain):
     if (host_config(lab).get("mailstack:tls") == "acme"
             and DOMAIN_SETTINGS[domain].get("mta_sts_mode", "testing") != "none"):
         expected += [(f"_mta-sts.{domain}", "TXT"), (f"mta-sts.{domain}", "A"), (f"mta-sts.{domain}", "AAAA")]
+    # Client autoconfiguration (autoconfig: true, the default): the RFC 6186/8314 SRV records, and
+    # autoconfig.<domain> on a host with trusted certificates.
+    if DOMAIN_SETTINGS[domain].get("autoconfig", True):
+        expected += [(f"{service}.{domain}", "SRV") for service in (
+            "_submissions._tcp", "_submission._tcp", "_imaps._tcp", "_imap._tcp", "_pop3s._tcp", "_pop3._tcp")]
+        if host_config(lab).get("mailstack:tls") == "acme":
+            expected += [(f"autoconfig.{domain}", "A"), (f"autoconfig.{domain}", "AAAA")]
     assert kinds == sorted(expected)
     assert {r["zoneId"] for r in records_of[domain]} == {domain}
 

@@ -187,7 +187,8 @@ def test_the_host_serves_one_certificate_on_its_mail_ports(lab, deployment):
 
 def test_status_lists_every_lineage_as_ok(lab, deployment):
     lines = status_lines(lab)
-    assert set(lines) == {"host", *(f"mta-sts.{d}" for d in DOMAINS)}, lines
+    # The host's, and each domain's MTA-STS policy host and autoconfig host (autoconfig on, the default).
+    assert set(lines) == {"host", *(f"{name}.{d}" for d in DOMAINS for name in ("mta-sts", "autoconfig"))}, lines
     for name, fields in lines.items():
         assert fields["last"] == "ok", (name, fields)
         assert int(fields["days_left"]) > 30, (name, fields)

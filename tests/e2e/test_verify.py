@@ -107,8 +107,8 @@ HOST_CHECKS = (["dns.a", "dns.aaaa", "spf.helo", "postfix.soft_bounce", "postfix
                ["dns.ptr", "smtp.banner", "smtp.starttls", "smtp.cert", "smtp.auth", "smtp.vrfy", "smtp.etrn",
                 "smtp.relay", "smtp.soft_bounce", "submission.starttls", "submission.auth", "submission.etrn",
                 "imap.tls"])
-DOMAIN_CHECKS = (["dns.mx", "dns.mx-cname", "spf.record", "spf.lookups", "spf.all", "dkim.record", "dkim.key",
-                  "dkim.selectors", "dmarc.record", "dmarc.policy", "mta-sts.record", "tls-rpt.record"],
+DOMAIN_CHECKS = (["dns.mx", "dns.mx-cname", "dns.srv", "spf.record", "spf.lookups", "spf.all", "dkim.record",
+                  "dkim.key", "dkim.selectors", "dmarc.record", "dmarc.policy", "mta-sts.record", "tls-rpt.record"],
                  ["spf.pass"])
 
 

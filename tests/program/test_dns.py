@@ -125,7 +125,13 @@ def test_example_com_records():
     records = records_of(mocks)
 
     # The example host is self-signed: TLS-RPT, no MTA-STS.
-    assert sorted(records) == sorted(f"mail-{key}" for key in ["mx", "spf", "dkim", "dmarc", "tls-rpt"])
+    # And the RFC 6186 SRV records, as Cloudflare takes them: `data`, no content.
+    srv = ["srv-submissions", "srv-submission", "srv-imaps", "srv-imap", "srv-pop3s", "srv-pop3"]
+    assert sorted(records) == sorted(f"mail-{key}" for key in ["mx", "spf", "dkim", "dmarc", "tls-rpt", *srv])
+    assert records["mail-srv-submission"].inputs["data"] == {"priority": 0, "weight": 1, "port": 587,
+                                                             "target": "mail.example.net"}
+    assert records["mail-srv-pop3"].inputs["data"] == {"priority": 0, "weight": 0, "port": 0, "target": "."}
+    assert "content" not in records["mail-srv-submission"].inputs
     assert records["mail-tls-rpt"].inputs["content"] == '"v=TLSRPTv1; rua=mailto:postmaster@example.com"'
     dkim_inputs = records["mail-dkim"].inputs
     assert dkim_inputs["name"] == "mail._domainkey.example.com"
@@ -216,7 +222,8 @@ def test_dkim_content_waits_for_the_key_in_preview():
     assert isinstance(records["mail-dkim"].inputs["content"], pulumi.output.Unknown)
     for name, r in records.items():
         if name != "mail-dkim":
-            assert isinstance(r.inputs["content"], str) and r.inputs["content"], name
+            known = r.inputs["data"]["target"] if r.inputs["type"] == "SRV" else r.inputs["content"]
+            assert isinstance(known, str) and known, name
     # The exported record list is known apart from the DKIM content.
     listed = outputs["component"].records
     assert [r["type"] for r in listed if isinstance(r["content"], pulumi.Output)] == ["TXT"]

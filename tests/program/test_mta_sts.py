@@ -43,7 +43,7 @@ def _domain(tls: str | None = "acme", preview: bool = False, **settings):
 def _records(evaluation) -> dict[tuple[str, str], list[str]]:
     out: dict[tuple[str, str], list[str]] = {}
     for r in evaluation.of_type(DNS_RECORD):
-        out.setdefault((r.inputs["type"], r.inputs["name"]), []).append(r.inputs["content"])
+        out.setdefault((r.inputs["type"], r.inputs["name"]), []).append(r.inputs.get("content", r.inputs.get("data")))
     return out
 
 

@@ -216,6 +216,10 @@ def test_the_host_stack_may_be_named_in_full():
         "organization/mailstack/host-mail"]
 
 
+SRV_NAMES = {("SRV", f"{label}.example.com") for label in (
+    "_submissions._tcp", "_submission._tcp", "_imaps._tcp", "_imap._tcp", "_pop3s._tcp", "_pop3._tcp")}
+
+
 def test_domain_records_point_at_the_host_of_the_host_stack(example):
     records = {(r.inputs["type"], r.inputs["name"]) for r in example.of_type(DNS_RECORD)}
     assert records == {
@@ -224,6 +228,7 @@ def test_domain_records_point_at_the_host_of_the_host_stack(example):
         ("TXT", "mail._domainkey.example.com"),
         ("TXT", "_dmarc.example.com"),
         ("TXT", "_smtp._tls.example.com"),  # TLS-RPT; no MTA-STS: the example host is self-signed
+        *SRV_NAMES,  # RFC 6186 SRV for mail clients; no autoconfig.<domain>: self-signed too
     }, "the host's A/AAAA and HELO SPF are the host stack's, never a domain stack's"
     by_name = {(r.inputs["type"], r.inputs["name"]): r for r in example.of_type(DNS_RECORD)}
     mx = by_name[("MX", "example.com")]
@@ -241,10 +246,12 @@ def test_a_host_stack_of_another_name_and_address_changes_mx_and_spf_alone():
     values = with_secrets(stack_values("host-mail"))
     values.update({"mailstack:hostname": "mx.example.net", "mailstack:ipv4": ["192.0.2.20"], "mailstack:ipv6": []})
     other = evaluate_domain(mocks=host_mocks(evaluate_host(values)))
-    records = {r.name: r.inputs["content"] for r in other.of_type(DNS_RECORD)}
+    records = {r.name: r.inputs.get("content") for r in other.of_type(DNS_RECORD)}
     assert records["domain-dns-mx"] == "mx.example.net"
     assert records["domain-dns-spf"] == '"v=spf1 ip4:192.0.2.20 -all"'
-    assert _changed(evaluate_domain(), other) == ["domain-dns-mx", "domain-dns-spf"]
+    # The SRV records of the services the host offers name it too.
+    assert _changed(evaluate_domain(), other) == ["domain-dns-mx", "domain-dns-spf", "domain-dns-srv-imap",
+                                                  "domain-dns-srv-imaps", "domain-dns-srv-submission"]
 
 
 def test_dkim_record_comes_from_the_dkim_units_stdout(example):
@@ -258,7 +265,7 @@ def test_dkim_record_comes_from_the_dkim_units_stdout(example):
 
 def test_example_org_has_its_own_selector_and_policy():
     org = evaluate_domain(stack="example.org")
-    records = {r.name: (r.inputs["name"], r.inputs["content"]) for r in org.of_type(DNS_RECORD)}
+    records = {r.name: (r.inputs["name"], r.inputs.get("content")) for r in org.of_type(DNS_RECORD)}
     assert records["domain-dns-dkim-s2026"][0] == "s2026._domainkey.example.org"
     assert records["domain-dns-dmarc"][1].startswith('"v=DMARC1; p=reject;')
     assert records["domain-dns-mx"] == ("example.org", "mail.example.net")
@@ -390,13 +397,15 @@ def test_domain_stack_outputs(example):
     assert outputs["mailboxes"] == ["alice@example.com"]
     assert {(r["type"], r["name"]) for r in outputs["records"]} == {
         ("MX", "example.com"), ("TXT", "example.com"), ("TXT", "mail._domainkey.example.com"),
-        ("TXT", "_dmarc.example.com"), ("TXT", "_smtp._tls.example.com")}
+        ("TXT", "_dmarc.example.com"), ("TXT", "_smtp._tls.example.com"), *SRV_NAMES}
 
 
 def test_in_preview_only_the_dkim_content_waits():
     """Preview: no command has run, so the DKIM key is unknown; MX and SPF are known from the host stack."""
     preview = evaluate_domain(mocks=host_mocks(commands_ran=False), preview=True)
-    records = {r.name: r.inputs["content"] for r in preview.of_type(DNS_RECORD)}
+    srv = [r for r in preview.of_type(DNS_RECORD) if r.inputs["type"] == "SRV"]
+    assert len(srv) == 6 and all(r.inputs["data"]["target"] in ("mail.example.net", ".") for r in srv)
+    records = {r.name: r.inputs["content"] for r in preview.of_type(DNS_RECORD) if r.inputs["type"] != "SRV"}
     assert records.pop("domain-dns-dkim-mail") == UNKNOWN_VALUE
     assert records == {
         "domain-dns-mx": "mail.example.net",

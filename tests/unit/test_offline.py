@@ -151,6 +151,13 @@ def test_a_domain_on_an_acme_host_renders_its_policy_host_and_mta_sts_records(tm
     zone = (tmp_path / "dns/example.com.zone").read_text()
     assert '_mta-sts.example.com. IN TXT "v=STSv1; id=' in zone
     assert "mta-sts.example.com. IN A 192.0.2.10" in zone and "mta-sts.example.com. IN AAAA 2001:db8::10" in zone
+    # Its autoconfig host too (autoconfig: true, the default): the settings file, its block, its records.
+    settings = tmp_path / "etc/mailstack/domains/example.com/config-v1.1.xml"
+    assert settings in written_files and "<port>587</port>" in settings.read_text()
+    block = (tmp_path / "etc/nginx/mailstack/example.com.autoconfig.conf").read_text()
+    assert "server_name autoconfig.example.com;" in block
+    assert "autoconfig.example.com. IN A 192.0.2.10" in zone and "autoconfig.example.com. IN AAAA 2001:db8::10" in zone
+    assert "_submission._tcp.example.com. IN SRV 0 1 587 mail.example.net." in zone
 
 
 def test_a_domain_on_a_self_signed_host_renders_tls_rpt_and_no_policy_host(tmp_path):
@@ -159,6 +166,8 @@ def test_a_domain_on_a_self_signed_host_renders_tls_rpt_and_no_policy_host(tmp_p
     zone = (tmp_path / "dns/example.com.zone").read_text()
     assert '_smtp._tls.example.com. IN TXT "v=TLSRPTv1; rua=mailto:postmaster@example.com"' in zone
     assert "mta-sts" not in zone and not (tmp_path / "etc/nginx").exists()
+    # No autoconfig.<domain> (clients would refuse its certificate); the SRV records all the same.
+    assert "autoconfig.example.com." not in zone and "_imaps._tcp.example.com. IN SRV 0 1 993 mail.example.net." in zone
 
 
 def test_an_acme_host_stack_without_its_token_yet_renders_with_a_note(tmp_path):

@@ -199,8 +199,9 @@ def test_host_records_mail_example_com():
 
 def test_mail_records_example_com(key2048):
     records = by_key(rec.mail_records(config(), facts(), key2048))
-    assert list(records) == ["mx", "spf", "dkim", "dmarc", "tls-rpt"]  # a self-signed host: no MTA-STS
-    table = {k: (r.name, r.type, r.content, r.priority) for k, r in records.items()}
+    # A self-signed host: no MTA-STS; the SRV records (RFC 6186) all the same.
+    assert list(records) == ["mx", "spf", "dkim", "dmarc", "tls-rpt", *SRV_KEYS]
+    table = {k: (r.name, r.type, r.content, r.priority) for k, r in records.items() if k not in SRV_KEYS}
     assert table == {
         "mx": ("example.com", "MX", "mail.example.com", 10),
         "spf": ("example.com", "TXT", "v=spf1 ip4:192.0.2.10 ip6:2001:db8::10 -all", None),
@@ -208,6 +209,9 @@ def test_mail_records_example_com(key2048):
         "dmarc": ("_dmarc.example.com", "TXT", "v=DMARC1; p=quarantine; rua=mailto:postmaster@example.com", None),
         "tls-rpt": ("_smtp._tls.example.com", "TXT", "v=TLSRPTv1; rua=mailto:postmaster@example.com", None),
     }
+
+
+SRV_KEYS = ["srv-submissions", "srv-submission", "srv-imaps", "srv-imap", "srv-pop3s", "srv-pop3"]
 
 
 # --- MTA-STS and TLS-RPT ------------------------------------------------------------------------
@@ -240,7 +244,8 @@ def test_the_id_changes_exactly_when_the_policy_does():
 
 
 def test_on_an_acme_host_the_domain_publishes_mta_sts():
-    records = by_key(rec.mail_records(config(), ACME, "MA=="))
+    records = by_key(r for r in rec.mail_records(config(), ACME, "MA==")
+                     if r.type != "SRV" and not r.key.startswith("autoconfig-"))
     policy = rec.domain_mta_sts_policy(config(), ACME)
     assert list(records)[-4:] == ["tls-rpt", "mta-sts", "mta-sts-a-192-0-2-10", "mta-sts-aaaa-2001-db8--10"]
     assert (records["mta-sts"].name, records["mta-sts"].content) == (
@@ -294,7 +299,7 @@ def test_host_records_keys(values, expected_keys):
 )
 def test_mail_records_keys(host, expected_spf, key2048):
     records = rec.mail_records(config(), host, key2048)
-    assert [r.key for r in records] == ["mx", "spf", "dkim", "dmarc", "tls-rpt"]
+    assert [r.key for r in records] == ["mx", "spf", "dkim", "dmarc", "tls-rpt", *SRV_KEYS]
     assert by_key(records)["spf"].content == expected_spf
 
 
@@ -443,3 +448,50 @@ def test_zone_file_nameserver_addresses():
     with pytest.raises(ValueError) as err:
         rec.zone_file("example.com", [], ns_addresses=[], about="x")
     assert str(err.value) == "ns_addresses is empty (expected at least one address for ns1.example.com)"
+
+
+# --- client autoconfiguration ---------------------------------------------------------------------
+
+
+def test_srv_records_point_clients_at_the_host_and_say_what_is_not_offered():
+    records = by_key(rec.srv_records(config(), facts()))
+    assert {k: (r.name, r.type, r.content) for k, r in records.items()} == {
+        "srv-submissions": ("_submissions._tcp.example.com", "SRV", "0 0 0 ."),  # 465 is not enabled
+        "srv-submission": ("_submission._tcp.example.com", "SRV", "0 1 587 mail.example.com"),
+        "srv-imaps": ("_imaps._tcp.example.com", "SRV", "0 1 993 mail.example.com"),
+        "srv-imap": ("_imap._tcp.example.com", "SRV", "0 1 143 mail.example.com"),
+        "srv-pop3s": ("_pop3s._tcp.example.com", "SRV", "0 0 0 ."),  # no POP3 server
+        "srv-pop3": ("_pop3._tcp.example.com", "SRV", "0 0 0 ."),
+    }
+    assert all(len(r.reason) <= 100 for r in records.values())
+    # Each value parses as an SRV record, and as Cloudflare's data.
+    for r in records.values():
+        dns.rdata.from_text("IN", "SRV", rec._rdata(r))
+    assert rec.srv_data("0 1 587 mail.example.com") == {"priority": 0, "weight": 1, "port": 587,
+                                                        "target": "mail.example.com"}
+
+
+def test_autoconfig_false_publishes_no_srv_and_no_autoconfig_host():
+    keys = [r.key for r in rec.mail_records(config(autoconfig=False), ACME, "MA==")]
+    assert not [k for k in keys if k.startswith(("srv-", "autoconfig-"))]
+    assert rec.autoconfig_records(config(autoconfig=False), ACME) == []
+
+
+def test_autoconfig_host_only_on_an_acme_host():
+    keys = [r.key for r in rec.mail_records(config(), ACME, "MA==")]
+    assert keys[-2:] == ["autoconfig-a-192-0-2-10", "autoconfig-aaaa-2001-db8--10"]
+    assert [(r.name, r.type, r.content) for r in rec.autoconfig_records(config(), ACME)] == [
+        ("autoconfig.example.com", "A", "192.0.2.10"), ("autoconfig.example.com", "AAAA", "2001:db8::10")]
+    assert rec.autoconfig_records(config(), facts()) == []  # self-signed: clients would refuse the certificate
+
+
+def test_the_zone_file_writes_srv_targets_absolute():
+    zone = rec.zone_file("example.com", rec.srv_records(config(), facts()), ns_addresses=["192.0.2.10"],
+                         about="test")
+    assert "_submission._tcp.example.com. IN SRV 0 1 587 mail.example.com." in zone
+    assert "_pop3._tcp.example.com. IN SRV 0 0 0 ." in zone
+
+
+def test_autoconfig_is_a_boolean():
+    with pytest.raises(Exception, match="mailstack:autoconfig"):
+        config(autoconfig="maybe")

@@ -639,6 +639,9 @@ def test_templates_all_used(monkeypatch):
     cfg = stack_config(DOMAIN_STACKS[0])
     units.mta_sts_unit(cfg, f"mailstack/{DOMAIN_STACKS[0]}", acme)
     units.mta_sts_remove_command(cfg, f"mailstack/{DOMAIN_STACKS[0]}", acme)
+    # Client autoconfiguration (same host): a domain's autoconfig unit and its delete command.
+    units.autoconfig_unit(cfg, f"mailstack/{DOMAIN_STACKS[0]}", acme)
+    units.autoconfig_remove_command(cfg, f"mailstack/{DOMAIN_STACKS[0]}", acme)
     on_disk = {str(p.relative_to(render.TEMPLATES)) for p in render.TEMPLATES.rglob("*") if p.is_file()}
     assert used == on_disk
 

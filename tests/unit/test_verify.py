@@ -208,6 +208,8 @@ def zone_line(record: rec.Record) -> str:
         content = f"{record.priority} {record.content}."
     elif record.type in ("PTR", "CNAME"):
         content = record.content + "."
+    elif record.type == "SRV":
+        content = rec._rdata(record)
     else:
         content = record.content
     return f"{record.name}. 300 IN {record.type} {content}"
@@ -248,6 +250,7 @@ def domain_dns_results(cfg: Stacks, lookups: Dns, host_key: str) -> list[v.Resul
     """The domain stack's checks (all of them DNS, with the host's key), as run_checks runs them."""
     domain, facts = cfg.domain, cfg.facts
     results = [v.check_mx(domain, facts, lookups), v.check_mx_cname(domain, facts, lookups)]
+    results.append(v.check_srv(domain, facts, lookups))
     results += v.check_spf(domain, facts, lookups)
     results += [v.check_spf_pass(domain, facts, lookups, a) for a in facts.addresses]
     record_result, record = v.check_dkim_record(domain, facts, lookups, host_key)
@@ -271,7 +274,7 @@ def by_status(results: list[v.Result], status: str) -> dict[str, v.Result]:
 def test_the_records_pulumi_up_publishes_pass_every_dns_check(server, host_key):
     cfg = config()
     results = dns_results(cfg, serve(server, published(cfg, host_key)), host_key)
-    assert len(results) == 16
+    assert len(results) == 17
     assert [r for r in results if r.status != v.PASS] == []
     names = [r.name for r in results]
     assert f"dns.ptr[{V6}]" in names and f"spf.pass[{V4}]" in names
@@ -287,13 +290,15 @@ def _without(records, predicate):
     return [r for r in records if not predicate(r)]
 
 
-@pytest.mark.parametrize("key", ["mx", f"a-{V4.replace('.', '-')}", "spf", "spf-helo", "dkim", "dmarc"])
+@pytest.mark.parametrize("key", ["mx", f"a-{V4.replace('.', '-')}", "spf", "spf-helo", "dkim", "dmarc",
+                                 "srv-submission"])
 def test_a_missing_record_is_asked_for_as_mail_dns_publishes_it(server, host_key, key):
     """verify's expectations are the record list MailDns publishes: the fix names that very record."""
     cfg = config(dmarc_policy="reject")
     records = published(cfg, host_key)
     [missing] = [r for r in records if r.key == key]
-    content = {"MX": f"{missing.priority} {missing.content}.", "TXT": rec.txt_content(missing.content)}
+    content = {"MX": f"{missing.priority} {missing.content}.", "TXT": rec.txt_content(missing.content),
+               "SRV": rec._rdata(missing)}
     line = f"{missing.name}. {missing.type} {content.get(missing.type, missing.content)}"
     results = dns_results(cfg, serve(server, _without(records, lambda r: r.key == key)), host_key)
     failing = [r for r in results if r.status == v.FAIL]
@@ -338,6 +343,11 @@ VARIANTS: dict[str, tuple[Callable, tuple[str, ...], str]] = {
                                                                       content="v=DMARC1; p=reject; "
                                                                               "rua=mailto:postmaster@example.com"),
                                            ("dmarc.policy",), "p=reject, the stack says p=quarantine"),
+    "submission SRV to another port": (lambda rs, cfg: _replacing(rs, lambda r: r.key == "srv-submission",
+                                                                 content=f"0 1 465 {HOST}"),
+                                      ("dns.srv",), f"0 1 465 {HOST}, the stack says 0 1 587 {HOST}"),
+    "no IMAP SRV": (lambda rs, cfg: _without(rs, lambda r: r.key == "srv-imaps"),
+                    ("dns.srv",), "no SRV record at _imaps._tcp.example.com"),
     "MX target is a CNAME": (lambda rs, cfg: [
         replace(r, name="server.example.com") if r.name == HOST else r for r in rs
     ] + [rec.Record(HOST, "CNAME", "server.example.com", "alias")], ("dns.mx-cname",), "CNAME"),

@@ -128,6 +128,8 @@ DOMAIN_BASE: dict[str, Any] = {
     "dmarc_rua": ["dmarc@example.com"],
     "mta_sts_mode": "testing",
     "tls_rpt_rua": ["tls@example.com"],
+    # A boolean, as Pulumi hands every config value over: text.
+    "autoconfig": "true",
     "users": [
         {
             "name": "carol",
@@ -240,6 +242,8 @@ def _refused_cleanly(err: ConfigError, path: tuple[Any, ...]) -> None:
 
 def _held_as_given(cfg: Any, path: tuple[Any, ...], value: str) -> None:
     held = _get(cfg, path)
+    if isinstance(held, bool):
+        held = str(held).lower()  # a boolean key given as text (autoconfig)
     if isinstance(held, int) and not isinstance(held, bool):
         held = str(held)  # a number key given as text (unknown_client_reject_code)
     # What the model holds is the value itself, or at most trimmed and lower-cased

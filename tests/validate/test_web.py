@@ -18,6 +18,7 @@ import socket
 import ssl
 import subprocess
 import time
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -99,6 +100,9 @@ def stage(tmp_path: Path, domains: list, facts: HostFacts = FACTS, host=None) ->
     for cfg in domains:
         make_lineage(tmp_path / f"etc/mailstack/tls/mta-sts.{cfg.domain}", ca, [f"mta-sts.{cfg.domain}"])
         files += web.domain_files(cfg, facts)
+        if cfg.autoconfig:
+            make_lineage(tmp_path / f"etc/mailstack/tls/autoconfig.{cfg.domain}", ca, [f"autoconfig.{cfg.domain}"])
+            files += web.autoconfig_files(cfg, facts)
     for file in files:
         write(root / file.path.lstrip("/"), file.content.replace("/etc/mailstack/", f"{tmp_path}/etc/mailstack/"))
     return root
@@ -123,6 +127,9 @@ def test_nginx_accepts_the_host_level_config_and_two_domains_blocks(tmp_path):
     result = check(root)
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
+    # Each domain's two server blocks: its MTA-STS policy host and its autoconfig host.
+    assert sorted(p.name for p in (root / "etc/nginx/mailstack").iterdir()) == [
+        "example.com.autoconfig.conf", "example.com.conf", "example.org.autoconfig.conf", "example.org.conf"]
     # The check read a retargeted copy; the staged files (those swapped in) name the live folders.
     assert "include /etc/nginx/mailstack/*.conf;" in (root / "etc/nginx/conf.d/mailstack.conf").read_text()
 
@@ -168,7 +175,8 @@ def served(tmp_path):
     ca = make_ca(tmp_path)
     cfg = domain("example.com")
     make_lineage(tmp_path / "etc/mailstack/tls/mta-sts.example.com", ca, ["mta-sts.example.com"])
-    files = web.domain_files(cfg, facts)
+    make_lineage(tmp_path / "etc/mailstack/tls/autoconfig.example.com", ca, ["autoconfig.example.com"])
+    files = web.domain_files(cfg, facts) + web.autoconfig_files(cfg, facts)
     # The host level for a host on loopback (which the config model refuses as a host address).
     level = web.render_template("web/mailstack.conf.j2", host_name="mail.example.net", listen=web.listen(["127.0.0.1"]),
                                 sites_dir=web.SITES_DIR)
@@ -229,6 +237,27 @@ def test_the_policy_is_served_as_text_plain_and_nothing_else(served):
         assert _get(port, ca_file, other)[0] == 404, other
 
 
+def test_the_autoconfig_file_is_served_at_both_paths_as_xml_naming_the_hosts_ports(served):
+    port, ca_file = served
+    expected = web.autoconfig_xml(domain("example.com"), FACTS)
+    for path in web.AUTOCONFIG_PATHS:
+        # Thunderbird adds ?emailaddress=...; the file is the same.
+        status, kind, body = _get(port, ca_file, f"{path}?emailaddress=alice%40example.com", name="autoconfig.example.com")
+        assert (status, kind, body) == (200, "application/xml", expected), path
+    provider = ET.fromstring(expected).find("emailProvider")
+    assert provider.get("id") == "example.com" and provider.findtext("domain") == "example.com"
+    servers = [(s.tag, s.get("type"), s.findtext("hostname"), s.findtext("port"), s.findtext("socketType"),
+                s.findtext("username"), s.findtext("authentication")) for s in provider]
+    servers = [s for s in servers if s[0] in ("incomingServer", "outgoingServer")]
+    assert servers == [
+        ("incomingServer", "imap", "mail.example.net", "993", "SSL", "%EMAILADDRESS%", "password-cleartext"),
+        ("incomingServer", "imap", "mail.example.net", "143", "STARTTLS", "%EMAILADDRESS%", "password-cleartext"),
+        ("outgoingServer", "smtp", "mail.example.net", "587", "STARTTLS", "%EMAILADDRESS%", "password-cleartext"),
+    ]
+    for other in ("/", "/mail/", "/.well-known/mta-sts.txt"):
+        assert _get(port, ca_file, other, name="autoconfig.example.com")[0] == 404, other
+
+
 def test_an_unknown_name_gets_no_certificate(served):
     port, ca_file = served
     with pytest.raises(ssl.SSLError) as err:
@@ -249,7 +278,10 @@ def test_the_units_scripts_pass_shellcheck(tmp_path, ssh_user):
     facts = HostFacts("mailstack/host-mail", "mail.example.net", ["192.0.2.10", "2001:db8::10"], ssh_user, "acme")
     cfg = domain("example.com")
     remove = shlex.split(units.mta_sts_remove_command(cfg, "mailstack/example.com", facts))[-1]
+    autoconfig_remove = shlex.split(units.autoconfig_remove_command(cfg, "mailstack/example.com", facts))[-1]
     scripts = {
+        "autoconfig": units.autoconfig_unit(cfg, "mailstack/example.com", facts).stdin,
+        "autoconfig-remove": autoconfig_remove,
         "web": units.web_unit(load_config({**HOST, "mailstack:ssh_user": ssh_user}), "mailstack/host-mail").stdin,
         "mta-sts": units.mta_sts_unit(cfg, "mailstack/example.com", facts).stdin,
         "mta-sts-remove": remove,

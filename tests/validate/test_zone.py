@@ -68,7 +68,7 @@ def test_zone_parses_back_to_the_records(stack, dkim_key):
         dkim = zone.find_rdataset(rec.dkim_name(cfg) + ".", dns.rdatatype.TXT)
         assert [b"".join(r.strings).decode() for r in dkim] == [rec.dkim_value(cfg, dkim_key)]
         assert all(len(s) <= 255 for r in dkim for s in r.strings)
-        assert {r.type for r in records} == {"MX", "TXT"}
+        assert {r.type for r in records} == {"MX", "TXT", "SRV"}  # SRV: RFC 6186, for mail clients
     else:
         # PTRs are in reverse zones: comments here, every other record in the zone.
         assert {r.type for r in records} == {"A", "AAAA", "TXT", "PTR"}
@@ -84,6 +84,10 @@ def test_zone_parses_back_to_the_records(stack, dkim_key):
             values = {(r.preference, r.exchange.to_text(omit_final_dot=True)) for r in rdataset}
             assert (record.priority, record.content) in values
             continue
+        elif record.type == "SRV":
+            # The target as written: absolute, "." where the service is not offered.
+            values = {f"{r.priority} {r.weight} {r.port} {r.target.to_text(omit_final_dot=True) or '.'}"
+                      for r in rdataset}
         else:
             values = {r.to_text() for r in rdataset}
         assert record.content in values, (record.key, values)

@@ -65,6 +65,10 @@ def content_of(record: dict[str, Any]) -> str:
         from tests.e2e.deploy import tlsa_content
 
         return tlsa_content(record["data"])
+    if record["type"] == "SRV":
+        from tests.e2e.deploy import srv_content
+
+        return srv_content(record["data"])
     return record["content"]
 
 
