@@ -1175,6 +1175,14 @@ def check_imap(probe: ImapProbe) -> Result:
 
 # --- the spam filter (rspamd and Redis), read over SSH -----------------------------------------------
 
+# What listens for the spam filter, each on the host's loopback only (components/services/rspamd.py).
+SPAM_FILTER_PORTS = {
+    "rspamd's milter": rspamd.PROXY_PORT,
+    "rspamd's scanner": int(rspamd.NORMAL_ADDRESS.rpartition(":")[2]),
+    "rspamd's controller": int(rspamd.CONTROLLER_ADDRESSES[0].rpartition(":")[2]),
+    "Redis": rspamd.REDIS_PORT,
+}
+REDIS_ADDRESS = f"{rspamd.REDIS_SERVER}:{rspamd.REDIS_PORT}"
 _SPAM_FILTER_FIX = "pulumi up the host stack (its rspamd unit starts rspamd and Redis); on the host: service rspamd status"
 
 
@@ -1258,15 +1266,14 @@ def _spam_filter_checks(cfg: HostConfig, options: Options) -> list[Result]:
     try:
         if not options.ssh:
             raise HostUnavailable("SSH is off (--no-ssh)")
-        state = read_spam_filter_state(cfg, rspamd.MILTER_ADDRESS, rspamd.REDIS_ADDRESS, rspamd.CONTROLLER_ADDRESS,
-                                       options.timeout)
+        state = read_spam_filter_state(cfg, rspamd.PROXY_ADDRESS, REDIS_ADDRESS, rspamd.STAT_COMMAND, options.timeout)
     except HostUnavailable as err:
         return [warned(n, f"not checked: they listen on the host's loopback only, and the host was not asked: {err}",
                        "let verify reach the host over SSH (the host stack's connection)") for n in names]
     return [
-        check_spam_filter_listeners(state.listeners, rspamd.LOOPBACK_PORTS),
-        check_spam_filter_milter(state.milter, rspamd.MILTER_ADDRESS),
-        check_redis_ping(state.redis, rspamd.REDIS_ADDRESS),
+        check_spam_filter_listeners(state.listeners, SPAM_FILTER_PORTS),
+        check_spam_filter_milter(state.milter, rspamd.PROXY_ADDRESS),
+        check_redis_ping(state.redis, REDIS_ADDRESS),
         check_spam_learned(state.stat),
     ]
 

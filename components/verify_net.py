@@ -678,15 +678,18 @@ class SpamFilterState:
     stat: str  # rspamc stat's output (learned counts)
 
 
-def spam_filter_command(cfg: HostConfig, milter: str, redis: str, controller: str) -> str:
-    """Prints four sections (== listen/milter/redis/stat ==) for read_spam_filter_state."""
+def spam_filter_command(cfg: HostConfig, milter: str, redis: str, stat: str) -> str:
+    """Prints four sections (== listen/milter/redis/stat ==) for read_spam_filter_state.
+
+    `milter`, `redis`: HOST:PORT; `stat`: the command that prints rspamd's statistics (rspamd.STAT_COMMAND).
+    """
     sudo = "" if cfg.ssh_user == "root" else "sudo -n "
     redis_host, _, redis_port = redis.rpartition(":")
     script = (
         "echo '== listen =='; ss -Hltn | awk '{ print $4 }'; "
         f"echo '== milter =='; {_MILTER_HELLO} {shlex.quote(milter)}; "
         f"echo '== redis =='; redis-cli -h {shlex.quote(redis_host)} -p {shlex.quote(redis_port)} ping 2>&1; "
-        f"echo '== stat =='; rspamc -h {shlex.quote(controller)} stat 2>&1; echo '== end =='"
+        f"echo '== stat =='; {stat} 2>&1; echo '== end =='"
     )
     return f"{sudo}sh -c {shlex.quote(script)}"
 
@@ -710,8 +713,8 @@ def parse_spam_filter_state(text: str) -> SpamFilterState:
     )
 
 
-def read_spam_filter_state(cfg: HostConfig, milter: str, redis: str, controller: str,
+def read_spam_filter_state(cfg: HostConfig, milter: str, redis: str, stat: str,
                            timeout: float = 10.0) -> SpamFilterState:
     """rspamd's and Redis's state on the host, over SSH (HostUnavailable: why it could not be read)."""
-    result = run_on_host(cfg, spam_filter_command(cfg, milter, redis, controller), timeout)
+    result = run_on_host(cfg, spam_filter_command(cfg, milter, redis, stat), timeout)
     return parse_spam_filter_state(result.stdout)

@@ -13,7 +13,7 @@ from components.verify_net import HostUnavailable, parse_spam_filter_state
 
 from .test_verify import config
 
-PORTS = {"rspamd milter": 11332, "rspamd scanner": 11333, "rspamd controller": 11334, "Redis": 6379}
+PORTS = v.SPAM_FILTER_PORTS
 
 STAT = """\
 Results for command: stat (0.003 seconds)
@@ -103,9 +103,13 @@ def test_no_statistics_fails():
     assert result.status == v.FAIL and "cannot connect" in result.reason
 
 
+def test_the_ports_are_rspamds_and_redis_own():
+    assert sorted(PORTS.values()) == [6379, 11332, 11333, 11334]
+
+
 def test_the_host_command_asks_loopback_only_and_quotes_what_it_names():
-    command = verify_net.spam_filter_command(config().host, rspamd.MILTER_ADDRESS, rspamd.REDIS_ADDRESS,
-                                             rspamd.CONTROLLER_ADDRESS)
+    command = verify_net.spam_filter_command(config().host, rspamd.PROXY_ADDRESS, v.REDIS_ADDRESS,
+                                             rspamd.STAT_COMMAND)
     assert command.startswith("sh -c '") or command.startswith("sudo -n sh -c '")
     for section in ("listen", "milter", "redis", "stat", "end"):
         assert f"== {section} ==" in command
