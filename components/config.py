@@ -600,6 +600,9 @@ class HostConfig(_Stack):
         description="Addresses or networks never banned, e.g. the address you deploy from (203.0.113.5, 2001:db8::/48)",
     )
 
+    # -- spam filtering (rspamd); learning from Junk and filing into it (README, "Learning from Junk")
+    spam_filter: bool = Field(default=True, description="Filter spam with rspamd; learn from Junk; file spam into Junk")
+
     # -- moving a host from the single-domain layout (README, "Moving a host to the multi-domain layout")
     adopt: Line = Field(
         default="",
