@@ -1148,6 +1148,7 @@ FORMS: dict[str, tuple[str, str]] = {
     "fail2ban_ban_time": ("a duration", "1h"),
     "fail2ban_ignore_addresses": ("a list of addresses or networks", "[203.0.113.5, 2001:db8::/48]"),
     "fail2ban_ignore_addresses[]": ("an address or a network", "203.0.113.5"),
+    "spam_filter": ("true or false", "true"),
     # both
     "cloudflare_zone_id": ("a Cloudflare zone id", "32 hex digits"),
     "cloudflare_zone_name": ("a zone name", "example.com"),

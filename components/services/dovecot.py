@@ -31,9 +31,10 @@ _CONF_D = [
     "90-spam.conf",
 ]
 
-# rspamd's controller on loopback, and how long the learning program waits for it (Dovecot
-# kills a pipe program after 10 s: sieve_pipe_exec_timeout).
-LEARN_COMMAND = "rspamc -h 127.0.0.1:11334"
+# How the learning program asks rspamd's controller to learn the message on its stdin, and
+# how long it waits (Dovecot kills a pipe program after 10 s: sieve_pipe_exec_timeout).
+LEARN_SPAM_COMMAND = "rspamc -h 127.0.0.1:11334 learn_spam"
+LEARN_HAM_COMMAND = "rspamc -h 127.0.0.1:11334 learn_ham"
 LEARN_TIMEOUT_SECONDS = 5
 
 # The global scripts of spam_filter, each compiled beside itself: installed and compiled
@@ -53,7 +54,7 @@ def files(cfg: HostConfig) -> list[HostFile]:
         host_file(paths.QUOTA_WARNING_SCRIPT, "dovecot/quota-warning.sh.j2", mode="0755", cfg=cfg),
         *(host_file(path, template, cfg=cfg) for path, template in SPAM_SIEVE.items()),
         host_file(f"{paths.SIEVE_PIPE_DIR}/{paths.LEARN_PROGRAM}", "dovecot/learn.sh.j2", mode="0755",
-                  learn_command=LEARN_COMMAND, learn_timeout=LEARN_TIMEOUT_SECONDS),
+                  learn_spam=LEARN_SPAM_COMMAND, learn_ham=LEARN_HAM_COMMAND, learn_timeout=LEARN_TIMEOUT_SECONDS),
     ]
 
 

@@ -51,7 +51,10 @@ PASSWORD = "junk-Secret-1"
 # grace's handles mailing lists only, and keeps the rest.
 FRANK_SIEVE = 'require ["fileinto"];\nif header :is "X-Spam" "Yes" {\n  fileinto "INBOX";\n  stop;\n}\n'
 GRACE_SIEVE = 'require ["fileinto", "mailbox"];\nif header :contains "subject" "[lists]" {\n  fileinto :create "Lists";\n}\n'
-USERS = {"erin@example.com": None, "frank@example.com": FRANK_SIEVE, "grace@example.com": GRACE_SIEVE}
+# henry's stops on spam without filing it: the message is still to be kept, so the Junk script runs.
+HENRY_SIEVE = 'if header :is "X-Spam" "Yes" {\n  stop;\n}\n'
+USERS = {"erin@example.com": None, "frank@example.com": FRANK_SIEVE, "grace@example.com": GRACE_SIEVE,
+         "henry@example.com": HENRY_SIEVE}
 
 # Stands in for rspamc: records its arguments and the message, then answers as rspamc does on success.
 FAKE_RSPAMC = """#!/bin/sh
@@ -85,7 +88,8 @@ def _setup(root: Path, port: int) -> None:
         paths.SIEVE_PIPE_DIR: f"{root}/sieve-pipe",
         "uid=vmail gid=vmail": "uid=nobody gid=nogroup",
         f"user = {paths.VMAIL_USER}": "user = nobody",
-        dovecot_service.LEARN_COMMAND: f"{root}/rspamc",
+        dovecot_service.LEARN_SPAM_COMMAND: f"{root}/rspamc learn_spam",
+        dovecot_service.LEARN_HAM_COMMAND: f"{root}/rspamc learn_ham",
     }
     for folder in ("conf.d", "sieve-spam", "sieve", "sieve-pipe", "learned", "vmail"):
         (root / folder).mkdir()
@@ -267,6 +271,13 @@ def test_a_users_script_that_files_spam_itself_keeps_it_out_of_junk(dovecot):
     deliver(root, "frank@example.com", "frank-spam", spam=True)
     assert "frank-spam" in subjects(port, "frank@example.com", "INBOX")
     assert "frank-spam" not in subjects(port, "frank@example.com", "Junk")
+
+
+def test_a_bare_stop_leaves_the_message_to_the_junk_script(dovecot):
+    root, port = dovecot
+    deliver(root, "henry@example.com", "henry-spam", spam=True)
+    assert subjects(port, "henry@example.com", "Junk") == ["henry-spam"]
+    assert "henry-spam" not in subjects(port, "henry@example.com", "INBOX")
 
 
 def test_moving_into_junk_learns_spam_and_out_of_it_ham(dovecot):

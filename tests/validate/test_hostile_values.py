@@ -114,6 +114,8 @@ HOST_BASE: dict[str, Any] = {
     "fail2ban_find_time": "10m",
     "fail2ban_ban_time": "1h",
     "fail2ban_ignore_addresses": ["203.0.113.5", "2001:db8:5::/48"],
+    # A boolean, as Pulumi hands every config value over: text.
+    "spam_filter": "true",
 }
 
 DOMAIN_BASE: dict[str, Any] = {
