@@ -50,7 +50,8 @@ PASSWORD = "junk-Secret-1"
 # erin has no script of her own (the default one runs); frank's files spam himself, into INBOX;
 # grace's handles mailing lists only, and keeps the rest.
 FRANK_SIEVE = 'require ["fileinto"];\nif header :is "X-Spam" "Yes" {\n  fileinto "INBOX";\n  stop;\n}\n'
-GRACE_SIEVE = 'require ["fileinto", "mailbox"];\nif header :contains "subject" "[lists]" {\n  fileinto :create "Lists";\n}\n'
+GRACE_SIEVE = ('require ["fileinto", "mailbox"];\n'
+               'if header :contains "subject" "[lists]" {\n  fileinto :create "Lists";\n}\n')
 # henry's stops on spam without filing it: the message is still to be kept, so the Junk script runs.
 HENRY_SIEVE = 'if header :is "X-Spam" "Yes" {\n  stop;\n}\n'
 USERS = {"erin@example.com": None, "frank@example.com": FRANK_SIEVE, "grace@example.com": GRACE_SIEVE,
