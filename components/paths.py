@@ -76,7 +76,6 @@ DOVECOT_CONF_D = f"{DOVECOT_DIR}/conf.d"
 # Dovecot's sieve_default (90-sieve.conf), compiled beside itself.
 DEFAULT_SIEVE_DIR = f"{DOVECOT_DIR}/sieve"
 DEFAULT_SIEVE = f"{DEFAULT_SIEVE_DIR}/default.sieve"
-DEFAULT_SIEVE_BINARY = f"{DEFAULT_SIEVE_DIR}/default.svbin"
 # Learning from Junk and filing spam into it (mailstack:spam_filter; README, "Learning from Junk"):
 # Dovecot's global Sieve scripts, compiled beside themselves, and the one program they may pipe a
 # message to (sieve_pipe_bin_dir: the scripts name programs in it, never a path).

@@ -4,8 +4,8 @@ Host level only: the conf.d files mailstack owns, the default Sieve script,
 the quota warning script, and the spam scripts (templates/dovecot/): the
 global Sieve scripts that learn from Junk over IMAPSieve and file spam into
 Junk (90-spam.conf, README "Learning from Junk"), and the program they pipe a
-message to, which asks rspamd's controller to learn it. The sockets Postfix uses are
-paths.DOVECOT_LMTP_SOCKET, paths.DOVECOT_AUTH_SOCKET and quota-status's
+message to, which asks rspamd's controller to learn it. The sockets Postfix
+uses are paths.DOVECOT_LMTP_SOCKET, paths.DOVECOT_AUTH_SOCKET and quota-status's
 paths.QUOTA_STATUS_SOCKET. Users' own Sieve scripts are domain level:
 components/services/sieve.py.
 """
@@ -47,7 +47,7 @@ SPAM_SIEVE = {
 
 
 def files(cfg: HostConfig) -> list[HostFile]:
-    """The conf.d files mailstack owns, plus the default Sieve script: all host level."""
+    """The conf.d files mailstack owns, the global Sieve scripts and the programs Dovecot runs: all host level."""
     return [
         *(host_file(f"{paths.DOVECOT_CONF_D}/{name}", f"dovecot/{name}.j2", cfg=cfg) for name in _CONF_D),
         host_file(paths.DEFAULT_SIEVE, "dovecot/default.sieve.j2", cfg=cfg),
