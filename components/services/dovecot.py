@@ -16,6 +16,7 @@ from components import paths
 from components.checks import silent, staged
 from components.config import HostConfig
 from components.render import HostFile, host_file
+from components.services import rspamd
 
 NAME = "dovecot"
 PACKAGES = ("dovecot-core", "dovecot-imapd", "dovecot-lmtpd", "dovecot-sieve")
@@ -31,10 +32,11 @@ _CONF_D = [
     "90-spam.conf",
 ]
 
-# How the learning program asks rspamd's controller to learn the message on its stdin, and
-# how long it waits (Dovecot kills a pipe program after 10 s: sieve_pipe_exec_timeout).
-LEARN_SPAM_COMMAND = "rspamc -h 127.0.0.1:11334 learn_spam"
-LEARN_HAM_COMMAND = "rspamc -h 127.0.0.1:11334 learn_ham"
+# How the learning program asks rspamd's controller to learn the message on its stdin
+# (rspamd's: its learning socket, for vmail), and how long it waits (Dovecot kills a pipe
+# program after 10 s: sieve_pipe_exec_timeout).
+LEARN_SPAM_COMMAND = rspamd.LEARN_SPAM_COMMAND
+LEARN_HAM_COMMAND = rspamd.LEARN_HAM_COMMAND
 LEARN_TIMEOUT_SECONDS = 5
 
 # The global scripts of spam_filter, each compiled beside itself: installed and compiled
