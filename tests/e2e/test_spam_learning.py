@@ -34,7 +34,6 @@ from components.services import rspamd
 
 from .conftest import run_client, wait_for
 from .stack import password, stack_users
-from .test_spam_filter import header_band  # rspamd scores it in the header band (that module checks)
 from .test_submission import OUTSIDE
 
 COM = "example.com"
@@ -62,6 +61,14 @@ def message(token: str, extra_headers: str = "") -> str:
             f"Date: {email.utils.formatdate()}\r\nMessage-ID: <{token}@example.net>\r\nMIME-Version: 1.0\r\n"
             f"Content-Type: text/plain; charset=utf-8\r\n{extra_headers}\r\n"
             f"Dear Carol,\r\n\r\n{PARAGRAPH}\r\n\r\nHarbour Office\r\n{token}\r\n")
+
+
+def header_band(token: str) -> str:
+    """No Date, no Message-ID, no To, a subject in capitals: rspamd's header symbols add up to its
+    header band with the lab's scores (tests/e2e/test_spam_filter.py's message, whose score that
+    module checks; the same text here)."""
+    return (f"From: <{OUTSIDE}>\r\nSubject: FREE MONEY WAITING FOR YOU NOW {token.upper()}\r\n\r\n"
+            f"Claim your free money now, click here.\r\n{token}\r\n")
 
 
 def from_peer(lab, text: str) -> None:
@@ -162,7 +169,7 @@ def test_normal_mail_stays_in_the_inbox(mx):
 
 def test_spam_in_the_header_band_is_filed_into_junk(mx):
     token = new_token("junk")
-    from_peer(mx, header_band(token, to=CAROL))
+    from_peer(mx, header_band(token))
     assert arrived(mx, token) == "Junk"
     (filed,) = [m for m in folder(mx, "Junk") if token in m]
     assert re.search(r"(?m)^X-Spam: Yes\r?$", filed), filed[:3000]
@@ -182,7 +189,7 @@ def test_a_users_own_script_decides_where_spam_goes(mx, deployment):
     deployment.up_domain(COM, users=users)
     try:
         token = new_token("own")
-        from_peer(mx, header_band(token, to=CAROL))
+        from_peer(mx, header_band(token))
         assert arrived(mx, token) == "Suspect"
         assert not any(token in m for m in folder(mx, "Junk"))
     finally:
