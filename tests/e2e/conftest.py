@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import time
+from email.utils import formatdate, make_msgid
 from pathlib import Path
 
 import pytest
@@ -95,6 +96,13 @@ def wait_for(probe, timeout: float = 30.0, every: float = 0.5):
         if result or time.monotonic() > deadline:
             return result
         time.sleep(every)
+
+
+def whole_message(mail_from: str, to: str, subject: str, body: str) -> str:
+    """A message as a mail program writes it (From, To, Date, Message-ID), not a bare Subject and body:
+    rspamd scores a message without them (MISSING_DATE, MISSING_MID, ...) into its greylist band."""
+    return (f"From: {mail_from}\r\nTo: {to}\r\nSubject: {subject}\r\nDate: {formatdate(localtime=True)}\r\n"
+            f"Message-ID: {make_msgid(domain=mail_from.rpartition('@')[2])}\r\n\r\n{body}\r\n")
 
 
 def run_client(lab, on: str, command: str, **args) -> dict:

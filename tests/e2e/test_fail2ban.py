@@ -19,7 +19,7 @@ import uuid
 
 import pytest
 
-from .conftest import run_client, wait_for
+from .conftest import run_client, wait_for, whole_message
 from .deploy import DeploymentFailed
 
 MAX_RETRY = 3
@@ -96,11 +96,12 @@ def test_stranger_failing_auth_is_banned_on_every_mail_port_while_peer_and_clien
     subject = f"during a ban {uuid.uuid4()}"
     delivered = run_client(lab, "peer", "send", host=lab.mx.ipv4, port=25, helo="peer.example.net",
                            mail_from="someone@example.net", rcpt_to=["alice@example.com"],
-                           message=f"Subject: {subject}\r\n\r\nstill welcome\r\n")
+                           message=whole_message("someone@example.net", "alice@example.com", subject, "still welcome"))
     assert delivered["ok"], delivered
     sent = run_client(lab, "client", "send", host=lab.mx.ipv4, port=587, helo="laptop.example.org", starttls=True,
                       login=["alice@example.com", "alice.com-Secret-1"], mail_from="alice@example.com",
-                      rcpt_to=["carol@example.com"], message=f"Subject: {subject}\r\n\r\nstill sending\r\n")
+                      rcpt_to=["carol@example.com"],
+                      message=whole_message("alice@example.com", "carol@example.com", subject, "still sending"))
     assert sent["ok"], sent
 
     # The ban lasts its time (still on halfway through), then lifts by itself.
