@@ -35,7 +35,8 @@ pytestmark = pytest.mark.skipif(find_pulumi() is None, reason="no Pulumi CLI bui
                                                                 "(scripts/build-pulumi builds it)")
 
 HOST_UNITS = ["host-packages", "host-tls", "host-tables", "host-opendkim", "host-policyd-spf", "host-resolver",
-              "host-dovecot", "host-postfix", "host-fail2ban", "host-web"]  # host-web: tls acme (nginx for MTA-STS)
+              "host-rspamd", "host-dovecot", "host-postfix", "host-fail2ban",
+              "host-web"]  # host-web: tls acme (nginx for MTA-STS)
 # mta-sts and autoconfig: on an acme host. The DKIM key unit is named by its selector (example.org: s2026).
 DOMAIN_UNITS = ["domain-dkim-signing", "domain-files", "domain-passwords", "domain-mta-sts", "domain-autoconfig"]
 
