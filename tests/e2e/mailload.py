@@ -54,6 +54,7 @@ SENDER_SETTINGS = {
     "maximal_backoff_time": "10s",
 }
 MESSAGE_ID = re.compile(rb"^Message-Id:[ \t]*<([^>\r\n]+)>", re.IGNORECASE | re.MULTILINE)
+SPAMD_RESULT = re.compile(rb"^X-Spamd-Result:", re.IGNORECASE | re.MULTILINE)
 CLEANUP_ID = re.compile(r"cleanup\[\d+\]: ([0-9A-Za-z]+): message-id=<([^>]+)>")
 QUEUE_STATUS = re.compile(r"\]: ([0-9A-Za-z]+): to=<[^>]*>,.*\bstatus=(sent|deferred|bounced|expired)\b")
 
@@ -94,7 +95,7 @@ class LoadRun:
     processes: list[subprocess.Popen]
     started: float  # time.monotonic() at the start
     mailboxes: tuple[str, ...] = MAILBOXES
-    _seen: dict[Path, str | None] = field(default_factory=dict)
+    _seen: dict[Path, tuple[str, bool] | None] = field(default_factory=dict)  # file -> (Message-ID, judged)
     last_at: float | None = None  # monotonic time when the last message was counted on mx
 
     def ours(self, message_id: str) -> bool:
@@ -131,23 +132,31 @@ class LoadRun:
             for path in message_files(maildir(self.lab, mailbox)):
                 if path not in self._seen:
                     self._seen[path] = self._message_id(path)
-                message_id = self._seen[path]
-                if message_id is not None:
-                    found[message_id] += 1
+                seen = self._seen[path]
+                if seen is not None:
+                    found[seen[0]] += 1
         # Files gone (moved new/ -> cur/ by an IMAP client) are no longer counted twice.
         present = {p for mailbox in self.mailboxes for p in message_files(maildir(self.lab, mailbox))}
         for path in [p for p in self._seen if p not in present]:
             del self._seen[path]
         return found
 
-    def _message_id(self, path: Path) -> str | None:
+    def _message_id(self, path: Path) -> tuple[str, bool] | None:
+        """(Message-ID, judged by rspamd: an X-Spamd-Result header) of one of the run's messages; None for
+        any other file."""
         try:
             head = path.read_bytes()[:65536].split(b"\n\n", 1)[0].split(b"\r\n\r\n", 1)[0]
         except OSError:
             return None  # moved away meanwhile: counted at its new name on the next look
         match = MESSAGE_ID.search(head)
         message_id = match.group(1).decode(errors="replace") if match else None
-        return message_id if message_id and self.ours(message_id) else None
+        if not message_id or not self.ours(message_id):
+            return None
+        return message_id, SPAMD_RESULT.search(head) is not None
+
+    def not_judged(self) -> list[str]:
+        """The run's delivered messages without rspamd's X-Spamd-Result header (call delivered() first)."""
+        return sorted(seen[0] for seen in self._seen.values() if seen is not None and not seen[1])
 
     def delivered_count(self) -> int:
         return sum(self.delivered().values())
@@ -168,16 +177,6 @@ class LoadRun:
         """The run's messages over the time from smtp-source's start to the last one counted on mx."""
         end = self.last_at or time.monotonic()
         return self.total / max(end - self.started, 1e-6)
-
-    def headers_of_one(self) -> bytes:
-        """The header of one of the run's delivered messages (what rspamd added, for one)."""
-        for path, message_id in list(self._seen.items()):
-            if message_id is not None:
-                try:
-                    return path.read_bytes().split(b"\n\n", 1)[0]
-                except OSError:
-                    continue
-        return b""
 
     def forget(self) -> None:
         """Expunge the run's mail from the mailboxes (every folder), so that the lab's users are as before."""
