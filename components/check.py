@@ -69,6 +69,7 @@ PACKAGES = {
     "named-checkzone": "bind9-utils",
     "unbound-checkconf": "unbound",
     "fail2ban-client": "fail2ban",
+    "rspamadm": "rspamd",
     "unshare": "util-linux",
     "mount": "mount",
     "ip": "iproute2",
@@ -81,6 +82,7 @@ NEEDED = {
     "sieve": ["sievec"],
     "resolver": ["unbound-checkconf"],
     "fail2ban": ["fail2ban-client"],
+    "rspamd": ["rspamadm"],
 }
 NAMESPACES = ["unshare", "mount", "ip"]
 # A host stack's services, in the order their checks run and are reported.
@@ -187,6 +189,8 @@ def host_setup(addresses: list[str], scratch: Path, dovecot: Path | None = None)
         # The tables unit builds the shared tables (empty until a domain stack runs) before the daemons' units.
         f"mkdir -p {paths.DKIM_KEY_DIR} {paths.POSTFIX_TABLES_DIR}",
         f"touch {paths.DKIM_KEY_TABLE} {paths.DKIM_SIGNING_TABLE}",
+        # ... and the vmail account (rspamd's learning socket is the vmail group's).
+        f"getent group {paths.VMAIL_USER} >/dev/null || groupadd --system {paths.VMAIL_USER}",
     ]
     if dovecot is not None:
         lines.append(f"cp -r {q(str(dovecot / paths.DOVECOT_DIR.lstrip('/')))}/. {paths.DOVECOT_DIR}/")

@@ -116,6 +116,11 @@ UNLIMITED = "unlimited"
 _PARAMETER_REF = re.compile(r"\$(?:([A-Za-z0-9_]+)|\{([A-Za-z0-9_]+)\}|\(([A-Za-z0-9_]+)\))")
 # The parameters a banner may show: who we are, and the software's name (never its version).
 BANNER_PARAMETERS = ("myhostname", "mydomain", "myorigin", "mail_name")
+# rspamd's controller password (mailstack:spam_controller_password): plain text that
+# rspamd's config syntax keeps as it is (no quote, backslash or $ variable), or the
+# hash `rspamadm pw` prints ($2$salt$hash).
+_RSPAMD_PASSWORD = re.compile(r"[!#%-\[\]-~]{12,128}")
+_RSPAMD_PASSWORD_HASH = re.compile(r"\$[0-9]\$[a-z0-9]{8,64}\$[a-z0-9]{16,128}")
 _SSH_PUBLIC_KEY = re.compile(r"[a-z0-9@.-]+ [A-Za-z0-9+/]+={0,3}(?: [ -~]*)?")
 
 
@@ -384,6 +389,11 @@ NotifyClass = Annotated[Line, AfterValidator(_notify_class)]
 Int = Annotated[int, BeforeValidator(_not_a_bool)]
 
 
+# An rspamd score threshold (mailstack:spam_*_score): a whole number, as Pulumi.yaml
+# declares it (rspamd itself would take a fraction; no careful setting needs one).
+Score = Annotated[int, BeforeValidator(_not_a_bool), Field(ge=1, le=1000)]
+
+
 # --- the model ----------------------------------------------------------------------------
 #
 # Two kinds of stack share one host. The host stack (HostConfig) sets up the
@@ -600,6 +610,24 @@ class HostConfig(_Stack):
         description="Addresses or networks never banned, e.g. the address you deploy from (203.0.113.5, 2001:db8::/48)",
     )
 
+    # -- spam filtering: rspamd and Redis (README, "Spam filtering")
+    spam_filter: bool = Field(
+        default=True, description="Run rspamd (with Redis) as a milter: reject, greylist or mark spam"
+    )
+    spam_reject_score: Score = Field(default=15, description="rspamd score at which mail is refused (5xx)")
+    spam_header_score: Score = Field(
+        default=6, description="rspamd score at which mail gets X-Spam: Yes (and goes to Junk)"
+    )
+    spam_greylist_score: Score = Field(
+        default=4, description="rspamd score at which an unauthenticated sender's first delivery is greylisted (4xx)"
+    )
+    greylisting: bool = Field(default=True, description="Greylist mail scoring between spam_greylist_score and spam_header_score")
+    greylist_delay: Line = Field(default="5m", description="How long a greylisted sender must wait before its retry is accepted")
+    spam_controller_password: SecretStr | None = Field(
+        default=None,
+        description="Password of rspamd's web interface and controller (secret); none: no password logins",
+    )
+
     # -- moving a host from the single-domain layout (README, "Moving a host to the multi-domain layout")
     adopt: Line = Field(
         default="",
@@ -645,6 +673,46 @@ class HostConfig(_Stack):
             raise ValueError(
                 f"{shown(value)} is not a duration fail2ban takes (expected a number and a unit: s, m, h, d or w, "
                 "e.g. 10m or 1h)"
+            )
+        return value
+
+    @field_validator("greylist_delay", mode="before")
+    @classmethod
+    def _greylist_delay_number(cls, value: Any) -> Any:
+        # YAML reads `300` as a number: seconds.
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @field_validator("greylist_delay")
+    @classmethod
+    def _greylist_delay(cls, value: str) -> str:
+        match = _POSTFIX_TIME.fullmatch(value)
+        if not match or match[2] == "w" or int(match[1]) == 0:
+            raise ValueError(f"{shown(value)} is not a duration (expected a number with s, m, h or d, e.g. 5m)")
+        if duration_seconds(value) > 86400:
+            # rspamd forgets a greylisted sender after a day (greylist expire): a longer wait never ends.
+            raise ValueError(f"{shown(value)} is longer than a day (expected e.g. 5m)")
+        return value
+
+    @field_validator("spam_controller_password", mode="before")
+    @classmethod
+    def _controller_password_empty(cls, value: Any) -> Any:
+        # Pulumi.yaml's default "" (the engine sends it): no password.
+        return None if value == "" else value
+
+    @field_validator("spam_controller_password")
+    @classmethod
+    def _controller_password(cls, value: SecretStr | None) -> SecretStr | None:
+        # Never echo the value: it is a secret.
+        if value is None:
+            return None
+        secret = value.get_secret_value()
+        if _RSPAMD_PASSWORD_HASH.fullmatch(secret):
+            return value
+        if not _RSPAMD_PASSWORD.fullmatch(secret):
+            raise ValueError(
+                "is not a password rspamd's config can hold (expected 12 to 128 printable ASCII characters without "
+                "spaces, '\"', '\\' or '$', or a hash from `rspamadm pw`; set it with "
+                "`pulumi config set --secret spam_controller_password`)"
             )
         return value
 
@@ -822,6 +890,17 @@ class HostConfig(_Stack):
             problems.append(
                 ("smtpd_tls_key_file", f"{self.smtpd_tls_key_file!r} is also smtpd_tls_cert_file "
                  "(expected two files: the key and the certificate's full chain)")
+            )
+        # rspamd's actions in rising order: greylist, then the header, then reject.
+        if self.spam_header_score >= self.spam_reject_score:
+            problems.append(
+                ("spam_header_score", f"{self.spam_header_score:g} is not below spam_reject_score "
+                 f"({self.spam_reject_score:g}) (expected spam_greylist_score < spam_header_score < spam_reject_score)")
+            )
+        if self.spam_greylist_score >= self.spam_header_score:
+            problems.append(
+                ("spam_greylist_score", f"{self.spam_greylist_score:g} is not below spam_header_score "
+                 f"({self.spam_header_score:g}) (expected spam_greylist_score < spam_header_score < spam_reject_score)")
             )
         if problems:
             raise _CrossKeyProblems(problems)
@@ -1145,6 +1224,13 @@ FORMS: dict[str, tuple[str, str]] = {
     "fail2ban_ban_time": ("a duration", "1h"),
     "fail2ban_ignore_addresses": ("a list of addresses or networks", "[203.0.113.5, 2001:db8::/48]"),
     "fail2ban_ignore_addresses[]": ("an address or a network", "203.0.113.5"),
+    "spam_filter": ("true or false", "true"),
+    "spam_reject_score": ("a whole number from 1 to 1000", "15"),
+    "spam_header_score": ("a whole number from 1 to 1000", "6"),
+    "spam_greylist_score": ("a whole number from 1 to 1000", "4"),
+    "greylisting": ("true or false", "true"),
+    "greylist_delay": ("a duration", "5m"),
+    "spam_controller_password": ("a password or a hash from `rspamadm pw`", "set with `pulumi config set --secret`"),
     # both
     "cloudflare_zone_id": ("a Cloudflare zone id", "32 hex digits"),
     "cloudflare_zone_name": ("a zone name", "example.com"),
@@ -1183,7 +1269,8 @@ FORMS: dict[str, tuple[str, str]] = {
 
 # Keys whose values are never shown: secrets, and everything under `users`
 # (a wrongly shaped users list may hold password hashes anywhere).
-SECRET_KEYS = frozenset({"ssh_private_key", "ssh_host_key", "password_hash", "acme_cloudflare_token"})
+SECRET_KEYS = frozenset({"ssh_private_key", "ssh_host_key", "password_hash", "acme_cloudflare_token",
+                         "spam_controller_password"})
 
 
 # --- loading --------------------------------------------------------------------------------

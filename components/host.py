@@ -10,6 +10,7 @@ only turns them into `remote.Command` and DNS resources, in this order
               │          └─────────────────────────┘           │
               ├─ policyd-spf ──────────────────────────────────┤
               └─ resolver ─────────────────────────────────────┘
+    packages, tables, resolver ── rspamd ── postfix   (mailstack:spam_filter: Postfix's milter)
     dovecot, postfix ── fail2ban   (mailstack:fail2ban: it reads their logs)
     packages ── tls ── web     (mailstack:tls acme: nginx for MTA-STS policies)
 
@@ -89,11 +90,16 @@ class MailHost(pulumi.ComponentResource):
         policyd_spf = service("policyd-spf", [packages])
         resolver = service("resolver", [packages])
         dovecot = service("dovecot", [packages, tls, tables])
-        postfix = service("postfix", [packages, tls, tables, opendkim, policyd_spf, dovecot, resolver])
+        # rspamd and Redis (mailstack:spam_filter): Postfix's milter, so before Postfix
+        # names it; after tables (its learning socket's group is vmail's).
+        spam: list[pulumi.Resource] = []
+        if cfg.spam_filter:
+            spam = [command("rspamd", units.rspamd_unit(cfg, self.host_id, files["rspamd"]), [packages, tables, resolver])]
+        postfix = service("postfix", [packages, tls, tables, opendkim, policyd_spf, dovecot, resolver, *spam])
 
         tls_facts = tls.stdout.apply(tls_service.unit_facts)
         self.tls_fingerprint = tls_facts.apply(lambda facts: facts["fingerprint"])
-        self.units = [packages, tls, tables, opendkim, policyd_spf, resolver, dovecot, postfix]
+        self.units = [packages, tls, tables, opendkim, policyd_spf, resolver, dovecot, *spam, postfix]
         # fail2ban (mailstack:fail2ban): after the daemons whose logs its jails read.
         if cfg.fail2ban:
             self.units.append(service("fail2ban", [packages, dovecot, postfix]))

@@ -34,7 +34,7 @@ from components.config import DomainConfig, HostConfig
 from components.hostfacts import HostFacts
 from components.render import HostFile, render_template
 from components.services import (
-    CHECKS, CONFIG_DIRS, PACKAGES, SERVICES, fail2ban, mailboxes, opendkim, sieve, tables, tls, web,
+    CHECKS, CONFIG_DIRS, PACKAGES, SERVICES, fail2ban, mailboxes, opendkim, rspamd, sieve, tables, tls, web,
 )
 
 
@@ -72,7 +72,8 @@ def _host_owned(cfg: HostConfig, owner: str, script: str) -> Unit:
 
 def packages_unit(cfg: HostConfig, owner: str) -> Unit:
     """The first unit: it claims the host for `owner` (every unit checks the claim)."""
-    script = render_template("units/packages.sh.j2", host_name=cfg.host_name, packages=(*PACKAGES, *tls.packages(cfg), *fail2ban.packages(cfg)))
+    script = render_template("units/packages.sh.j2", host_name=cfg.host_name, packages=(*PACKAGES, *tls.packages(cfg), *fail2ban.packages(cfg),
+                                                                                         *rspamd.packages(cfg)))
     return _host_owned(cfg, owner, script)
 
 
@@ -130,7 +131,7 @@ def service_script(cfg: HostConfig, service: str, files: list[HostFile]) -> str:
     run before the swap and after it.
     """
     module = SERVICES[service]
-    step = lambda template: render_template(template, cfg=cfg) if template else ""  # noqa: E731
+    step = lambda template: render_template(template, cfg=cfg, service=module) if template else ""  # noqa: E731
     return _stage_check_swap(
         service,
         cfg.host_name,
@@ -145,6 +146,18 @@ def service_script(cfg: HostConfig, service: str, files: list[HostFile]) -> str:
 def service_unit(cfg: HostConfig, owner: str, service: str, files: list[HostFile]) -> Unit:
     """The service's unit: `service_script`, behind the owner check."""
     return _host_owned(cfg, owner, service_script(cfg, service, files))
+
+
+def rspamd_unit(cfg: HostConfig, owner: str, files: list[HostFile]) -> Unit:
+    """rspamd's unit (mailstack:spam_filter): its stdin is the controller's password (secret).
+
+    So its script is the command itself, as the TLS unit's with tls: acme; after
+    the owner check, it reads the password into a variable (rspamd.PASSWORD_STAGE).
+    """
+    check = render_template("units/owner.sh.j2", host_name=cfg.host_name, owner=owner, adopt=cfg.adopt)
+    read = f'{rspamd.PASSWORD_VARIABLE}=""\nIFS= read -r {rspamd.PASSWORD_VARIABLE} || true\n'
+    script = check + read + service_script(cfg, rspamd.NAME, files)
+    return Unit(_inline(cfg.ssh_user, script), rspamd.password_stdin(cfg), secret=True)
 
 
 def web_script(cfg: HostConfig) -> str:

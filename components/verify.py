@@ -56,6 +56,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from components import paths
 from components.config import DomainConfig, HostConfig
 from components.hostfacts import HostFacts
+from components.services import rspamd
 from components.records import (
     Record,
     domain_mta_sts_policy,
@@ -81,6 +82,7 @@ from components.verify_net import (
     probe_imap,
     probe_relay,
     probe_smtp,
+    read_spam_filter_state,
     fetch_policy,
     probe_vrfy,
     read_host_dkim_key,
@@ -1171,6 +1173,111 @@ def check_imap(probe: ImapProbe) -> Result:
     return passed(name, "; ".join(shown))
 
 
+# --- the spam filter (rspamd and Redis), read over SSH -----------------------------------------------
+
+# What listens for the spam filter, each on the host's loopback only (components/services/rspamd.py).
+SPAM_FILTER_PORTS = {
+    "rspamd's milter": rspamd.PROXY_PORT,
+    "rspamd's scanner": int(rspamd.NORMAL_ADDRESS.rpartition(":")[2]),
+    "rspamd's controller": int(rspamd.CONTROLLER_ADDRESSES[0].rpartition(":")[2]),
+    "Redis": rspamd.REDIS_PORT,
+}
+REDIS_ADDRESS = f"{rspamd.REDIS_SERVER}:{rspamd.REDIS_PORT}"
+_SPAM_FILTER_FIX = "pulumi up the host stack (its rspamd unit starts rspamd and Redis); on the host: service rspamd status"
+
+
+def _listener(text: str) -> tuple[str, int] | None:
+    """ss's local address ("127.0.0.1:6379", "[::1]:11334", "*:25", "127.0.0.53%lo:53") as (address, port)."""
+    address, _, port = text.rpartition(":")
+    if not port.isdigit():
+        return None
+    return address.strip("[]").split("%", 1)[0], int(port)
+
+
+def _loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:  # "*": every address
+        return False
+
+
+def check_spam_filter_listeners(listeners: list[str], ports: dict[str, int]) -> Result:
+    """Each of rspamd's workers and Redis listens, and only on loopback (`ports`: what → port)."""
+    name = "rspamd.listening"
+    found = [parsed for parsed in map(_listener, listeners) if parsed]
+    exposed, missing = [], []
+    for what, port in ports.items():
+        addresses = [address for address, p in found if p == port]
+        if not addresses:
+            missing.append(f"{what} ({port})")
+        exposed += [f"{what} on {address or '*'}:{port}" for address in addresses if not _loopback(address)]
+    if exposed:
+        return failed(name, f"reachable beyond the host: {', '.join(exposed)}",
+                      "bind them to 127.0.0.1 and ::1 only (mailstack's rspamd and Redis files do; something else "
+                      "changed them): pulumi up the host stack, and check /etc/redis/redis.conf's bind")
+    if missing:
+        return failed(name, f"not listening: {', '.join(missing)}", _SPAM_FILTER_FIX)
+    shown = ", ".join(f"{what} {port}" for what, port in ports.items())
+    return passed(name, f"{shown}: on loopback only")
+
+
+def check_spam_filter_milter(answer: str, address: str) -> Result:
+    name = "rspamd.milter"
+    if answer.startswith("answered O"):
+        return passed(name, f"rspamd's milter on {address} answers Postfix's milter negotiation")
+    return failed(name, f"rspamd's milter on {address} does not answer ({answer or 'no answer'}): with the milter's "
+                        "default_action tempfail, mail from outside waits (4xx) until it does", _SPAM_FILTER_FIX)
+
+
+def check_redis_ping(answer: str, address: str) -> Result:
+    name = "redis.ping"
+    if answer.strip() == "PONG":
+        return passed(name, f"Redis on {address} answers PING (rspamd keeps its statistics, greylisting and rates there)")
+    return failed(name, f"Redis on {address} does not answer PING ({answer or 'no answer'}): rspamd cannot learn, "
+                        "greylist or keep rates", "on the host: service redis-server start; then pulumi up the host stack")
+
+
+# rspamd's Bayes classifier judges nothing until it has learned this many messages of each class.
+BAYES_MIN_LEARNS = 200
+
+
+def learned_counts(stat: str) -> dict[str, int]:
+    """`rspamc stat`'s statfiles and what each has learned: {"BAYES_SPAM": 3, "BAYES_HAM": 1}."""
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^Statfile: (\S+) .*?learned: (\d+)", stat, re.M)}
+
+
+def check_spam_learned(stat: str) -> Result:
+    name = "rspamd.learned"
+    counts = learned_counts(stat)
+    if not counts:
+        return failed(name, f"rspamc stat gave no statistics: {stat.splitlines()[-1] if stat else 'no output'}",
+                      _SPAM_FILTER_FIX)
+    spam, ham = counts.get("BAYES_SPAM", 0), counts.get("BAYES_HAM", 0)
+    reason = f"learned {spam} spam, {ham} ham"
+    if min(spam, ham) < BAYES_MIN_LEARNS:
+        reason += (f" (Bayes takes part once each reaches {BAYES_MIN_LEARNS}: users teach it by moving mail "
+                   "into and out of Junk)")
+    return passed(name, reason)
+
+
+def _spam_filter_checks(cfg: HostConfig, options: Options) -> list[Result]:
+    """rspamd's and Redis's state as the host reports it; warnings when SSH cannot ask."""
+    names = ["rspamd.listening", "rspamd.milter", "redis.ping", "rspamd.learned"]
+    try:
+        if not options.ssh:
+            raise HostUnavailable("SSH is off (--no-ssh)")
+        state = read_spam_filter_state(cfg, rspamd.PROXY_ADDRESS, REDIS_ADDRESS, rspamd.STAT_COMMAND, options.timeout)
+    except HostUnavailable as err:
+        return [warned(n, f"not checked: they listen on the host's loopback only, and the host was not asked: {err}",
+                       "let verify reach the host over SSH (the host stack's connection)") for n in names]
+    return [
+        check_spam_filter_listeners(state.listeners, SPAM_FILTER_PORTS),
+        check_spam_filter_milter(state.milter, rspamd.PROXY_ADDRESS),
+        check_redis_ping(state.redis, REDIS_ADDRESS),
+        check_spam_learned(state.stat),
+    ]
+
+
 # --- running them ---------------------------------------------------------------------------------
 
 
@@ -1308,12 +1415,13 @@ ORDER = ["dns.mx", "dns.mx-cname", "dns.srv", "dns.a", "dns.aaaa", "dns.ptr", "s
          "mta-sts.policy", "tls-rpt.record", "smtp.banner",
          "smtp.starttls", "smtp.cert", "smtp.auth", "dane.tlsa", "dane.dnssec", "smtp.vrfy", "smtp.etrn", "smtp.relay",
          "smtp.soft_bounce", "submission.starttls", "submission.auth", "submission.etrn", "imap.tls",
-         "postfix.soft_bounce", "postfix.notify_classes"]
+         "postfix.soft_bounce", "postfix.notify_classes", "rspamd.listening", "rspamd.milter", "redis.ping",
+         "rspamd.learned"]
 # What each kind of stack checks (a check with an address runs once per address of the host).
 HOST_CHECKS = ["dns.a", "dns.aaaa", "dns.ptr", "spf.helo", "smtp.banner", "smtp.starttls", "smtp.cert", "smtp.auth",
                "dane.tlsa", "dane.dnssec", "smtp.vrfy", "smtp.etrn", "smtp.relay", "smtp.soft_bounce",
                "submission.starttls", "submission.auth", "submission.etrn", "imap.tls", "postfix.soft_bounce",
-               "postfix.notify_classes"]
+               "postfix.notify_classes", "rspamd.listening", "rspamd.milter", "redis.ping", "rspamd.learned"]
 DOMAIN_CHECKS = ["dns.mx", "dns.mx-cname", "dns.srv", "spf.record", "spf.lookups", "spf.all", "spf.pass", "dkim.record",
                  "dkim.key", "dkim.selectors", "dmarc.record", "dmarc.policy", "mta-sts.record", "mta-sts.policy", "tls-rpt.record"]
 
@@ -1331,6 +1439,7 @@ def _host_tasks(cfg: HostConfig, lookups: Dns, options: Options) -> list[Callabl
         lambda: [check_spf_helo(cfg, lookups)],
         *([lambda: [check_dnssec(cfg, lookups)]] if cfg.dnssec else []),
         lambda: _postfix_settings(cfg, options),
+        *([lambda: _spam_filter_checks(cfg, options)] if cfg.spam_filter else []),
     ]
     for a in cfg.addresses:
         tasks += [

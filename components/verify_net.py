@@ -651,3 +651,70 @@ def read_host_dkim_signing(cfg: HostConfig, domain: str, timeout: float = 10.0) 
         elif word == "key" and value:
             keys.append(value)
     return signing, sorted(keys)
+
+
+# --- the spam filter's state, over SSH ----------------------------------------------------------------
+
+# A milter's first exchange (Sendmail's milter protocol): the MTA offers version 6 with every action and
+# protocol step (SMFIC_OPTNEG, 13 bytes: 'O' and three 32-bit numbers); a milter that works answers with
+# its own 'O' packet. Perl is on every Debian host (perl-base is essential); no message is sent.
+_MILTER_HELLO = (
+    "perl -MIO::Socket::INET -e '"
+    '$SIG{ALRM} = sub { print "timeout\\n"; exit 0 }; alarm 5; '
+    '$s = IO::Socket::INET->new(PeerAddr => $ARGV[0], Timeout => 5) or do { print "refused $!\\n"; exit 0 }; '
+    'print $s pack("NaNNN", 13, "O", 6, 0x1ff, 0x1fffff); '
+    'if (sysread($s, $b, 5) == 5) { ($l, $c) = unpack("Na", $b); print "answered $c\\n" } else { print "closed\\n" }'
+    "'"
+)
+
+
+@dataclass
+class SpamFilterState:
+    """What the host says of rspamd and Redis: raw outputs, judged by components/verify.py."""
+
+    listeners: list[str]  # "ADDRESS:PORT" of every TCP listener on the host (ss -ltn)
+    milter: str  # "answered O", "refused ...", "timeout", "closed"
+    redis: str  # redis-cli PING's answer ("PONG")
+    stat: str  # rspamc stat's output (learned counts)
+
+
+def spam_filter_command(cfg: HostConfig, milter: str, redis: str, stat: str) -> str:
+    """Prints four sections (== listen/milter/redis/stat ==) for read_spam_filter_state.
+
+    `milter`, `redis`: HOST:PORT; `stat`: the command that prints rspamd's statistics (rspamd.STAT_COMMAND).
+    """
+    sudo = "" if cfg.ssh_user == "root" else "sudo -n "
+    redis_host, _, redis_port = redis.rpartition(":")
+    script = (
+        "echo '== listen =='; ss -Hltn | awk '{ print $4 }'; "
+        f"echo '== milter =='; {_MILTER_HELLO} {shlex.quote(milter)}; "
+        f"echo '== redis =='; redis-cli -h {shlex.quote(redis_host)} -p {shlex.quote(redis_port)} ping 2>&1; "
+        f"echo '== stat =='; {stat} 2>&1; echo '== end =='"
+    )
+    return f"{sudo}sh -c {shlex.quote(script)}"
+
+
+def parse_spam_filter_state(text: str) -> SpamFilterState:
+    sections: dict[str, list[str]] = {}
+    current = None
+    for line in text.splitlines():
+        if line.startswith("== ") and line.endswith(" =="):
+            current = line[3:-3]
+            sections[current] = []
+        elif current is not None:
+            sections[current].append(line)
+    if "end" not in sections:
+        raise HostUnavailable("the host's answer was cut short")
+    return SpamFilterState(
+        listeners=[line.strip() for line in sections.get("listen", []) if line.strip()],
+        milter="\n".join(sections.get("milter", [])).strip(),
+        redis="\n".join(sections.get("redis", [])).strip(),
+        stat="\n".join(sections.get("stat", [])).strip(),
+    )
+
+
+def read_spam_filter_state(cfg: HostConfig, milter: str, redis: str, stat: str,
+                           timeout: float = 10.0) -> SpamFilterState:
+    """rspamd's and Redis's state on the host, over SSH (HostUnavailable: why it could not be read)."""
+    result = run_on_host(cfg, spam_filter_command(cfg, milter, redis, stat), timeout)
+    return parse_spam_filter_state(result.stdout)

@@ -2,7 +2,8 @@
 
 Host level (the host stack's, once per host whatever its domains): postfix,
 opendkim, policyd_spf, dovecot, resolver (unbound), fail2ban (with
-mailstack:fail2ban: its files are none, and it has no unit, without), each with
+mailstack:fail2ban: its files are none, and it has no unit, without), rspamd
+(with Redis; likewise with mailstack:spam_filter), each with
 
 - NAME: its unit's name (the host stack's `host-<name>` command);
 - PACKAGES: the Debian packages it needs;
@@ -29,19 +30,25 @@ from __future__ import annotations
 
 from components.config import HostConfig
 from components.render import HostFile
-from components.services import dovecot, fail2ban, opendkim, policyd_spf, postfix, resolver, sieve, tables, tls
+from components.services import (
+    dovecot, fail2ban, opendkim, policyd_spf, postfix, resolver, rspamd, sieve, tables, tls,
+)
 
 # The host's services whose units stage, check, swap and apply files.
-SERVICES = {service.NAME: service for service in (postfix, opendkim, policyd_spf, dovecot, resolver, fail2ban)}
+SERVICES = {
+    service.NAME: service for service in (postfix, opendkim, policyd_spf, dovecot, resolver, fail2ban, rspamd)
+}
 
 # Installed by the first unit, in this order (a new order would change that unit's script);
-# then tls.packages(cfg) and fail2ban.packages(cfg), which depend on the config (units.packages_unit).
+# then tls.packages(cfg), fail2ban.packages(cfg) and rspamd.packages(cfg), which depend on the config
+# (units.packages_unit).
 PACKAGES = (*postfix.PACKAGES, *policyd_spf.PACKAGES, *dovecot.PACKAGES, *opendkim.PACKAGES, *tls.PACKAGES,
             *resolver.PACKAGES)
 
 # Each host service's checks, in the order `python -m components check` runs and reports them.
 NAMED_CHECKS: dict[str, list[tuple[str | None, str]]] = {
-    service.NAME: service.CHECKS for service in (postfix, dovecot, opendkim, policyd_spf, resolver, fail2ban)
+    service.NAME: service.CHECKS
+    for service in (postfix, dovecot, opendkim, policyd_spf, resolver, fail2ban, rspamd)
 }
 
 # What the deploy script runs, service by service (the names are for `check` alone).

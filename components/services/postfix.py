@@ -14,6 +14,7 @@ from components import paths
 from components.checks import silent, staged
 from components.config import HostConfig
 from components.render import HostFile, host_file
+from components.services import rspamd
 
 NAME = "postfix"
 PACKAGES = ("postfix",)
@@ -42,7 +43,7 @@ def _mynetworks(cfg: HostConfig) -> str:
 def files(cfg: HostConfig) -> list[HostFile]:
     """Every file of the unit, in the order it installs them."""
     return [
-        host_file(paths.MAIN_CF, "postfix/main.cf.j2", cfg=cfg, mynetworks=_mynetworks(cfg)),
+        host_file(paths.MAIN_CF, "postfix/main.cf.j2", cfg=cfg, mynetworks=_mynetworks(cfg), milter=rspamd.MILTER),
         host_file(paths.MASTER_CF, "postfix/master.cf.j2", cfg=cfg),
         host_file(
             paths.ALIASES, "postfix/aliases.j2", host_name=cfg.host_name, postmaster_address=cfg.postmaster_address

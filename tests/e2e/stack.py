@@ -26,6 +26,9 @@ from .lab import Lab
 HOST_STACK = "host-e2e"
 # fail2ban's threshold in the lab's host stack: no test but test_fail2ban.py's fails that often.
 LAB_FAIL2BAN_MAX_RETRY = 1000
+# rspamd in the lab's host stack: greylisting's wait, and the controller's password (a secret).
+LAB_GREYLIST_DELAY = "10s"
+LAB_RSPAMD_PASSWORD = "lab-rspamd-controller-secret"
 HOSTNAME = "mail.example.net"
 POSTMASTER_ADDRESS = "alice@example.com"  # where root@ and postmaster@mail.example.net go
 
@@ -148,6 +151,10 @@ def host_config(lab: Lab, **overrides: Any) -> dict[str, Any]:
         # threshold lets them, and test_fail2ban.py deploys real thresholds for itself.
         "mailstack:fail2ban_ignore_addresses": [lab.admin.ipv4, lab.admin.ipv6],
         "mailstack:fail2ban_max_retry": LAB_FAIL2BAN_MAX_RETRY,
+        # rspamd: a greylisted sender's retry is accepted after seconds, not minutes
+        # (tests/e2e/test_spam_filter.py waits that long); the web interface's password.
+        "mailstack:greylist_delay": LAB_GREYLIST_DELAY,
+        "mailstack:spam_controller_password": LAB_RSPAMD_PASSWORD,
     }
     values.update({f"mailstack:{k}": v for k, v in overrides.items()})
     return values

@@ -21,7 +21,8 @@ from tests.program.harness import Evaluation, MailMocks, evaluate
 
 COMMAND = "command:remote:Command"
 DNS_RECORD = "cloudflare:index/dnsRecord:DnsRecord"
-HOST_UNITS = ["packages", "tls", "tables", "opendkim", "policyd-spf", "resolver", "dovecot", "postfix", "fail2ban"]
+HOST_UNITS = ["packages", "tls", "tables", "opendkim", "policyd-spf", "resolver", "dovecot", "rspamd", "postfix",
+              "fail2ban"]
 DOMAIN_UNITS = ["dkim-key-mail", "dkim-signing", "files", "passwords"]
 
 SSH_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAAtestkeymaterial\n-----END OPENSSH PRIVATE KEY-----\n"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import json
+import shlex
 
 import pulumi
 import pytest
@@ -94,9 +95,18 @@ def test_host_units_run_in_the_order_of_the_design(host):
     assert {urn["postfix"], urn["dovecot"]} <= deps["fail2ban"]
 
 
+def _host_script(host, unit: str) -> str:
+    """A host unit's script: its stdin, or its command for rspamd's (whose stdin is the controller's password)."""
+    if unit == "rspamd":
+        sudo_bash, script = host.named("host-rspamd").inputs["create"].split(" -c ", 1)
+        assert sudo_bash in ("bash", "sudo -n bash")
+        return shlex.split(script)[0]
+    return host.named(f"host-{unit}").inputs["stdin"]
+
+
 def test_every_host_unit_checks_that_the_host_is_this_host_stacks(host):
     for unit in HOST_UNITS:
-        script = host.named(f"host-{unit}").inputs["stdin"]
+        script = _host_script(host, unit)
         assert script.startswith("# mailstack: host stack mailstack/host-mail converges mail.example.net."), unit
         assert "owner=mailstack/host-mail\n" in script and "/etc/mailstack/host" in script, unit
     # Another host stack of the project carries its own name.
@@ -116,6 +126,15 @@ def test_host_service_units_carry_their_config_text_in_plain_sight(host):
     assert "auth_username_format = %Lu" in dovecot.inputs["stdin"]
     tables = host.named("host-tables")
     assert "/usr/local/sbin/mailstack-assemble" in tables.inputs["stdin"]
+
+
+def test_rspamd_unit_carries_its_config_in_plain_sight_and_its_password_as_a_secret(host):
+    rspamd = host.named("host-rspamd")
+    assert "stdin" in rspamd.secret_paths
+    script = _host_script(host, "rspamd")
+    assert "reject = 15;" in script and "greylist = 4;" in script and 'bind_socket = "127.0.0.1:11332";' in script
+    # It reads the password before anything else reads stdin; the password's file is the stage's.
+    assert script.index('IFS= read -r rspamd_password') < script.index("STAGE=$(mktemp")
 
 
 def test_host_secrets_stay_secret(host):

@@ -261,7 +261,38 @@ BAD_HOST = [
     ({"vmail_uid": 65534}, "mailstack:vmail_uid: 65534 is more than 60000 (expected a uid, e.g. 5000)"),
     ({"vmail_uid": "vmail"}, "mailstack:vmail_uid: 'vmail' is not a uid (expected e.g. 5000)"),
     ({"vmail_uid": True}, "mailstack:vmail_uid: true is not a uid (expected e.g. 5000)"),
+    # Spam filtering: scores in rising order, each a whole number; a greylist delay rspamd can keep.
+    ({"spam_reject_score": 3}, "mailstack:spam_header_score: 6 is not below spam_reject_score (3) (expected spam_greylist_score < spam_header_score < spam_reject_score)"),
+    ({"spam_greylist_score": 10}, "mailstack:spam_greylist_score: 10 is not below spam_header_score (6) (expected spam_greylist_score < spam_header_score < spam_reject_score)"),
+    ({"spam_header_score": 15}, "mailstack:spam_header_score: 15 is not below spam_reject_score (15) (expected spam_greylist_score < spam_header_score < spam_reject_score)"),
+    ({"spam_reject_score": "lots"}, "mailstack:spam_reject_score: 'lots' is not a whole number from 1 to 1000 (expected e.g. 15)"),
+    ({"spam_reject_score": 7.5}, "mailstack:spam_reject_score: 7.5 is not a whole number from 1 to 1000 (expected e.g. 15)"),
+    ({"spam_reject_score": -1}, "mailstack:spam_reject_score: -1 is less than 1 (expected a whole number from 1 to 1000, e.g. 15)"),
+    ({"spam_header_score": True}, "mailstack:spam_header_score: true is not a whole number from 1 to 1000 (expected e.g. 6)"),
+    ({"spam_filter": "maybe"}, "mailstack:spam_filter: 'maybe' is not true or false (expected e.g. true)"),
+    ({"greylisting": "sometimes"}, "mailstack:greylisting: 'sometimes' is not true or false (expected e.g. true)"),
+    ({"greylist_delay": "soon"}, "mailstack:greylist_delay: 'soon' is not a duration (expected a number with s, m, h or d, e.g. 5m)"),
+    ({"greylist_delay": "0s"}, "mailstack:greylist_delay: '0s' is not a duration (expected a number with s, m, h or d, e.g. 5m)"),
+    ({"greylist_delay": "2d"}, "mailstack:greylist_delay: '2d' is longer than a day (expected e.g. 5m)"),
+    ({"spam_controller_password": 'pass"word123456'}, "mailstack:spam_controller_password: is not a password rspamd's config can hold (expected 12 to 128 printable ASCII characters without spaces, '\"', '\\' or '$', or a hash from `rspamadm pw`; set it with `pulumi config set --secret spam_controller_password`)"),
+    ({"spam_controller_password": "short"}, "mailstack:spam_controller_password: is not a password rspamd's config can hold (expected 12 to 128 printable ASCII characters without spaces, '\"', '\\' or '$', or a hash from `rspamadm pw`; set it with `pulumi config set --secret spam_controller_password`)"),
 ]
+
+
+def test_spam_filter_keys_defaults_and_accepted_values():
+    cfg = host()
+    assert (cfg.spam_filter, cfg.spam_reject_score, cfg.spam_header_score, cfg.spam_greylist_score) == (True, 15, 6, 4)
+    assert (cfg.greylisting, cfg.greylist_delay, cfg.spam_controller_password) == (True, "5m", None)
+    # As Pulumi hands them over: text. A delay in seconds is a number in YAML.
+    cfg = host(spam_reject_score="20", spam_header_score="8", spam_greylist_score="5", greylist_delay=30,
+               spam_controller_password="correct-horse-battery")
+    assert (cfg.spam_reject_score, cfg.spam_header_score, cfg.spam_greylist_score, cfg.greylist_delay) == (20, 8, 5, "30")
+    assert cfg.spam_controller_password.get_secret_value() == "correct-horse-battery"
+    # A hash from `rspamadm pw` is taken as it is.
+    hashed = "$2$yhz1gnbi8xubyo3kbdxssaycgi35nbj4$ky3kfgsfgrfs4x3cgtmdeqtyp3jbqc8zcpfe3atd6hmr8f5f1uey"
+    assert host(spam_controller_password=hashed).spam_controller_password.get_secret_value() == hashed
+    # Off: the order of the scores is still checked (they stay in the stack file).
+    assert host(spam_filter=False).spam_filter is False
 
 
 @pytest.mark.parametrize("overrides,message", BAD_HOST, ids=[m.split(":")[1] for _, m in BAD_HOST])

@@ -115,8 +115,10 @@ GUIDE_MAIN_CF = {
     "permit_mynetworks permit_sasl_authenticated reject_unauth_destination",
     "smtpd_data_restrictions": "reject_unauth_pipelining",
     "milter_default_action": "accept",
-    "smtpd_milters": "unix:/opendkim/opendkim.sock",
-    "non_smtpd_milters": "$smtpd_milters",
+    # OpenDKIM with the guide's accept; then rspamd (spam_filter), whose own tempfail holds mail while it restarts.
+    "smtpd_milters": "unix:/opendkim/opendkim.sock, { inet:127.0.0.1:11332, default_action=tempfail }",
+    # Local mail is signed, not scanned.
+    "non_smtpd_milters": "unix:/opendkim/opendkim.sock",
     # Every hosted domain is a virtual mailbox domain, delivered to Dovecot over LMTP.
     "virtual_transport": "lmtp:unix:private/dovecot-lmtp",
     "virtual_mailbox_domains": "hash:/etc/postfix/mailstack/domains",
@@ -508,6 +510,13 @@ EXPECTED_FILES = {
         "/etc/fail2ban/fail2ban.d/mailstack.conf",
         "/etc/fail2ban/jail.d/mailstack.conf",
         "/etc/fail2ban/jail.d/mailstack-backend.local",
+    ],
+    "rspamd": [
+        *(f"/etc/rspamd/local.d/{name}" for name in [
+            "worker-normal.inc", "worker-controller.inc", "worker-proxy.inc", "redis.conf", "greylist.conf",
+            "milter_headers.conf", "settings.conf", "dkim_signing.conf", "arc.conf", "dmarc.conf",
+        ]),
+        "/etc/rspamd/override.d/actions.conf",
     ],
 }
 

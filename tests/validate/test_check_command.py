@@ -34,6 +34,7 @@ HOST_CHECK_LINES = [
     "ok   policyd-spf: policyd-spf.conf read by policyd-spf",
     "ok   resolver: unbound's drop-in read by unbound-checkconf",
     "ok   fail2ban: fail2ban-client --test",
+    "ok   rspamd: rspamadm configtest",
     "ok   dns: named-checkzone example.net",
 ]
 

@@ -114,6 +114,14 @@ HOST_BASE: dict[str, Any] = {
     "fail2ban_find_time": "10m",
     "fail2ban_ban_time": "1h",
     "fail2ban_ignore_addresses": ["203.0.113.5", "2001:db8:5::/48"],
+    # Numbers and booleans, as Pulumi hands every config value over: text.
+    "spam_filter": "true",
+    "spam_reject_score": "15",
+    "spam_header_score": "6",
+    "spam_greylist_score": "4",
+    "greylisting": "true",
+    "greylist_delay": "5m",
+    "spam_controller_password": f"pw-{SECRET}-0123456789",
 }
 
 DOMAIN_BASE: dict[str, Any] = {
@@ -146,7 +154,8 @@ DOMAIN_BASE: dict[str, Any] = {
     "mailbox_quota": "1G",
 }
 
-SECRET_PATHS = {("ssh_private_key",), ("ssh_host_key",), ("acme_cloudflare_token",), ("users", 0, "password_hash")}
+SECRET_PATHS = {("ssh_private_key",), ("ssh_host_key",), ("acme_cloudflare_token",), ("spam_controller_password",),
+                ("users", 0, "password_hash")}
 
 
 def _sieve_string(text: str) -> str:
@@ -167,7 +176,7 @@ def _top_level(base: dict[str, Any]) -> list[tuple[tuple[Any, ...], list[tuple[s
 HOST_KEYS = _top_level(HOST_BASE)
 HOST_KEYS += [(("inet_interfaces", 1), _around(HOST_BASE["inet_interfaces"][1]))]
 HOST_KEYS += [((key,), [("inside", lambda h, b=HOST_BASE[key]: b.replace(SECRET, SECRET + h))]) for key in
-              ("ssh_private_key", "ssh_host_key", "acme_cloudflare_token")]
+              ("ssh_private_key", "ssh_host_key", "acme_cloudflare_token", "spam_controller_password")]
 
 DOMAIN_KEYS = _top_level(DOMAIN_BASE)
 DOMAIN_KEYS += [
@@ -425,6 +434,13 @@ def _host_files_inert(cfg: HostConfig, baseline: dict[str, Any]) -> None:
     token = cfg.acme_cloudflare_token.get_secret_value()
     assert unit.secret and unit.stdin == token + "\n" and token not in unit.command and SECRET not in unit.command
     assert SECRET not in units.packages_unit(cfg, "mailstack/hostile").stdin
+
+    # rspamd's controller password: on that unit's stdin alone, in no file and no command line.
+    assert cfg.spam_controller_password is not None
+    password = cfg.spam_controller_password.get_secret_value()
+    unit = units.rspamd_unit(cfg, "mailstack/hostile", files["rspamd"])
+    assert unit.secret and unit.stdin == password + "\n" and SECRET not in unit.command
+    assert all(SECRET not in f.content for f in files["rspamd"])
 
 
 def _domain_files_inert(cfg: DomainConfig, path, placement, hostile, directory: Path) -> None:
