@@ -180,8 +180,12 @@ class LoadRun:
 
     def forget(self) -> None:
         """Expunge the run's mail from the mailboxes (every folder), so that the lab's users are as before."""
-        for mailbox in self.mailboxes:
-            self.lab.ssh(f"doveadm expunge -u {mailbox} mailbox '*' subject {self.token}", check=False, timeout=300)
+        failed = [self.lab.ssh(f"doveadm expunge -u {mailbox} mailbox '*' subject {self.token}", check=False,
+                               timeout=300) for mailbox in self.mailboxes]
+        left = self.delivered_count()
+        if left:
+            raise RuntimeError(f"{left} of the load's messages are still in {', '.join(self.mailboxes)}: "
+                               + " ".join(r.stderr for r in failed if r.returncode))
 
 
 class MailLoad:
