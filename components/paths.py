@@ -76,7 +76,16 @@ DOVECOT_CONF_D = f"{DOVECOT_DIR}/conf.d"
 # Dovecot's sieve_default (90-sieve.conf), compiled beside itself.
 DEFAULT_SIEVE_DIR = f"{DOVECOT_DIR}/sieve"
 DEFAULT_SIEVE = f"{DEFAULT_SIEVE_DIR}/default.sieve"
-DEFAULT_SIEVE_BINARY = f"{DEFAULT_SIEVE_DIR}/default.svbin"
+# Learning from Junk and filing spam into it (mailstack:spam_filter; README, "Learning from Junk"):
+# Dovecot's global Sieve scripts, compiled beside themselves, and the one program they may pipe a
+# message to (sieve_pipe_bin_dir: the scripts name programs in it, never a path).
+JUNK_MAILBOX = "Junk"
+SPAM_SIEVE_DIR = f"{DOVECOT_DIR}/sieve-spam"
+JUNK_SIEVE = f"{SPAM_SIEVE_DIR}/junk.sieve"  # sieve_after: spam into Junk, after the user's script
+LEARN_SPAM_SIEVE = f"{SPAM_SIEVE_DIR}/learn-spam.sieve"  # IMAPSieve: a message put into Junk
+LEARN_HAM_SIEVE = f"{SPAM_SIEVE_DIR}/learn-ham.sieve"  # IMAPSieve: a message taken out of Junk
+SIEVE_PIPE_DIR = "/usr/local/lib/mailstack/sieve-pipe"
+LEARN_PROGRAM = "mailstack-learn"  # in SIEVE_PIPE_DIR: `mailstack-learn spam|ham`, the message on stdin
 # Dovecot's quota-warning service runs this when a mailbox passes 90 % of its quota.
 QUOTA_WARNING_SCRIPT = "/usr/local/sbin/mailstack-quota-warning"
 

@@ -22,6 +22,9 @@ answer. The test side calls them through `run_client(lab, host, command, **args)
       With "size", MAIL FROM announces the message's size (SIZE=, RFC 1870), as MTAs do.
   imap {"host", "user", "password", "folder", "tls": "imaps"|"starttls"}
       {"ok", "folders": [...], "messages": [raw message text, ...]} from the folder.
+  move {"host", "user", "password", "subject", "source", "target"}
+      MOVE over IMAPS of every message of folder "source" whose Subject contains "subject" into "target":
+      {"ok", "error", "moved": count}.
   quota {"host", "user", "password", "mailbox"}
       GETQUOTAROOT (RFC 2087) over IMAPS: {"ok", "roots": [...], "quotas": [...]}, the server's lines as text.
 """
@@ -192,7 +195,31 @@ def quota(host, user, password, mailbox="INBOX", timeout=30):
             pass
 
 
-COMMANDS = {"dialog": dialog, "send": send, "imap": imap, "quota": quota}
+def move(host, user, password, subject, source, target, timeout=30):
+    """MOVE (RFC 6851) every message of `source` whose Subject contains `subject` into `target`."""
+    client = imaplib.IMAP4_SSL(host, 993, ssl_context=_insecure_tls(), timeout=timeout)
+    try:
+        client.login(user, password)
+        status, data = client.select(f'"{source}"')
+        if status != "OK":
+            return {"ok": False, "error": str(data), "moved": 0}
+        _, data = client.uid("SEARCH", None, "SUBJECT", f'"{subject}"')
+        uids = data[0].split()
+        for uid in uids:
+            status, data = client.uid("MOVE", uid.decode(), f'"{target}"')
+            if status != "OK":
+                return {"ok": False, "error": str(data), "moved": 0}
+        return {"ok": True, "error": "", "moved": len(uids)}
+    except imaplib.IMAP4.error as err:
+        return {"ok": False, "error": str(err), "moved": 0}
+    finally:
+        try:
+            client.logout()
+        except (imaplib.IMAP4.error, OSError):
+            pass
+
+
+COMMANDS = {"dialog": dialog, "send": send, "imap": imap, "quota": quota, "move": move}
 
 if __name__ == "__main__":
     print(json.dumps(COMMANDS[sys.argv[1]](**json.loads(sys.argv[2]))))

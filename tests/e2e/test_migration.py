@@ -218,11 +218,12 @@ def password_hash(name: str) -> str:
 def old_config(lab: Lab) -> dict[str, Any]:
     """The single-domain stack as the old layout's README had it (its e2e stack): the host
     keys of today's host stack that it knew (no postmaster_address, no ACME or DNSSEC: its
-    certificate was self-signed; no fail2ban), with the domain and its users."""
+    certificate was self-signed; no fail2ban, no spam filter), with the domain and its users."""
     values = host_config(lab, hostname=HOSTNAME)
     for key in ("postmaster_address", "dnssec", *acme_settings(lab)):
         del values[f"mailstack:{key}"]
-    for key in [key for key in values if key.startswith("mailstack:fail2ban")]:
+    for key in [key for key in values if key.startswith(("mailstack:fail2ban", "mailstack:spam_",
+                                                           "mailstack:greylist"))]:
         del values[key]
     return {"mailstack:domain": DOMAIN, **values, "mailstack:users": users()}
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -107,6 +108,8 @@ HOST_CHECKS = (["dns.a", "dns.aaaa", "spf.helo", "postfix.soft_bounce", "postfix
                ["dns.ptr", "smtp.banner", "smtp.starttls", "smtp.cert", "smtp.auth", "smtp.vrfy", "smtp.etrn",
                 "smtp.relay", "smtp.soft_bounce", "submission.starttls", "submission.auth", "submission.etrn",
                 "imap.tls"])
+# With mailstack:spam_filter (the lab's host stack has it): rspamd's and Redis's state, over SSH.
+SPAM_FILTER_CHECKS = ["rspamd.listening", "rspamd.milter", "redis.ping", "rspamd.learned"]
 DOMAIN_CHECKS = (["dns.mx", "dns.mx-cname", "dns.srv", "spf.record", "spf.lookups", "spf.all", "dkim.record",
                   "dkim.key", "dkim.selectors", "dmarc.record", "dmarc.policy", "mta-sts.record", "tls-rpt.record"],
                  ["spf.pass"])
@@ -123,6 +126,8 @@ def expected_checks(cfg, kind: tuple[list[str], list[str]]) -> set[str]:
         single = [*single, "mta-sts.policy"]
     if kind is HOST_CHECKS and cfg.dnssec:
         single, per_address = [*single, "dane.dnssec"], [*per_address, "dane.tlsa"]
+    if kind is HOST_CHECKS and getattr(cfg, "spam_filter", False):
+        single = [*single, *SPAM_FILTER_CHECKS]
     return set(single) | {f"{name}[{a}]" for name in per_address for a in cfg.addresses}
 
 
@@ -167,6 +172,11 @@ def test_healthy_host_passes_every_check(lab, deployment, project, cfg):
     # The testing-time settings as mx's Postfix reads them (the lab's host stack is past testing).
     assert "soft_bounce = no (the host's postconf, over SSH)" in checks["postfix.soft_bounce"]["reason"]
     assert "notify_classes = resource, software (the host's postconf" in checks["postfix.notify_classes"]["reason"]
+    # rspamd and Redis, as mx itself reports them over SSH.
+    assert checks["rspamd.listening"]["reason"].endswith("on loopback only")
+    assert "answers Postfix's milter negotiation" in checks["rspamd.milter"]["reason"]
+    assert "answers PING" in checks["redis.ping"]["reason"]
+    assert re.match(r"learned \d+ spam, \d+ ham", checks["rspamd.learned"]["reason"])
     # The whole run, a fresh Python process in the lab included.
     assert time.monotonic() - started < 30
 
@@ -333,3 +343,22 @@ def test_everything_put_back_passes_again(lab, deployment, project, cfg):
     for stack in (HOST_STACK, *DOMAINS):
         code, report = verify(lab, project, stack)
         assert_healthy(cfg, stack, code, report)
+
+
+def test_a_stopped_redis_fails_the_spam_filter_checks(lab, deployment, project, cfg):
+    """Redis down on mx: verify names it (not listening, no PONG), and nothing else of the host fails."""
+    lab.run_in("mx", ["service", "redis-server", "stop"])
+    try:
+        code, report = verify(lab, project, HOST_STACK)
+        failing = with_status(report, "fail")
+        assert {"rspamd.listening", "redis.ping"} <= set(failing), failing
+        assert set(failing) <= set(SPAM_FILTER_CHECKS), failing
+        assert "not listening: Redis (6379)" in failing["rspamd.listening"]["reason"]
+        assert "service redis-server start" in failing["redis.ping"]["fix"]
+        assert code == 1 and report["ok"] is False
+    finally:
+        lab.run_in("mx", ["service", "redis-server", "start"])
+        deadline = time.monotonic() + 60
+        while lab.run_in("mx", ["redis-cli", "ping"], check=False).stdout.strip() != "PONG":
+            assert time.monotonic() < deadline, "Redis on mx did not come back"
+            time.sleep(0.5)

@@ -501,9 +501,11 @@ EXPECTED_FILES = {
     "policyd-spf": ["/etc/postfix-policyd-spf-python/policyd-spf.conf"],
     "dovecot": [
         *(f"{DOVECOT}{name}" for name in ["10-master.conf", "10-mail.conf", "20-lmtp.conf", "10-auth.conf"]),
-        *(f"{DOVECOT}{name}" for name in ["90-sieve.conf", "10-ssl.conf", "90-quota.conf"]),
+        *(f"{DOVECOT}{name}" for name in ["90-sieve.conf", "10-ssl.conf", "90-quota.conf", "90-spam.conf"]),
         "/etc/dovecot/sieve/default.sieve",
         "/usr/local/sbin/mailstack-quota-warning",
+        *(f"/etc/dovecot/sieve-spam/{name}.sieve" for name in ["junk", "learn-spam", "learn-ham"]),
+        "/usr/local/lib/mailstack/sieve-pipe/mailstack-learn",
     ],
     "resolver": ["/etc/unbound/unbound.conf.d/mailstack.conf"],
     "fail2ban": [
@@ -531,7 +533,7 @@ def test_files_paths_modes_owners(stack):
         for f in rendered[service]:
             # Config files are root's and world-readable (daemons read them after dropping privileges);
             # scripts the daemons run are executable too.
-            mode = "0755" if f.path.startswith("/usr/local/sbin/") else "0644"
+            mode = "0755" if f.path.startswith(("/usr/local/sbin/", "/usr/local/lib/mailstack/")) else "0644"
             assert (f.mode, f.owner, f.group) == (mode, "root", "root"), f.path
             assert f.content.endswith("\n") and "\n\n\n" not in f.content, f.path
 

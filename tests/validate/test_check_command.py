@@ -30,6 +30,7 @@ HOST_CHECK_LINES = [
     "ok   postfix: postfix check",
     "ok   dovecot: doveconf -n",
     "ok   dovecot: sievec default.sieve",
+    "ok   dovecot: sievec spam scripts",
     "ok   opendkim: opendkim -n",
     "ok   policyd-spf: policyd-spf.conf read by policyd-spf",
     "ok   resolver: unbound's drop-in read by unbound-checkconf",

@@ -186,6 +186,15 @@ BROKEN = [
         "dovecot", "/etc/dovecot/sieve/default.sieve", lambda t: t.replace("fileinto :create", "fileintoo :create"),
         "unknown command 'fileintoo'", id="dovecot-broken-default-sieve",
     ),
+    pytest.param(
+        "dovecot", "/etc/dovecot/sieve-spam/junk.sieve", lambda t: t.replace("fileinto :create", "fileintoo :create"),
+        "unknown command 'fileintoo'", id="dovecot-broken-junk-sieve",
+    ),
+    # The learning scripts compile under the staged config: without its pipe plugin they cannot.
+    pytest.param(
+        "dovecot", "/etc/dovecot/conf.d/90-spam.conf", lambda t: t.replace(" sieve_extprograms", ""),
+        "learn-spam.sieve", id="dovecot-spam-scripts-without-extprograms",
+    ),
     # The guide's own DisableADSP line: OpenDKIM 2.11 no longer knows it.
     pytest.param(
         "opendkim", "/etc/opendkim.conf", lambda t: t + "DisableADSP T\n",
