@@ -79,6 +79,22 @@ scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
 """
 
+
+
+def listener_cf(address: str) -> str:
+    """The master.cf line of an smtpd on a loopback `address` (host:port) that relays for loopback
+    clients only: the peer's own programs (tests/e2e/test_load.py's smtp-source) submit through it.
+    Its cleanup adds a Message-ID to a message that has none (local_header_rewrite_clients: the
+    clients on inet_interfaces, which is loopback-only)."""
+    host = address.rpartition(":")[0].strip("[]")
+    if host not in ("127.0.0.1", "::1"):
+        raise PeerMtaError(f"the peer MTA's listener must be on loopback, not {address}")
+    return (f"{address} inet n - n - - smtpd\n"
+            "  -o mynetworks=127.0.0.0/8,[::1]/128\n"
+            "  -o smtpd_relay_restrictions=permit_mynetworks,reject\n"
+            "  -o smtpd_recipient_restrictions=permit_mynetworks,reject\n")
+
+
 STATUS = re.compile(r"\bstatus=(sent|deferred|bounced|expired)\b")
 
 
@@ -146,10 +162,15 @@ class PeerMta:
     # --- start and stop -------------------------------------------------------------------
 
     @classmethod
-    def start(cls, lab, resolver: str = dnssec.RESOLVER_V4, name: str = "peer-mta", **settings: str) -> "PeerMta":
+    def start(cls, lab, resolver: str = dnssec.RESOLVER_V4, name: str = "peer-mta", listen: str | None = None,
+              **settings: str) -> "PeerMta":
         """Write the instance's files under lab.run_dir/name and start its master; return once it runs
         and logs. Its master's pid goes in lab.pids (peer_mta) and the lab's state file.
 
+        listen: opt-in, an SMTP listener for the peer's own programs at this loopback address and
+        port (e.g. "127.0.0.1:10025", see listener_cf): what a load generator such as smtp-source
+        hands its mail to, as an office's machines hand theirs to their MTA. None (the default):
+        no listener, mail comes in through sendmail only.
         settings: more main.cf parameters (they win over the defaults above).
         """
         root = lab.run_dir / name
@@ -161,7 +182,7 @@ class PeerMta:
             directory.mkdir(parents=True, exist_ok=True)
             directory.chmod(0o755)
         (mta.config_dir / "main.cf").write_text(main_cf(root, mta.log_file, resolver, settings))
-        (mta.config_dir / "master.cf").write_text(MASTER_CF)
+        (mta.config_dir / "master.cf").write_text(MASTER_CF + (listener_cf(listen) if listen else ""))
         resolv = root / "resolv.conf"
         resolv.write_text(f"nameserver {resolver}\noptions trust-ad\n")
         resolv.chmod(0o644)
