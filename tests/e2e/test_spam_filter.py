@@ -30,7 +30,7 @@ import uuid
 import pytest
 
 from .conftest import run_client, wait_for
-from .stack import LAB_GREYLIST_DELAY, password
+from .stack import LAB_GREYLIST_DELAY, LAB_RSPAMD_PASSWORD, password
 
 OUTSIDE = "someone@example.net"  # the peer's sender address (SPF lets the peer send for it)
 ALICE_COM = "alice@example.com"
@@ -233,3 +233,42 @@ def test_redis_and_rspamd_listen_on_loopback_only(mx):
         local = [address for address, p in listening if int(p) == port]
         assert local, f"{name} does not listen on {port}"
         assert set(local) <= {"127.0.0.1", "::1"}, f"{name} listens on {local}"
+
+
+def test_the_controller_over_tcp_wants_the_password_and_the_learning_socket_does_not(mx):
+    """Loopback is not trusted (any local user could learn and use the web interface): TCP needs the
+    password from mailstack:spam_controller_password; the unix socket is for root and vmail only."""
+    for address in ("127.0.0.1:11334", "[::1]:11334"):
+        without = mx.ssh(f"rspamc -h {address} stat", check=False)
+        assert "Messages scanned:" not in without.stdout, without.stdout
+        assert "403" in without.stdout + without.stderr or "nauthorized" in without.stdout + without.stderr, without
+        # The password on rspamc's command line is this test's, on mx's own loopback.
+        with_password = mx.ssh(f"rspamc -h {address} -P {LAB_RSPAMD_PASSWORD} stat", check=False)
+        assert "Messages scanned:" in with_password.stdout, with_password
+    socket = mx.ssh("stat -c '%a %U %G' /run/rspamd/learn.sock").stdout.split()
+    assert socket == ["660", "_rspamd", "vmail"], socket
+    # A local user outside the vmail group cannot connect to it.
+    nobody = mx.ssh("setpriv --reuid=nobody --regid=nogroup --clear-groups rspamc -h /run/rspamd/learn.sock stat",
+                    check=False)
+    assert "Messages scanned:" not in nobody.stdout, nobody.stdout
+    vmail = mx.ssh("setpriv --reuid=vmail --regid=vmail --init-groups rspamc -h /run/rspamd/learn.sock stat",
+                   check=False)
+    assert "Messages scanned:" in vmail.stdout, vmail
+
+
+def test_while_rspamd_is_down_mail_waits_with_4xx_and_is_accepted_after(mx):
+    """The milter's own default_action=tempfail: no mail passes unscanned, none is refused for good."""
+    token = f"down-{uuid.uuid4().hex[:12]}"
+    sender = new_sender(token)
+    mx.ssh("service rspamd stop")
+    try:
+        answer = from_peer(mx, clean(token), sender=sender)
+        assert not answer["ok"] and answer["code"] // 100 == 4, answer
+    finally:
+        mx.ssh("service rspamd start")
+        milter_up = "bash -c 'exec 3<>/dev/tcp/127.0.0.1/11332'"
+        assert wait_for(lambda: mx.ssh(milter_up, check=False).returncode == 0, timeout=120)
+    first, retry = accepted_after_greylisting(mx, clean(token), sender)
+    assert first["ok"] or (retry is not None and retry["ok"]), (first, retry)
+    arrived = wait_for(lambda: delivered(mx, ALICE_COM, token), timeout=60)
+    assert arrived is not None and arrived["X-Spam-Status"].startswith("No, score="), token
