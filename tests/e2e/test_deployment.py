@@ -49,7 +49,7 @@ DEFAULT_SIZE = 25_000_000  # components.config: message_size_limit's default
 # web, mta-sts and autoconfig: the lab's host has tls: acme, whose domains serve MTA-STS policies and
 # the mail client settings file (autoconfig on, the default).
 HOST_UNITS = {"packages", "tls", "tables", "opendkim", "policyd-spf", "resolver", "dovecot", "postfix", "fail2ban",
-              "web"}
+              "web", "rspamd"}
 # dkim-key-<selector>: example.com signs with mail, example.org with s2026.
 DOMAIN_UNITS = {"dkim-key-mail", "dkim-key-s2026", "dkim-signing", "files", "passwords", "mta-sts", "autoconfig"}
 ALICE_SIEVE = "/var/vmail/example.com/alice/.dovecot.sieve"
@@ -57,7 +57,7 @@ ALICE_SIEVE = "/var/vmail/example.com/alice/.dovecot.sieve"
 # Files the units write (the users' Sieve scripts among the mailboxes' files).
 # A run that changes nothing must leave every mtime as it was.
 WATCHED = (
-    "{ find /etc/postfix /etc/postfix-policyd-spf-python /etc/dovecot /etc/opendkim"
+    "{ find /etc/postfix /etc/postfix-policyd-spf-python /etc/dovecot /etc/opendkim /etc/rspamd"
     " /etc/opendkim.conf /etc/aliases /etc/aliases.db /etc/mailstack"
     " /etc/ssl/private/postfix.cacert.pem /etc/ssl/private/postfix.privkey.pem"
     " -xdev -type f -printf '%p\\t%T@\\n';"
@@ -67,6 +67,7 @@ PIDS = {
     "postfix": "/var/spool/postfix/pid/master.pid",
     "dovecot": "/run/dovecot/master.pid",
     "opendkim": "/run/opendkim/opendkim.pid",
+    "rspamd": "/run/rspamd/rspamd.pid",
 }
 
 TIMINGS: dict[str, object] = {}
