@@ -79,7 +79,8 @@ def cfg(lab):
     domain = load_config(domain_config(lab, STACK))
     return SimpleNamespace(domain=domain.domain, domain_config=domain, addresses=[lab.mx.ipv4, lab.mx.ipv6],
                            tls=host_config(lab).get("mailstack:tls", "self-signed"),
-                           dnssec=host_config(lab).get("mailstack:dnssec", False))
+                           dnssec=host_config(lab).get("mailstack:dnssec", False),
+                           spam_filter=host_config(lab).get("mailstack:spam_filter", True))
 
 
 def verify(lab, project: Path, stack: str, *options: str) -> tuple[int, dict]:
@@ -126,7 +127,7 @@ def expected_checks(cfg, kind: tuple[list[str], list[str]]) -> set[str]:
         single = [*single, "mta-sts.policy"]
     if kind is HOST_CHECKS and cfg.dnssec:
         single, per_address = [*single, "dane.dnssec"], [*per_address, "dane.tlsa"]
-    if kind is HOST_CHECKS and getattr(cfg, "spam_filter", False):
+    if kind is HOST_CHECKS and cfg.spam_filter:
         single = [*single, *SPAM_FILTER_CHECKS]
     return set(single) | {f"{name}[{a}]" for name in per_address for a in cfg.addresses}
 
