@@ -33,6 +33,18 @@ def stack_config(stack_name: str, **overrides: Any) -> HostConfig | DomainConfig
     return load_config(values)
 
 
+def message_of_size(head: str, size: int) -> str:
+    """`head` (header lines, each ending in CRLF) and a body of filler lines, exactly `size` bytes as
+    SMTP counts them (CRLF line ends): the size a client announces with SIZE= (RFC 1870)."""
+    line = "quota filler " * 6 + "\r\n"
+    lines, rest = divmod(size - len(head) - 2, len(line))
+    assert lines >= 1, f"{size} bytes leave no room for a body after {len(head)} bytes of header"
+    # The last line takes up the rest.
+    message = head + "\r\n" + line * (lines - 1) + "x" * (len(line) + rest - 2) + "\r\n"
+    assert len(message.encode()) == size
+    return message
+
+
 @pytest.fixture
 def example_config() -> Callable[..., HostConfig | DomainConfig]:
     """example_config("example.com", soft_bounce=False) -> HostConfig or DomainConfig."""

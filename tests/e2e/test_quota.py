@@ -9,7 +9,9 @@ do. What a user and a sender see:
   552 5.2.2, before DATA, while alice@example.com, of the same domain,
   still accepts;
 - GETQUOTA over IMAP shows her use against the 100 KiB limit;
-- the 90 % warning arrives in her INBOX.
+- the 90 % warning arrives in her INBOX;
+- a message whose announced size just fits at RCPT is delivered, though the
+  headers mx adds after RCPT make it larger than what was judged.
 
 The module leaves carol as it found her: no quota, an empty INBOX.
 """
@@ -20,6 +22,8 @@ import re
 import uuid
 
 import pytest
+
+from tests.conftest import message_of_size
 
 from .conftest import run_client, wait_for
 from .stack import password, stack_users
@@ -72,30 +76,44 @@ def storage(lab, login: str) -> tuple[int, int]:
     return used_limit[0]
 
 
+def empty_carols_mailbox(lab) -> None:
+    # Mail other modules left in carol's folders (the lab is shared) would move where a fill ends.
+    lab.ssh(f"doveadm expunge -u {CAROL} mailbox '*' all", check=False)
+
+
+def fill(lab, messages: int) -> list[tuple[str, dict]]:
+    """Up to `messages` messages from the peer to carol, one at a time, until one is refused."""
+    sent: list[tuple[str, dict]] = []
+    for _ in range(messages):
+        token = f"quota-{uuid.uuid4().hex[:12]}"
+        answer = from_peer(lab, CAROL, token)
+        sent.append((token, answer))
+        if not answer["ok"]:
+            break
+        # Delivered before the next one: the next RCPT is asked about the mailbox as it is.
+        assert wait_for(lambda t=token: any(t in m for m in inbox(lab, CAROL)), timeout=60), token
+    return sent
+
+
 @pytest.fixture(scope="module")
-def filled(lab, deployment):
-    """carol@example.com with a 100K quota, filled from the peer until a message is refused."""
+def carol_has_a_quota(lab, deployment):
+    """carol@example.com with a 100K quota, for the module; then no quota and an empty mailbox again."""
     users = stack_users(lab, COM)
     carol = next(u for u in users if u["name"] == "carol")
     carol["quota"] = f"{QUOTA_KIB}K"
-    # From an empty mailbox: mail other modules left in carol's folders (the lab is shared) would move
-    # where the fill ends, and with it the edge between RCPT's SIZE and the stored size (see the note).
-    lab.ssh(f"doveadm expunge -u {CAROL} mailbox '*' all", check=False)
     deployment.up_domain(COM, users=users)
-    sent: list[tuple[str, dict]] = []
     try:
-        for _ in range(MAX_MESSAGES):
-            token = f"quota-{uuid.uuid4().hex[:12]}"
-            answer = from_peer(lab, CAROL, token)
-            sent.append((token, answer))
-            if not answer["ok"]:
-                break
-            # Delivered before the next one: the next RCPT is asked about the mailbox as it is.
-            assert wait_for(lambda t=token: any(t in m for m in inbox(lab, CAROL)), timeout=60), token
-        yield sent
+        yield
     finally:
         deployment.up_domain(COM)
-        lab.ssh(f"doveadm expunge -u {CAROL} mailbox INBOX all", check=False)
+        empty_carols_mailbox(lab)
+
+
+@pytest.fixture(scope="module")
+def filled(lab, carol_has_a_quota):
+    """carol's mailbox filled from empty by the peer until a message is refused."""
+    empty_carols_mailbox(lab)
+    return fill(lab, MAX_MESSAGES)
 
 
 def test_the_next_message_for_a_full_mailbox_is_refused_at_rcpt_with_552(filled):
@@ -143,3 +161,31 @@ def test_the_90_percent_warning_arrives(lab, filled):
     assert len(found) == 1, found
     assert "From: Mail system <alice@example.com>" in found[0]  # the host's postmaster_address
     assert CAROL in found[0]
+
+
+def test_a_message_that_just_fits_at_rcpt_is_delivered_not_bounced(lab, carol_has_a_quota):
+    # quota-status judges the size the peer announced; mx then adds its Received header and rspamd's
+    # headers, and LMTP its own, so what is stored is larger. A message that fits at RCPT must be stored
+    # all the same: had LMTP refused it, Postfix would have bounced it to its (maybe forged) sender.
+    empty_carols_mailbox(lab)
+    assert all(answer["ok"] for _, answer in fill(lab, 4))  # some 80K of 100K
+    status = lab.ssh(f"doveadm mailbox status -u {CAROL} -t vsize '*'").stdout.strip()
+    used = int(status.removeprefix("vsize="))
+    fits = QUOTA_KIB * 1024 * 11 // 10 - used  # the limit and Dovecot's 10 % grace, less what is used
+    assert 0 < fits < BODY_BYTES * 2, (used, fits)
+    # RCPT says so too: that size is taken, one byte more is refused.
+    answer = run_client(lab, "peer", "dialog", host=lab.mx.ipv4, lines=[
+        "EHLO peer.example.net",
+        f"MAIL FROM:<{OUTSIDE}> SIZE={fits}", f"RCPT TO:<{CAROL}>", "RSET",
+        f"MAIL FROM:<{OUTSIDE}> SIZE={fits + 1}", f"RCPT TO:<{CAROL}>"])
+    assert [reply[0] for reply in answer["replies"]] == [250, 250, 250, 250, 250, 552], answer
+    token = f"quota-edge-{uuid.uuid4().hex[:12]}"
+    head = (f"From: {OUTSIDE}\r\nTo: {CAROL}\r\nSubject: {token}\r\n"
+            f"Message-ID: <{token}@lab.example.net>\r\n")
+    sent = run_client(lab, "peer", "send", host=lab.mx.ipv4, helo="peer.example.net", mail_from=OUTSIDE,
+                      rcpt_to=[CAROL], message=message_of_size(head, fits), size=True)
+    assert sent["ok"], sent
+    found = wait_for(lambda: [m for m in inbox(lab, CAROL) if token in m], timeout=60)
+    assert len(found) == 1, f"the message announced at {fits} bytes, which fit at RCPT, was not delivered"
+    assert len(found[0].encode()) > fits  # stored with the headers added after RCPT
+    assert rcpt_reply(lab, CAROL)[0] == 552  # and now the mailbox is full

@@ -4,8 +4,9 @@ A private Dovecot instance (its own base_dir, no network listener) reads the
 rendered 10-auth.conf, 10-mail.conf and 90-quota.conf, with the host's paths
 moved under a temporary folder and the vmail account replaced by `nobody`
 (no vmail account here). Its users file is what mailstack-assemble writes.
-The test delivers with dovecot-lda and asks the quota-status socket what
-Postfix would ask at RCPT (its policy protocol).
+The test delivers with dovecot-lda and over LMTP (as Postfix hands mail to
+Dovecot on a host), and asks the quota-status socket what Postfix would ask at
+RCPT (its policy protocol).
 
 The lab (tests/e2e/test_quota.py) proves the same through Postfix and IMAP.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import smtplib
 import socket
 import subprocess
 import tempfile
@@ -25,7 +27,7 @@ import pytest
 
 from components import paths
 from components.services import render_host_files
-from tests.conftest import stack_config
+from tests.conftest import message_of_size, stack_config
 
 LDA = "/usr/lib/dovecot/dovecot-lda"
 
@@ -91,6 +93,7 @@ def dovecot():
             "# made by mailstack-assemble\n"
             f"carol@example.com:{hashed}::::::userdb_quota_rule=*:storage={QUOTA_BYTES}B\n"
             f"alice@example.com:{hashed}::::::\n"
+            f"dave@example.com:{hashed}::::::userdb_quota_rule=*:storage={QUOTA_BYTES}B\n"
         )
         (root / "vmail").mkdir()
         shutil.chown(root / "vmail", "nobody", "nogroup")
@@ -197,3 +200,59 @@ def test_quota_status_refuses_a_full_mailbox_with_552_and_nothing_else(dovecot):
     # From the host stack's postmaster_address (stacks/Pulumi.host-mail.yaml).
     assert "From: Mail system <alice@example.com>\nTo: <carol@example.com>\n" in warning
     assert "has used 90 % of its quota" in warning
+
+
+def lmtp_deliver(root: Path, recipient: str, message: str) -> tuple[int, str]:
+    """Hand `message` to Dovecot's LMTP for `recipient`, as Postfix's lmtp client does: (code, reply) after DATA."""
+    with smtplib.LMTP(str(root / "run" / "lmtp"), timeout=60) as lmtp:
+        lmtp.mail("x@example.net")
+        code, reply = lmtp.rcpt(recipient)
+        assert code == 250, (code, reply)
+        code, reply = lmtp.data(message.encode())
+        return code, reply.decode()
+
+
+def head(recipient: str, subject: str) -> str:
+    return f"From: x@example.net\r\nTo: {recipient}\r\nSubject: {subject}\r\n"
+
+
+def largest_size_accepted_at_rcpt(root: Path, recipient: str) -> int:
+    """The largest SIZE quota-status lets through for `recipient` now (a binary search of its answers)."""
+    low, high = 0, 10 * QUOTA_BYTES
+    assert policy(root, recipient, low) == "action=DUNNO"
+    assert policy(root, recipient, high) != "action=DUNNO"
+    while high - low > 1:
+        middle = (low + high) // 2
+        if policy(root, recipient, middle) == "action=DUNNO":
+            low = middle
+        else:
+            high = middle
+    return low
+
+
+def test_a_message_accepted_at_rcpt_is_stored_with_the_headers_added_after_rcpt(dovecot):
+    # What quota-status judges at RCPT is the size the client announced; what LMTP stores is larger: this
+    # host's Received header and rspamd's X-Spamd-Result and X-Spam-Status come before it, Dovecot's
+    # Return-Path and Delivered-To in it. A message that just fits at RCPT must still be stored, or
+    # Postfix, which has taken it, would return it to a sender who may be forged (backscatter).
+    dave = "dave@example.com"
+    for number in range(4):
+        assert lmtp_deliver(dovecot, dave, message_of_size(head(dave, f"fill {number}"), 20 * 1024))[0] == 250
+    fits = largest_size_accepted_at_rcpt(dovecot, dave)
+    used = int(doveadm(dovecot, "mailbox", "status", "-u", dave, "-t", "vsize", "*").strip().removeprefix("vsize="))
+    # Dovecot's grace at RCPT, as the README says: the last message may go 10 % over.
+    assert used + fits == QUOTA_BYTES * 11 // 10, (used, fits)
+    added_after_rcpt = (
+        "Received: from peer.example.net (peer.example.net [198.51.100.20])\r\n"
+        "\tby mx.example.com (Postfix) with ESMTPS id 4ZXYW12345\r\n"
+        "\tfor <dave@example.com>; Wed,  3 Dec 2026 12:00:00 +0000 (UTC)\r\n"
+        "X-Spamd-Result: default: False [1.40 / 15.00];\r\n" + "\tSYMBOL_NAME_OF_SOME_LENGTH(0.10)[some, details];\r\n" * 20 +
+        "X-Spam-Status: No, score=1.40\r\n"
+    )
+    assert 1000 < len(added_after_rcpt) < 2000
+    code, reply = lmtp_deliver(dovecot, dave, added_after_rcpt + message_of_size(head(dave, "the last that fits"), fits))
+    assert code == 250, (code, reply)
+    stored = [path.read_text() for path in (dovecot / "vmail" / "example.com" / "dave" / "Maildir" / "new").iterdir()]
+    assert sum("Subject: the last that fits" in text for text in stored) == 1
+    # And then the mailbox is full for the next one, at RCPT.
+    assert policy(dovecot, dave, 1) == "action=552 5.2.2 Mailbox is full"
