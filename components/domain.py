@@ -31,6 +31,7 @@ off the host (server block, policy, certificate lineage).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any, TypedDict
 
 import pulumi
@@ -43,7 +44,7 @@ from components import units
 from components.config import PROJECT, ConfigError, DomainConfig, HostConfig, load_config
 from components.dns import MailDns, Published
 from components.hostfacts import OUTPUTS, HostFacts
-from components.services import mailboxes
+from components.services import mailboxes, web
 
 # Only names and types of the domain's records are needed before the host
 # stack's outputs are: they come from config alone.
@@ -194,68 +195,43 @@ class MailDomain(pulumi.ComponentResource):
         )
         self.units.extend([domain_files, passwords])
 
-        # MTA-STS: the policy host and its records, only when the host has trusted
-        # certificates (its mailstack:tls is acme) and the mode is not none. Whether it
-        # has, and its addresses, are the host stack's outputs: known in preview too
-        # (a StackReference is read), so the resources are made once they are.
-        def mta_sts(host: HostFacts) -> list[dict[str, Any]]:
-            if not rec.publishes_mta_sts(cfg, host):
-                pulumi.log.warn(_no_mta_sts(cfg, host), self)
-                return []
-            spec = units.mta_sts_unit(cfg, owner, host)
-            unit = remote.Command(
-                f"{name}-mta-sts",
-                connection=connection,
-                create=spec.command,
-                stdin=spec.stdin,
-                # Gone from the program (destroy, mode none, a host without acme): the
-                # server block, the policy and the certificate lineage go from the host.
-                delete=units.mta_sts_remove_command(cfg, owner, host),
-                add_previous_output_in_env=False,
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[domain_files]),
-            )
-            self.units.append(unit)
-            records = [Published(r, cfg.zone_name) for r in rec.mta_sts_records(cfg, host)]
-            # The policy is served before senders are told it exists.
-            sts_dns = MailDns(
-                f"{name}-mta-sts-dns",
-                {"zone_ids": {cfg.zone_name: cfg.cloudflare_zone_id}, "records": records, "after": [unit]},
-                child,
-            )
-            return sts_dns.records
+        # The domain's sites on the host's nginx: the MTA-STS policy host (unless the mode is none)
+        # and the mail client settings on autoconfig.<domain> (the SRV records are with the main
+        # records above). Only when the host has trusted certificates (its mailstack:tls is acme).
+        # Whether it has, and its addresses, are the host stack's outputs: known in preview too (a
+        # StackReference is read), so the resources are made once they are.
+        def serve(site: web.Site, why_not: Callable[[DomainConfig, HostFacts], str | None]) -> pulumi.Output:
+            def resources(host: HostFacts) -> list[dict[str, Any]]:
+                if not site.publishes(cfg, host):
+                    if warning := why_not(cfg, host):
+                        pulumi.log.warn(warning, self)
+                    return []
+                spec = units.site_unit(cfg, owner, host, site)
+                unit = remote.Command(
+                    f"{name}-{site.name}",
+                    connection=connection,
+                    create=spec.command,
+                    stdin=spec.stdin,
+                    # Gone from the program (destroy, the site turned off, a host without acme): its
+                    # server block, its file and its certificate lineage go from the host.
+                    delete=units.site_remove_command(cfg, owner, host, site),
+                    add_previous_output_in_env=False,
+                    opts=pulumi.ResourceOptions(parent=self, depends_on=[domain_files]),
+                )
+                self.units.append(unit)
+                # The site serves before its records send senders or clients to it.
+                site_dns = MailDns(
+                    f"{name}-{site.name}-dns",
+                    {"zone_ids": {cfg.zone_name: cfg.cloudflare_zone_id},
+                     "records": [Published(r, cfg.zone_name) for r in site.records(cfg, host)], "after": [unit]},
+                    child,
+                )
+                return site_dns.records
 
-        sts_records = self.host.apply(mta_sts)
+            return self.host.apply(resources)
 
-        # Client autoconfiguration: the SRV records are with the main records above; the
-        # settings file on autoconfig.<domain> and its A/AAAA only with trusted certificates.
-        def autoconfig(host: HostFacts) -> list[dict[str, Any]]:
-            if not rec.publishes_autoconfig(cfg, host):
-                if cfg.autoconfig:
-                    pulumi.log.warn(_no_autoconfig(cfg, host), self)
-                return []
-            spec = units.autoconfig_unit(cfg, owner, host)
-            unit = remote.Command(
-                f"{name}-autoconfig",
-                connection=connection,
-                create=spec.command,
-                stdin=spec.stdin,
-                # Gone from the program (destroy, autoconfig false, a host without acme): the
-                # server block, the settings file and the certificate lineage go from the host.
-                delete=units.autoconfig_remove_command(cfg, owner, host),
-                add_previous_output_in_env=False,
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[domain_files]),
-            )
-            self.units.append(unit)
-            records = [Published(r, cfg.zone_name) for r in rec.autoconfig_records(cfg, host)]
-            # The file is served before clients are sent to autoconfig.<domain>.
-            autoconfig_dns = MailDns(
-                f"{name}-autoconfig-dns",
-                {"zone_ids": {cfg.zone_name: cfg.cloudflare_zone_id}, "records": records, "after": [unit]},
-                child,
-            )
-            return autoconfig_dns.records
-
-        autoconfig_records = self.host.apply(autoconfig)
+        sts_records = serve(web.MTA_STS, _no_mta_sts)
+        autoconfig_records = serve(web.AUTOCONFIG, _no_autoconfig)
         self.records = pulumi.Output.all(
             pulumi.Output.from_input(self.dns.records), dkim_made.apply(lambda made: made[1]), sts_records,
             autoconfig_records,
@@ -274,8 +250,10 @@ def _no_mta_sts(cfg: DomainConfig, host: HostFacts) -> str:
             "then this stack; or set mailstack:mta_sts_mode to none. TLS-RPT is published all the same")
 
 
-def _no_autoconfig(cfg: DomainConfig, host: HostFacts) -> str:
+def _no_autoconfig(cfg: DomainConfig, host: HostFacts) -> str | None:
     """Why a domain stack serves no settings file on autoconfig.<domain>, and how to have one."""
+    if not cfg.autoconfig:
+        return None  # turned off: nothing to say
     return (f"{cfg.domain}: no autoconfig.{cfg.domain} settings file for mail clients: its host {host.hostname} has "
             f"mailstack:tls {host.tls}, and clients fetch the file over HTTPS with a certificate they trust. Set "
             "mailstack:tls to acme in the host stack and `pulumi up` it, then this stack; or set mailstack:autoconfig "

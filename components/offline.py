@@ -23,8 +23,6 @@ from components.records import (
     host_records,
     mail_records,
     ptr_records,
-    publishes_autoconfig,
-    publishes_mta_sts,
     zone_file,
 )
 from components.render import HostFile
@@ -92,10 +90,9 @@ def render_stack(
         # Its folder as the host gets it: the files unit's files and the signing unit's selector.
         files = [*domain_files(cfg), opendkim.selector_file(cfg)]
         host = host_facts_for(cfg, project_dir)
-        if publishes_mta_sts(cfg, host):  # its policy host: the policy and the nginx server block
-            files += web.domain_files(cfg, host)
-        if publishes_autoconfig(cfg, host):  # autoconfig.<domain>: the settings file and its server block
-            files += web.autoconfig_files(cfg, host)
+        for site in web.SITES:  # mta-sts.<domain>, autoconfig.<domain>: a file and its nginx server block
+            if site.publishes(cfg, host):
+                files += site.files(cfg, host)
     written = _write(out, files)
     path = zone_path(out, cfg)
     path.parent.mkdir(parents=True, exist_ok=True)

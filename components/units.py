@@ -232,43 +232,22 @@ def passwords_command(cfg: DomainConfig, owner: str, host: HostFacts) -> str:
 passwords_stdin = mailboxes.passwords_stdin
 
 
-# --- a domain's MTA-STS policy host (components/services/web.py) ---------------------------------
+# --- a domain's sites on the host's nginx: MTA-STS policy, client settings (components/services/web.py) ---
 
 
-def mta_sts_script(cfg: DomainConfig, host: HostFacts) -> str:
-    """The certificate of mta-sts.<domain>, then its policy and server block staged, `nginx -t`, swapped, reloaded."""
+def site_script(cfg: DomainConfig, host: HostFacts, site: web.Site) -> str:
+    """The site's certificate, then its files staged, `nginx -t`, swapped, nginx reloaded."""
     checks = [command for _, command in web.CHECKS]
-    return web.issue_script(cfg) + _stage_check_swap(
-        f"mta-sts-{cfg.domain}", cfg.domain, web.domain_files(cfg, host), web.CONFIG_DIRS, checks, "",
+    return site.issue(cfg) + _stage_check_swap(
+        f"{site.name}-{cfg.domain}", cfg.domain, site.files(cfg, host), web.CONFIG_DIRS, checks, "",
         web.apply_script(),
     )
 
 
-def mta_sts_unit(cfg: DomainConfig, owner: str, host: HostFacts) -> Unit:
-    return Unit(_runner(host.ssh_user), _domain_check(cfg, owner, host) + mta_sts_script(cfg, host))
+def site_unit(cfg: DomainConfig, owner: str, host: HostFacts, site: web.Site) -> Unit:
+    return Unit(_runner(host.ssh_user), _domain_check(cfg, owner, host) + site_script(cfg, host, site))
 
 
-def mta_sts_remove_command(cfg: DomainConfig, owner: str, host: HostFacts) -> str:
-    """The MTA-STS unit's delete command: the policy host is gone from the host (the rest of the domain stays)."""
-    return _inline(host.ssh_user, _domain_check(cfg, owner, host) + web.remove_script(cfg))
-
-
-# --- a domain's mail client settings host (components/services/web.py) --------------------------
-
-
-def autoconfig_script(cfg: DomainConfig, host: HostFacts) -> str:
-    """The certificate of autoconfig.<domain>, then its settings file and server block staged, `nginx -t`, swapped."""
-    checks = [command for _, command in web.CHECKS]
-    return web.autoconfig_issue_script(cfg) + _stage_check_swap(
-        f"autoconfig-{cfg.domain}", cfg.domain, web.autoconfig_files(cfg, host), web.CONFIG_DIRS, checks, "",
-        web.apply_script(),
-    )
-
-
-def autoconfig_unit(cfg: DomainConfig, owner: str, host: HostFacts) -> Unit:
-    return Unit(_runner(host.ssh_user), _domain_check(cfg, owner, host) + autoconfig_script(cfg, host))
-
-
-def autoconfig_remove_command(cfg: DomainConfig, owner: str, host: HostFacts) -> str:
-    """The autoconfig unit's delete command: autoconfig.<domain> goes from the host (the rest of the domain stays)."""
-    return _inline(host.ssh_user, _domain_check(cfg, owner, host) + web.autoconfig_remove_script(cfg))
+def site_remove_command(cfg: DomainConfig, owner: str, host: HostFacts, site: web.Site) -> str:
+    """The site's unit's delete command: the site goes from the host (the rest of the domain stays)."""
+    return _inline(host.ssh_user, _domain_check(cfg, owner, host) + site.remove(cfg))

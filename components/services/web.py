@@ -24,11 +24,22 @@ with `nginx -t`, swap, and start or reload nginx (templates/web/).
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from components import paths
 from components.config import DomainConfig, HostConfig
 from components.hostfacts import HostFacts
-from components.records import autoconfig_host, domain_mta_sts_policy, mta_sts_host
+from components.records import (
+    Record,
+    autoconfig_host,
+    autoconfig_records,
+    domain_mta_sts_policy,
+    mta_sts_host,
+    mta_sts_records,
+    publishes_autoconfig,
+    publishes_mta_sts,
+)
 from components.render import HostFile, host_file, render_template
 
 NAME = "web"
@@ -209,3 +220,31 @@ def autoconfig_remove_script(cfg: DomainConfig) -> str:
 
 def apply_script() -> str:
     return render_template(APPLY)
+
+
+# --- a domain's sites, as its stack's units see them ----------------------------------------
+
+
+@dataclass(frozen=True)
+class Site:
+    """One of a domain's HTTPS names on the host's nginx, served by a unit of the domain stack.
+
+    The unit (`<stack>-<name>`, components/domain.py) gets the certificate,
+    stages `files`, checks them with `nginx -t`, swaps and reloads; its delete
+    command runs `remove`. Its records follow it, so nobody is sent to the
+    name before it serves. `publishes` says whether the domain has the site
+    on this host (both need a certificate others trust: tls acme).
+    """
+
+    name: str
+    files: Callable[[DomainConfig, HostFacts], list[HostFile]]
+    issue: Callable[[DomainConfig], str]
+    remove: Callable[[DomainConfig], str]
+    publishes: Callable[[DomainConfig, HostFacts], bool]
+    records: Callable[[DomainConfig, HostFacts], list[Record]]
+
+
+MTA_STS = Site("mta-sts", domain_files, issue_script, remove_script, publishes_mta_sts, mta_sts_records)
+AUTOCONFIG = Site("autoconfig", autoconfig_files, autoconfig_issue_script, autoconfig_remove_script,
+                  publishes_autoconfig, autoconfig_records)
+SITES = (MTA_STS, AUTOCONFIG)

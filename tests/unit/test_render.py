@@ -14,7 +14,7 @@ import pytest
 from components import render
 from components.render import HostFile, TemplateError, render_template
 from components.services import mailboxes as mailboxes_service
-from components.services import opendkim
+from components.services import opendkim, web
 from components.services import render_host_files
 from components.services import sieve as sieve_service
 from components.hostfacts import HostFacts
@@ -648,11 +648,10 @@ def test_templates_all_used(monkeypatch):
     units.web_unit(host, owner)
     acme = HostFacts(host_id=owner, hostname=host.host_name, addresses=host.addresses, tls="acme")
     cfg = stack_config(DOMAIN_STACKS[0])
-    units.mta_sts_unit(cfg, f"mailstack/{DOMAIN_STACKS[0]}", acme)
-    units.mta_sts_remove_command(cfg, f"mailstack/{DOMAIN_STACKS[0]}", acme)
-    # Client autoconfiguration (same host): a domain's autoconfig unit and its delete command.
-    units.autoconfig_unit(cfg, f"mailstack/{DOMAIN_STACKS[0]}", acme)
-    units.autoconfig_remove_command(cfg, f"mailstack/{DOMAIN_STACKS[0]}", acme)
+    # And client autoconfiguration (same host): a domain's autoconfig unit and its delete command.
+    for site in web.SITES:
+        units.site_unit(cfg, f"mailstack/{DOMAIN_STACKS[0]}", acme, site)
+        units.site_remove_command(cfg, f"mailstack/{DOMAIN_STACKS[0]}", acme, site)
     on_disk = {str(p.relative_to(render.TEMPLATES)) for p in render.TEMPLATES.rglob("*") if p.is_file()}
     assert used == on_disk
 

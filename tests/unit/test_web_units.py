@@ -105,7 +105,7 @@ def host(tmp_path):
 
 
 def _unit(c=None) -> str:
-    return units.mta_sts_unit(c or cfg(), OWNER, FACTS).stdin
+    return units.site_unit(c or cfg(), OWNER, FACTS, web.MTA_STS).stdin
 
 
 def test_the_unit_gets_the_certificate_checks_the_staged_config_swaps_and_reloads(host):
@@ -184,7 +184,7 @@ def test_the_delete_command_removes_the_server_block_policy_and_lineage_and_noth
     (host.root / "etc/mailstack/domains/example.com/mailboxes").write_text("alice@example.com\n")
     (host.root / "etc/nginx/mailstack/example.org.conf").write_text("# another domain's\n")
     host.log.unlink()
-    result = host.run(_inner(units.mta_sts_remove_command(cfg(), OWNER, FACTS)))
+    result = host.run(_inner(units.site_remove_command(cfg(), OWNER, FACTS, web.MTA_STS)))
     assert result.returncode == 0, result.stderr
     assert not (host.root / "etc/nginx/mailstack/example.com.conf").exists()
     assert not (host.root / "etc/mailstack/domains/example.com/mta-sts.txt").exists()
@@ -195,7 +195,7 @@ def test_the_delete_command_removes_the_server_block_policy_and_lineage_and_noth
 
 def test_another_domain_stack_cannot_remove_the_policy_host(host):
     assert host.run(_unit()).returncode == 0
-    result = host.run(_inner(units.mta_sts_remove_command(cfg(), "mailstack/intruder", FACTS)))
+    result = host.run(_inner(units.site_remove_command(cfg(), "mailstack/intruder", FACTS, web.MTA_STS)))
     assert result.returncode == 1 and "belongs to domain stack mailstack/example.com" in result.stderr
     assert (host.root / "etc/nginx/mailstack/example.com.conf").exists()
 

@@ -277,15 +277,11 @@ def test_the_units_scripts_pass_shellcheck(tmp_path, ssh_user):
 
     facts = HostFacts("mailstack/host-mail", "mail.example.net", ["192.0.2.10", "2001:db8::10"], ssh_user, "acme")
     cfg = domain("example.com")
-    remove = shlex.split(units.mta_sts_remove_command(cfg, "mailstack/example.com", facts))[-1]
-    autoconfig_remove = shlex.split(units.autoconfig_remove_command(cfg, "mailstack/example.com", facts))[-1]
-    scripts = {
-        "autoconfig": units.autoconfig_unit(cfg, "mailstack/example.com", facts).stdin,
-        "autoconfig-remove": autoconfig_remove,
-        "web": units.web_unit(load_config({**HOST, "mailstack:ssh_user": ssh_user}), "mailstack/host-mail").stdin,
-        "mta-sts": units.mta_sts_unit(cfg, "mailstack/example.com", facts).stdin,
-        "mta-sts-remove": remove,
-    }
+    scripts = {"web": units.web_unit(load_config({**HOST, "mailstack:ssh_user": ssh_user}), "mailstack/host-mail").stdin}
+    for site in web.SITES:
+        scripts[site.name] = units.site_unit(cfg, "mailstack/example.com", facts, site).stdin
+        scripts[f"{site.name}-remove"] = shlex.split(
+            units.site_remove_command(cfg, "mailstack/example.com", facts, site))[-1]
     for name, script in scripts.items():
         path = tmp_path / name
         path.write_text(script)
