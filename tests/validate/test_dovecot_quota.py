@@ -1,9 +1,8 @@
 """Dovecot's quota settings as rendered, run for real on this machine (README, "Mailbox quotas").
 
-A private Dovecot instance (its own base_dir, no network listener) reads the
-rendered 10-auth.conf, 10-mail.conf and 90-quota.conf, with the host's paths
-moved under a temporary folder and the vmail account replaced by `nobody`
-(no vmail account here). Its users file is what mailstack-assemble writes.
+A private Dovecot instance (tests/validate/private_dovecot.py; no network
+listener) reads the rendered 10-auth.conf, 10-mail.conf and 90-quota.conf.
+Its users file is what mailstack-assemble writes.
 The test delivers with dovecot-lda and over LMTP (as Postfix hands mail to
 Dovecot on a host), and asks the quota-status socket what Postfix would ask at
 RCPT (its policy protocol).
@@ -14,22 +13,18 @@ The lab (tests/e2e/test_quota.py) proves the same through Postfix and IMAP.
 from __future__ import annotations
 
 import os
-import pwd
 import shutil
 import smtplib
 import socket
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from components import paths
-from components.services import render_host_files
-from tests.conftest import message_of_size, stack_config
-
-LDA = "/usr/lib/dovecot/dovecot-lda"
+from tests.conftest import message_of_size
+from tests.validate import private_dovecot
+from tests.validate.private_dovecot import LDA, doveadm
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("dovecot") is None or not Path(LDA).exists(),
@@ -41,80 +36,16 @@ QUOTA_BYTES = 100 * 1024
 PASSWORD = "carol-Secret-1"
 
 
-def _config_files(root: Path) -> None:
-    """The rendered conf.d files, their host paths moved under `root`."""
-    moved = {
-        paths.DOVECOT_USERS: f"{root}/users",
-        paths.VMAIL_DIR: f"{root}/vmail",
-        paths.QUOTA_STATUS_SOCKET.host: f"{root}/quota-status",
-        paths.QUOTA_WARNING_SCRIPT: f"{root}/quota-warning",
-        "uid=vmail gid=vmail": "uid=nobody gid=nogroup",
-        f"user = {paths.VMAIL_USER}": "user = nobody",
-    }
-    cfg = stack_config("host-mail")
-    conf_d = root / "conf.d"
-    conf_d.mkdir()
-    for f in render_host_files(cfg)["dovecot"]:
-        name = f.path.rsplit("/", 1)[1]
-        text = f.content
-        for old, new in moved.items():
-            text = text.replace(old, new)
-        if f.path == paths.QUOTA_WARNING_SCRIPT:
-            # The script itself, reading this instance's config.
-            (root / "quota-warning").write_text(text.replace(f"{LDA} ", f"{LDA} -c {root}/dovecot.conf "))
-            (root / "quota-warning").chmod(0o755)
-        if name not in ("10-auth.conf", "10-mail.conf", "90-quota.conf"):
-            continue
-        text = text.replace(f"= {cfg.vmail_uid}", f"= {pwd.getpwnam('nobody').pw_uid}")
-        (conf_d / name).write_text(text)
-    (root / "dovecot.conf").write_text(
-        f"base_dir = {root}/run\nstate_dir = {root}/state\nlog_path = {root}/log\n"
-        "protocols = lmtp\nlisten = 127.0.0.1\nssl = no\n"
-        "default_internal_user = nobody\ndefault_login_user = nobody\n"
-        "!include conf.d/*.conf\n"
-    )
-    # The warning script runs as `nobody` here (vmail on a host), and logs like the rest.
-    (root / "log").touch(mode=0o666)
-    (root / "log").chmod(0o666)
-
-
 @pytest.fixture(scope="module")
 def dovecot():
-    # Not under pytest's 0700 folders: `nobody` walks down to its Maildirs.
-    root = Path(tempfile.mkdtemp(prefix="mailstack-dovecot-quota."))
-    root.chmod(0o755)
-    conf = str(root / "dovecot.conf")
-    try:
-        _config_files(root)
-        # As mailstack-assemble writes them (tests/validate/test_assembler.py): carol with a quota.
-        hashed = subprocess.run(["openssl", "passwd", "-6", "-salt", "mscarol", "-stdin"], input=PASSWORD,
-                                capture_output=True, text=True, check=True).stdout.strip()
-        (root / "users").write_text(
-            "# made by mailstack-assemble\n"
-            f"carol@example.com:{hashed}::::::userdb_quota_rule=*:storage={QUOTA_BYTES}B\n"
-            f"alice@example.com:{hashed}::::::\n"
-            f"dave@example.com:{hashed}::::::userdb_quota_rule=*:storage={QUOTA_BYTES}B\n"
-        )
-        (root / "vmail").mkdir()
-        shutil.chown(root / "vmail", "nobody", "nogroup")
-        checked = subprocess.run(["doveconf", "-c", conf, "-n"], capture_output=True, text=True, timeout=60)
-        assert checked.returncode == 0, checked.stderr
-        subprocess.run(["dovecot", "-c", conf], check=True, timeout=60)
-        socket_path = root / "quota-status"
-        deadline = time.monotonic() + 60
-        while not socket_path.exists() and time.monotonic() < deadline:
-            time.sleep(0.2)
+    with private_dovecot.instance("mailstack-dovecot-quota.") as root:
+        private_dovecot.write_config(root, ("10-auth.conf", "10-mail.conf", "90-quota.conf"), "protocols = lmtp\n")
+        # carol and dave with a quota, alice without.
+        quota = f"userdb_quota_rule=*:storage={QUOTA_BYTES}B"
+        private_dovecot.users_file(root, PASSWORD, {"carol@example.com": quota, "alice@example.com": "",
+                                                    "dave@example.com": quota})
+        private_dovecot.start(root, (root / "quota-status").exists)
         yield root
-    finally:
-        subprocess.run(["doveadm", "-c", conf, "stop"], capture_output=True, timeout=60)
-        shutil.rmtree(root, ignore_errors=True)
-
-
-def doveadm(root: Path, *args: str) -> str:
-    result = subprocess.run(["doveadm", "-c", str(root / "dovecot.conf"), *args],
-                            capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
-    return result.stdout
 
 
 def policy(root: Path, recipient: str, size: int | None = None) -> str:

@@ -1,10 +1,9 @@
 """Learning from Junk and filing spam into it, as rendered, run for real on this machine
 (README, "Learning from Junk").
 
-A private Dovecot instance (its own base_dir, IMAP on a loopback port) reads
-the rendered 10-auth.conf, 10-mail.conf, 90-sieve.conf, 90-quota.conf and
-90-spam.conf, with the host's paths moved under a temporary folder and the
-vmail account replaced by `nobody`. The global Sieve scripts are compiled as
+A private Dovecot instance (tests/validate/private_dovecot.py; IMAP on a
+loopback port) reads the rendered 10-auth.conf, 10-mail.conf, 90-sieve.conf,
+90-quota.conf and 90-spam.conf. The global Sieve scripts are compiled as
 the dovecot unit compiles them. The learning program is the rendered one,
 with rspamc replaced by a stand-in that records what it was asked to learn
 (rspamd itself is the lab's: tests/e2e/test_spam_learning.py).
@@ -21,11 +20,8 @@ from __future__ import annotations
 
 import imaplib
 import os
-import pwd
 import shutil
-import socket
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
@@ -33,10 +29,8 @@ import pytest
 
 from components import paths
 from components.services import dovecot as dovecot_service
-from components.services import render_host_files
-from tests.conftest import stack_config
-
-LDA = "/usr/lib/dovecot/dovecot-lda"
+from tests.validate import private_dovecot
+from tests.validate.private_dovecot import LDA
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("dovecot") is None or not Path(LDA).exists(),
@@ -71,73 +65,6 @@ exit 1
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _setup(root: Path, port: int) -> None:
-    cfg = stack_config("host-mail")
-    moved = {
-        paths.DOVECOT_USERS: f"{root}/users",
-        paths.VMAIL_DIR: f"{root}/vmail",
-        paths.QUOTA_STATUS_SOCKET.host: f"{root}/quota-status",
-        paths.QUOTA_WARNING_SCRIPT: f"{root}/quota-warning",
-        paths.SPAM_SIEVE_DIR: f"{root}/sieve-spam",
-        paths.DEFAULT_SIEVE_DIR: f"{root}/sieve",
-        paths.SIEVE_PIPE_DIR: f"{root}/sieve-pipe",
-        "uid=vmail gid=vmail": "uid=nobody gid=nogroup",
-        f"user = {paths.VMAIL_USER}": "user = nobody",
-        dovecot_service.LEARN_SPAM_COMMAND: f"{root}/rspamc learn_spam",
-        dovecot_service.LEARN_HAM_COMMAND: f"{root}/rspamc learn_ham",
-    }
-    for folder in ("conf.d", "sieve-spam", "sieve", "sieve-pipe", "learned", "vmail"):
-        (root / folder).mkdir()
-    for f in render_host_files(cfg)["dovecot"]:
-        text = f.content
-        for old, new in moved.items():
-            text = text.replace(old, new)
-        if f.path.startswith(paths.DOVECOT_CONF_D):
-            name = f.path.rsplit("/", 1)[1]
-            if name not in ("10-auth.conf", "10-mail.conf", "90-sieve.conf", "90-quota.conf", "90-spam.conf"):
-                continue
-            text = text.replace(f"= {cfg.vmail_uid}", f"= {pwd.getpwnam('nobody').pw_uid}")
-            target = root / "conf.d" / name
-        else:
-            folder, name = f.path.rsplit("/", 1)
-            if folder not in moved:  # the quota warning script: test_dovecot_quota.py's
-                continue
-            target = Path(moved[folder]) / name
-        target.write_text(text)
-        target.chmod(int(f.mode, 8))
-    (root / "dovecot.conf").write_text(
-        f"base_dir = {root}/run\nstate_dir = {root}/state\nlog_path = {root}/log\n"
-        f"protocols = imap\nlisten = 127.0.0.1\nssl = no\n"
-        "default_internal_user = nobody\ndefault_login_user = nobody\n"
-        f"service imap-login {{\n  inet_listener imap {{\n    port = {port}\n  }}\n"
-        "  inet_listener imaps {\n    port = 0\n  }\n}\n"
-        # dovecot-lda stands in for LMTP here: the same Sieve plugin (20-lmtp.conf).
-        "protocol lda {\n  mail_plugins = $mail_plugins sieve\n}\n"
-        "!include conf.d/*.conf\n"
-    )
-    (root / "log").touch(mode=0o666)
-    (root / "log").chmod(0o666)
-    (root / "learned").chmod(0o777)
-    hashed = subprocess.run(["openssl", "passwd", "-6", "-salt", "msjunk", "-stdin"], input=PASSWORD,
-                            capture_output=True, text=True, check=True).stdout.strip()
-    (root / "users").write_text("".join(f"{user}:{hashed}::::::\n" for user in USERS))
-    shutil.chown(root / "vmail", "nobody", "nogroup")
-    for user, script in USERS.items():
-        if script is not None:
-            home = root / "vmail" / "example.com" / user.split("@")[0]
-            home.mkdir(parents=True)
-            (home / paths.USER_SIEVE_NAME).write_text(script)
-            for path in (home.parent, home, home / paths.USER_SIEVE_NAME):
-                shutil.chown(path, "nobody", "nogroup")
-    use_rspamc(root, FAKE_RSPAMC)
-
-
 def use_rspamc(root: Path, text: str) -> None:
     (root / "rspamc").write_text(text.format(root=root))
     (root / "rspamc").chmod(0o755)
@@ -145,30 +72,37 @@ def use_rspamc(root: Path, text: str) -> None:
 
 @pytest.fixture(scope="module")
 def dovecot():
-    root = Path(tempfile.mkdtemp(prefix="mailstack-dovecot-spam."))
-    root.chmod(0o755)
-    conf = str(root / "dovecot.conf")
-    port = _free_port()
-    try:
-        _setup(root, port)
-        checked = subprocess.run(["doveconf", "-c", conf, "-n"], capture_output=True, text=True, timeout=60)
-        assert checked.returncode == 0, checked.stderr
+    port = private_dovecot.free_port()
+    with private_dovecot.instance("mailstack-dovecot-spam.") as root:
+        conf = str(root / "dovecot.conf")
+        private_dovecot.write_config(
+            root, ("10-auth.conf", "10-mail.conf", "90-sieve.conf", "90-quota.conf", "90-spam.conf"),
+            f"protocols = imap\n"
+            f"service imap-login {{\n  inet_listener imap {{\n    port = {port}\n  }}\n"
+            "  inet_listener imaps {\n    port = 0\n  }\n}\n"
+            # dovecot-lda stands in for LMTP here: the same Sieve plugin (20-lmtp.conf).
+            "protocol lda {\n  mail_plugins = $mail_plugins sieve\n}\n",
+            {dovecot_service.LEARN_SPAM_COMMAND: f"{root}/rspamc learn_spam",
+             dovecot_service.LEARN_HAM_COMMAND: f"{root}/rspamc learn_ham"},
+        )
+        (root / "learned").mkdir(mode=0o777)
+        (root / "learned").chmod(0o777)
+        private_dovecot.users_file(root, PASSWORD, dict.fromkeys(USERS, ""))
+        for user, script in USERS.items():
+            if script is not None:
+                home = root / "vmail" / "example.com" / user.split("@")[0]
+                home.mkdir(parents=True)
+                (home / paths.USER_SIEVE_NAME).write_text(script)
+                for path in (home.parent, home, home / paths.USER_SIEVE_NAME):
+                    shutil.chown(path, "nobody", "nogroup")
+        use_rspamc(root, FAKE_RSPAMC)
         # As the dovecot unit's check and apply step compile them (components/services/dovecot.py).
         for script in [*sorted((root / "sieve-spam").glob("*.sieve")), root / "sieve" / "default.sieve"]:
             compiled = subprocess.run(["sievec", "-c", conf, str(script)], capture_output=True, text=True,
                                       timeout=60)
             assert compiled.returncode == 0, compiled.stderr
-        subprocess.run(["dovecot", "-c", conf], check=True, timeout=60)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.2)
+        private_dovecot.start(root, lambda: private_dovecot.listening(port))
         yield root, port
-    finally:
-        subprocess.run(["doveadm", "-c", conf, "stop"], capture_output=True, timeout=60)
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def deliver(root: Path, user: str, subject: str, spam: bool) -> None:
