@@ -206,17 +206,13 @@ class MailDomain(pulumi.ComponentResource):
                     if warning := why_not(cfg, host):
                         pulumi.log.warn(warning, self)
                     return []
-                spec = units.site_unit(cfg, owner, host, site)
-                unit = remote.Command(
-                    f"{name}-{site.name}",
-                    connection=connection,
-                    create=spec.command,
-                    stdin=spec.stdin,
+                unit = command(
+                    site.name,
+                    pulumi.Output.from_input(units.site_unit(cfg, owner, host, site)),
+                    [domain_files],
                     # Gone from the program (destroy, the site turned off, a host without acme): its
                     # server block, its file and its certificate lineage go from the host.
                     delete=units.site_remove_command(cfg, owner, host, site),
-                    add_previous_output_in_env=False,
-                    opts=pulumi.ResourceOptions(parent=self, depends_on=[domain_files]),
                 )
                 self.units.append(unit)
                 # The site serves before its records send senders or clients to it.
