@@ -14,7 +14,9 @@ What a sender and a user see, with the lab host stack's defaults (scores 4 / 6 /
 - alice submitting the very same messages on 587 is never greylisted nor
   refused, and her mail gets no X-Spam;
 - rspamd's ports and Redis's answer on mx's loopback only: neither the peer
-  nor the stranger reaches them, over IPv4 or IPv6.
+  nor the stranger reaches them, over IPv4 or IPv6;
+- with `spam_filter: false` deployed, mail flows unjudged (GTUBE delivered
+  without rspamd's headers); deployed with it again, GTUBE is refused again.
 
 Every message carries a token of its own, so greylisting sees it for the first time.
 """
@@ -273,3 +275,23 @@ def test_while_rspamd_is_down_mail_waits_with_4xx_and_is_accepted_after(mx):
     assert first["ok"] or (retry is not None and retry["ok"]), (first, retry)
     arrived = wait_for(lambda: delivered(mx, ALICE_COM, token), timeout=60)
     assert arrived is not None and arrived["X-Spam-Status"].startswith("No, score="), token
+
+
+def test_turned_off_mail_flows_unjudged_and_turned_on_again_it_is_judged(mx, deployment):
+    """spam_filter: false (README, "Spam filtering"): Postfix no longer hands mail to rspamd, and mail
+    still flows; deployed with the filter again, mail is judged again."""
+    deployment.up_host(spam_filter=False)
+    try:
+        assert mx.ssh("postconf -h smtpd_milters").stdout.strip() == "unix:/opendkim/opendkim.sock"
+        token = f"off-{uuid.uuid4().hex[:12]}"
+        # GTUBE, which the filter refuses from anyone: taken and delivered, without rspamd's headers.
+        answer = from_peer(mx, gtube(token))
+        assert answer["ok"], answer
+        arrived = wait_for(lambda: delivered(mx, ALICE_COM, token), timeout=60)
+        assert arrived is not None, token
+        assert arrived["X-Spamd-Result"] is None and arrived["X-Spam-Status"] is None, arrived.items()
+    finally:
+        deployment.up_host()
+    token = f"on-again-{uuid.uuid4().hex[:12]}"
+    answer = from_peer(mx, gtube(token))
+    assert not answer["ok"] and answer["code"] // 100 == 5, answer
