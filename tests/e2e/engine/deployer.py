@@ -147,7 +147,11 @@ class Engine:
             **{k: v for k, v in os.environ.items() if not k.startswith("PULUMI_")},
             "PATH": path,
             "PULUMI_HOME": str(self.home),
-            "PULUMI_BACKEND_URL": f"file://{self.backend}",
+            # metadata=skip: as README "Deploy" tells users of a file backend. The file backend
+            # rewrites a sidecar (<stack>.json.attrs) in place with every checkpoint, and a
+            # StackReference read at that moment (a domain stack reads its own state) fails the
+            # `up` with "failed to load checkpoint: EOF" (seen once in CI).
+            "PULUMI_BACKEND_URL": f"file://{self.backend}?metadata=skip",
             "PULUMI_CONFIG_PASSPHRASE_FILE": str(self.passphrase_file),
             "PULUMI_SKIP_UPDATE_CHECK": "true",
             "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
