@@ -246,6 +246,9 @@ def test_domain_up_deploys_each_domain_with_the_host_stacks_secret_connection(la
         assert not leaked(result.stdout + result.stderr, secrets), f"a secret is in {domain}'s `pulumi up`"
         assert sorted(run["name"] for run in stack.take_runs()) == sorted(domain_units(domain)), domain
     assert not leaked(state_text(engine), secrets), "a secret is in a state file in clear"
+    # No sidecar beside the state files (metadata=skip, README "Deploy"): the file backend rewrites
+    # it in place, and a domain stack's StackReference reading it half-written fails the `up`.
+    assert not list((engine.backend / ".pulumi").rglob("*.attrs"))
     # The connection each domain unit was given (the host stack's private key) is secret in the
     # domain stack's own state: encrypted on disk, as the real pulumi-command keeps it.
     for resource in stack_checkpoint(domains[ORG])["checkpoint"]["latest"]["resources"]:
