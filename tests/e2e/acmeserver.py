@@ -26,8 +26,11 @@ MANAGEMENT_PORT = 15000  # Pebble's management interface: /roots/0 and friends
 
 # Pebble's knobs (its README): no random sleeps before validating; never
 # reject a good nonce (certbot retries a badNonce, but the retries only cost time);
-# never reuse a valid authorization (Pebble's default: half the time), so every
-# order is validated afresh through DNS and a test's outcome does not depend on a coin.
+# reuse a valid authorization as rarely as Pebble allows (its default: half the time).
+# 0 is not never: Pebble makes a new authorization only when rand.Intn(100) > the
+# percentage (wfe.go), so with 0 it still reuses one order in a hundred. A test that
+# needs an order validated through DNS uses an ACME account of its own (authorizations
+# belong to one account), and does not count on this knob.
 PEBBLE_ENV = {"PEBBLE_VA_NOSLEEP": "1", "PEBBLE_WFE_NONCEREJECT": "0", "PEBBLE_AUTHZREUSE": "0"}
 
 # A minimal openssl config: only the extensions asked for, nothing from the system's openssl.cnf.

@@ -10,7 +10,7 @@
   certificate for mail.example.net from Pebble through the stand-in, for the
   key of the CSR it is given (`--csr`: the key never leaves mx's hands),
   valid for that name under Pebble's root, and cleans its challenge up; a
-  second order goes through DNS again (Pebble reuses no authorization); with
+  second order (a new account's) goes through DNS again; with
   a wrong token it fails with Cloudflare's error;
 - lab.acme_down() makes Pebble unreachable, lab.acme_up() brings the same
   Pebble back (same process, same root); acme and cfapi have no way out.
@@ -184,12 +184,14 @@ def make_csr(lab, name: str, tag: str) -> None:
             f"-subj /CN={name} -addext subjectAltName=DNS:{name} 2>/dev/null && chmod 600 {tag}.key")
 
 
-def run_certbot(lab, tag: str, credentials: str) -> tuple[subprocess.CompletedProcess, float]:
+def run_certbot(lab, tag: str, credentials: str, account: str = "") -> tuple[subprocess.CompletedProcess, float]:
+    """certbot --csr for {tag}.csr; `account` names its ACME account's directories (default: the tag's)."""
+    account = account or tag
     argv = ["certbot", "certonly", "--non-interactive", "--agree-tos", "--email", "postmaster@example.net",
             "--server", lab.acme_directory,
             # Each run its own ACME account: nothing one run validated helps another.
-            "--config-dir", f"{WORK}/certbot-{tag}/config", "--work-dir", f"{WORK}/certbot-{tag}/work",
-            "--logs-dir", f"{WORK}/certbot-{tag}/logs",
+            "--config-dir", f"{WORK}/certbot-{account}/config", "--work-dir", f"{WORK}/certbot-{account}/work",
+            "--logs-dir", f"{WORK}/certbot-{account}/logs",
             "--authenticator", "dns-cloudflare", "--dns-cloudflare-credentials", credentials,
             "--dns-cloudflare-propagation-seconds", "0",
             "--csr", f"{WORK}/{tag}.csr", "--cert-path", f"{WORK}/{tag}.cert.pem",
@@ -235,12 +237,14 @@ def test_certbot_gets_a_certificate_for_the_csr_key_through_the_stand_in(lab, ce
 
 
 def test_a_second_order_is_validated_through_dns_again(lab, certbot):
-    # The same account and name as above: Pebble reuses no authorization (PEBBLE_AUTHZREUSE=0), so
-    # a renewal in the lab always goes through the stand-in and Pebble's DNS check, as a first order does.
+    # The same key and name as above, but a new ACME account: the first account holds a valid
+    # authorization for the name, and Pebble reuses one now and then even at PEBBLE_AUTHZREUSE=0
+    # (acmeserver.py). A new account has none, so this order is proven to go through the stand-in
+    # and Pebble's DNS check again (and the first order's cleanup left nothing in the way).
     # certbot --csr never overwrites its output paths (FileExistsError): they must be new (stage) paths.
     lab.ssh(f"cd {WORK} && rm -f mail.cert.pem mail.fullchain.pem mail.chain.pem")
     calls_before = len(lab.cfapi_call_log.read_text().splitlines())
-    result, _ = run_certbot(lab, "mail", f"{WORK}/cloudflare.ini")
+    result, _ = run_certbot(lab, "mail", f"{WORK}/cloudflare.ini", account="mail-again")
     assert result.returncode == 0, result.stdout + result.stderr
     calls = [json.loads(line) for line in lab.cfapi_call_log.read_text().splitlines()[calls_before:]]
     assert [c["method"] for c in calls if c["path"].endswith("/dns_records")].count("POST") == 1
