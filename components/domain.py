@@ -84,7 +84,8 @@ class MailDomain(pulumi.ComponentResource):
         def unit(make) -> pulumi.Output[units.Unit]:
             return self.host.apply(make)
 
-        def command(unit_name: str, spec: pulumi.Output[units.Unit], after: list[pulumi.Resource], **extra):
+        def command(unit_name: str, spec: pulumi.Input[units.Unit], after: list[pulumi.Resource], **extra):
+            spec = pulumi.Output.from_input(spec)
             return remote.Command(
                 f"{name}-{unit_name}",
                 connection=connection,
@@ -208,7 +209,7 @@ class MailDomain(pulumi.ComponentResource):
                     return []
                 unit = command(
                     site.name,
-                    pulumi.Output.from_input(units.site_unit(cfg, owner, host, site)),
+                    units.site_unit(cfg, owner, host, site),
                     [domain_files],
                     # Gone from the program (destroy, the site turned off, a host without acme): its
                     # server block, its file and its certificate lineage go from the host.
@@ -218,7 +219,7 @@ class MailDomain(pulumi.ComponentResource):
                 # The site serves before its records send senders or clients to it.
                 site_dns = MailDns(
                     f"{name}-{site.name}-dns",
-                    {"zone_ids": {cfg.zone_name: cfg.cloudflare_zone_id},
+                    {"zone_ids": zone_ids,
                      "records": [Published(r, cfg.zone_name) for r in site.records(cfg, host)], "after": [unit]},
                     child,
                 )

@@ -85,7 +85,7 @@ def dovecot():
             {dovecot_service.LEARN_SPAM_COMMAND: f"{root}/rspamc learn_spam",
              dovecot_service.LEARN_HAM_COMMAND: f"{root}/rspamc learn_ham"},
         )
-        (root / "learned").mkdir(mode=0o777)
+        (root / "learned").mkdir()
         (root / "learned").chmod(0o777)
         private_dovecot.users_file(root, PASSWORD, dict.fromkeys(USERS, ""))
         for user, script in USERS.items():
